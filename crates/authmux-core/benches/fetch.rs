@@ -1,0 +1,90 @@
+//! One full uncached fetch against a local server, next to a hand-written
+//! reqwest POST plus `serde_json` parse of the same response.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+
+use authmux_core::SecretString;
+use authmux_core::wire::{ClientAuth, HttpClient, TokenRequest};
+use criterion::{Criterion, criterion_group, criterion_main};
+use httpmock::{Method::POST, MockServer};
+use serde_json::json;
+
+#[derive(serde::Deserialize)]
+struct Response {
+    access_token: String,
+    token_type: String,
+    expires_in: u64,
+}
+
+fn fetch(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = MockServer::start();
+    server.mock(|when, then| {
+        when.method(POST).path("/oauth/token");
+        then.status(200)
+            .header("content-type", "application/json")
+            .json_body(json!({
+                "access_token": "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtMm0ifQ.c2ln",
+                "token_type": "Bearer",
+                "expires_in": 86400,
+            }));
+    });
+    let url = server.url("/oauth/token");
+    let http = HttpClient::new().unwrap();
+    let request = TokenRequest::builder(url.clone())
+        .json()
+        .param("grant_type", "client_credentials")
+        .client_credentials(
+            ClientAuth::Body,
+            "bench-client",
+            SecretString::from("bench-secret".to_owned()),
+        )
+        .param("audience", "https://api.example.com")
+        .build()
+        .unwrap();
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let body = json!({
+        "grant_type": "client_credentials",
+        "client_id": "bench-client",
+        "client_secret": "bench-secret",
+        "audience": "https://api.example.com",
+    })
+    .to_string();
+
+    let mut group = c.benchmark_group("fetch");
+    group.bench_function("authmux", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(http.fetch_token(&request).await.unwrap().id()) })
+    });
+    group.bench_function("hand_written_reqwest", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let response = plain
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let bytes = response.bytes().await.unwrap();
+            let parsed: Response = serde_json::from_slice(&bytes).unwrap();
+            black_box((
+                parsed.access_token.len(),
+                parsed.token_type.len(),
+                parsed.expires_in,
+            ))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, fetch);
+criterion_main!(benches);

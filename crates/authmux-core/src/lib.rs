@@ -1,0 +1,84 @@
+//! The core of [authmux]: machine-to-machine OAuth 2.0 access tokens from
+//! any provider, fetched once, cached, refreshed ahead of expiry and shared
+//! by every caller.
+//!
+//! This crate is provider-free. It holds:
+//!
+//! * [`Token`]: an access token kept as a secret, with its type, expiry,
+//!   scopes, a ready `Authorization` header value and unverified JWT claims;
+//! * [`TokenSource`]: one round trip to a token endpoint, behind a cheap
+//!   clonable handle, [`SharedTokenSource`];
+//! * the wire layer ([`wire`]): a request description, a shared HTTP client
+//!   (rustls, no redirects, timeouts, a 256 KiB body cap) and lenient
+//!   response parsing into tokens or typed errors;
+//! * [`ManagedToken`]: the cache, with lock-free reads, single-flight
+//!   fetches, refresh ahead, retries and cool-down;
+//! * [`Error`]: one error type with [`Error::is_transient`].
+//!
+//! Provider crates (`authmux-auth0`, `authmux-mention-me`, …) implement
+//! [`TokenSource`] on top of the wire layer; the `authmux` facade picks them
+//! from a config file.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use authmux_core::wire::{ClientAuth, HttpClient, TokenRequest};
+//! use authmux_core::{Error, ManagedToken, Token, TokenIdentity, TokenSource};
+//! use secrecy::SecretString;
+//!
+//! struct MySource {
+//!     http: HttpClient,
+//!     request: TokenRequest,
+//! }
+//!
+//! #[async_trait::async_trait]
+//! impl TokenSource for MySource {
+//!     fn provider(&self) -> &str {
+//!         "my-idp"
+//!     }
+//!     fn identity(&self) -> TokenIdentity {
+//!         TokenIdentity::from_request(self.provider(), &self.request)
+//!     }
+//!     async fn fetch_token(&self) -> Result<Token, Error> {
+//!         self.http.fetch_token(&self.request).await
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Error> {
+//! let request = TokenRequest::builder("https://idp.example.com/oauth/token")
+//!     .param("grant_type", "client_credentials")
+//!     .client_credentials(ClientAuth::Basic, "my-client", SecretString::from("…".to_owned()))
+//!     .build()?;
+//! let cache = ManagedToken::builder(MySource { http: HttpClient::new()?, request })
+//!     .name("api")
+//!     .build();
+//! let token = cache.get().await?; // fetched once
+//! let again = cache.get().await?; // served from the cache in nanoseconds
+//! assert_eq!(token.id(), again.id());
+//! let _header = token.authorization(); // `Bearer …`, marked sensitive
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Time
+//!
+//! Token times are [`tokio::time::Instant`]s. Caches built with
+//! [`Clock::tokio`] follow tokio's paused time, so tests can advance an hour
+//! in microseconds.
+//!
+//! [authmux]: https://github.com/authmux/authmux
+
+pub mod cache;
+pub mod clock;
+pub mod error;
+pub mod source;
+pub mod token;
+pub mod wire;
+
+pub use cache::{CachePolicy, ManagedToken, RefresherHandle, RetryPolicy, Schedule, TokenGuard};
+pub use clock::Clock;
+pub use error::{Error, ErrorKind, OAuthError, RateLimit};
+pub use source::{SharedTokenSource, TokenIdentity, TokenSource};
+pub use token::{Token, TokenType};
+
+pub use secrecy::{ExposeSecret, SecretString};

@@ -1,0 +1,173 @@
+//! The token source trait: one round trip to a token endpoint, no caching.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::Error;
+use crate::token::Token;
+use crate::wire::TokenRequest;
+
+/// Something that can get a fresh access token: usually a provider speaking
+/// to a token endpoint.
+///
+/// Implementations make exactly one round trip per call. Caching, single
+/// flight, retries and refresh are the job of
+/// [`ManagedToken`](crate::ManagedToken).
+#[async_trait]
+pub trait TokenSource: Send + Sync + 'static {
+    /// The provider's name, such as `auth0`.
+    fn provider(&self) -> &str;
+
+    /// Everything that decides which token this source gets. Two sources
+    /// with equal identities may share one cached token.
+    fn identity(&self) -> TokenIdentity;
+
+    /// Requests one new token.
+    async fn fetch_token(&self) -> Result<Token, Error>;
+}
+
+/// A cheap, clonable handle to any [`TokenSource`].
+#[derive(Clone)]
+pub struct SharedTokenSource(Arc<dyn TokenSource>);
+
+impl SharedTokenSource {
+    /// Wraps a source.
+    pub fn new(source: impl TokenSource) -> Self {
+        Self(Arc::new(source))
+    }
+
+    /// See [`TokenSource::provider`].
+    pub fn provider(&self) -> &str {
+        self.0.provider()
+    }
+
+    /// See [`TokenSource::identity`].
+    pub fn identity(&self) -> TokenIdentity {
+        self.0.identity()
+    }
+
+    /// See [`TokenSource::fetch_token`].
+    pub async fn fetch_token(&self) -> Result<Token, Error> {
+        self.0.fetch_token().await
+    }
+}
+
+impl<T: TokenSource> From<T> for SharedTokenSource {
+    fn from(source: T) -> Self {
+        Self::new(source)
+    }
+}
+
+impl From<Arc<dyn TokenSource>> for SharedTokenSource {
+    fn from(source: Arc<dyn TokenSource>) -> Self {
+        Self(source)
+    }
+}
+
+impl fmt::Debug for SharedTokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SharedTokenSource")
+            .field(&self.0.identity())
+            .finish()
+    }
+}
+
+/// What a token depends on: the provider, the endpoint and every request
+/// parameter that changes the token (client id, scope, audience, …), but
+/// never a secret. Caches and single flights are keyed on it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenIdentity {
+    provider: Arc<str>,
+    endpoint: String,
+    fields: BTreeMap<String, String>,
+}
+
+impl TokenIdentity {
+    /// An identity for `provider` at `endpoint`, with no fields yet.
+    pub fn new(provider: &str, endpoint: &str) -> Self {
+        Self {
+            provider: Arc::from(provider),
+            endpoint: endpoint.to_owned(),
+            fields: BTreeMap::new(),
+        }
+    }
+
+    /// The identity of a request: its URL and every non-secret body parameter.
+    pub fn from_request(provider: &str, request: &TokenRequest) -> Self {
+        let mut identity = Self::new(provider, request.url().as_str());
+        for name in request.param_names() {
+            if let Some(value) = request.param(name) {
+                identity = identity.with(name, value);
+            }
+        }
+        identity
+    }
+
+    /// Adds a field.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.fields.insert(key.into(), value.into());
+        self
+    }
+
+    /// The provider's name.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// The token endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The value of a field.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields.get(key).map(String::as_str)
+    }
+}
+
+impl fmt::Display for TokenIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.provider, self.endpoint)?;
+        for (key, value) in &self.fields {
+            write!(f, " {key}={value:?}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ClientAuth;
+    use secrecy::SecretString;
+
+    #[test]
+    fn identity_covers_every_non_secret_param_and_no_secret() {
+        let request = |scope: &str| {
+            TokenRequest::builder("https://idp.example/token")
+                .param("grant_type", "client_credentials")
+                .param("scope", scope)
+                .client_credentials(
+                    ClientAuth::Body,
+                    "client-1",
+                    SecretString::from("s3cr3t".to_owned()),
+                )
+                .build()
+                .expect("valid request")
+        };
+        let read = TokenIdentity::from_request("oauth2", &request("read"));
+        let write = TokenIdentity::from_request("oauth2", &request("write"));
+        assert_ne!(read, write);
+        assert_eq!(
+            read,
+            TokenIdentity::from_request("oauth2", &request("read"))
+        );
+        assert_eq!(read.get("client_id"), Some("client-1"));
+        assert_eq!(read.get("client_secret"), None);
+        assert!(!read.to_string().contains("s3cr3t"));
+        assert!(!format!("{read:?}").contains("s3cr3t"));
+    }
+}

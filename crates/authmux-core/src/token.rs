@@ -1,0 +1,402 @@
+//! Access tokens.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::header::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind};
+
+/// The kind of access token, from the response's `token_type`, compared
+/// case-insensitively (RFC 6749 §5.1): Mention Me's `"bearer"` is [`Bearer`](Self::Bearer).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TokenType {
+    /// `Bearer` (RFC 6750).
+    Bearer,
+    /// `DPoP`: the token is bound to a key (RFC 9449).
+    DPoP,
+    /// Any other type, as sent.
+    Other(String),
+}
+
+impl TokenType {
+    /// Parses a `token_type` value.
+    pub fn parse(value: &str) -> Self {
+        if value.eq_ignore_ascii_case("bearer") {
+            Self::Bearer
+        } else if value.eq_ignore_ascii_case("dpop") {
+            Self::DPoP
+        } else {
+            Self::Other(value.to_owned())
+        }
+    }
+
+    /// The `Authorization` scheme to send the token with.
+    pub fn scheme(&self) -> &str {
+        match self {
+            Self::Bearer => "Bearer",
+            Self::DPoP => "DPoP",
+            Self::Other(other) => other,
+        }
+    }
+}
+
+impl fmt::Display for TokenType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.scheme())
+    }
+}
+
+/// An access token and what is known about it.
+///
+/// Cloning is cheap (one `Arc`). The token itself is a secret: `Debug`
+/// redacts it, and [`Token::secret`] is the one way to read it.
+#[derive(Clone)]
+pub struct Token {
+    inner: Arc<TokenData>,
+}
+
+struct TokenData {
+    id: u64,
+    access_token: SecretString,
+    authorization: HeaderValue,
+    token_type: TokenType,
+    issued_at: Instant,
+    expires_at: Instant,
+    expires_at_utc: SystemTime,
+    scope: Option<String>,
+    extra: Map<String, Value>,
+}
+
+static NEXT_TOKEN_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Token {
+    /// Starts building a token around `access_token`.
+    pub fn builder(access_token: impl Into<String>) -> TokenBuilder {
+        TokenBuilder {
+            access_token: SecretString::from(access_token.into()),
+            token_type: TokenType::Bearer,
+            lifetime: None,
+            issued_at: None,
+            scope: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// A process-unique number for this token. Clones share it.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The access token.
+    pub fn secret(&self) -> &SecretString {
+        &self.inner.access_token
+    }
+
+    /// The ready `Authorization` header value (`Bearer …` or `DPoP …`),
+    /// marked sensitive. Built once; cloning it does not allocate.
+    pub fn authorization(&self) -> &HeaderValue {
+        &self.inner.authorization
+    }
+
+    /// The token type.
+    pub fn token_type(&self) -> &TokenType {
+        &self.inner.token_type
+    }
+
+    /// When the token was received, on tokio's clock.
+    pub fn issued_at(&self) -> Instant {
+        self.inner.issued_at
+    }
+
+    /// When the token expires, on tokio's clock.
+    pub fn expires_at(&self) -> Instant {
+        self.inner.expires_at
+    }
+
+    /// When the token expires, on the wall clock.
+    pub fn expires_at_utc(&self) -> SystemTime {
+        self.inner.expires_at_utc
+    }
+
+    /// The lifetime the token was issued with.
+    pub fn lifetime(&self) -> Duration {
+        self.inner.expires_at - self.inner.issued_at
+    }
+
+    /// The time left before the token expires (zero once it has).
+    pub fn expires_in(&self) -> Duration {
+        self.inner
+            .expires_at
+            .saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the token has expired.
+    pub fn is_expired(&self) -> bool {
+        Instant::now() >= self.inner.expires_at
+    }
+
+    /// The granted scope as sent (space-separated), if the response had one.
+    pub fn scope(&self) -> Option<&str> {
+        self.inner.scope.as_deref()
+    }
+
+    /// The granted scopes, one by one.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.inner.scope.as_deref().unwrap_or("").split_whitespace()
+    }
+
+    /// The response fields other than `access_token`, `token_type`,
+    /// `expires_in` and `scope`.
+    pub fn extra(&self) -> &Map<String, Value> {
+        &self.inner.extra
+    }
+
+    /// Whether the access token is a JWT whose payload decodes as JSON.
+    pub fn is_jwt(&self) -> bool {
+        self.claims::<Map<String, Value>>().is_ok()
+    }
+
+    /// Decodes the JWT payload of the access token into `T`, **without
+    /// verifying** the signature. Use it to read claims, never to trust them.
+    pub fn claims<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        decode_jwt_payload(self.inner.access_token.expose_secret())
+    }
+}
+
+/// Decodes the payload of a compact JWT without verifying it.
+///
+/// Error messages never contain the token or its claims.
+pub(crate) fn decode_jwt_payload<T: DeserializeOwned>(jwt: &str) -> Result<T, Error> {
+    let mut parts = jwt.split('.');
+    let (Some(_header), Some(payload), Some(_signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Error::new(
+            ErrorKind::InvalidResponse,
+            "the access token is not a JWT",
+        ));
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidResponse,
+                "the JWT payload is not base64url",
+            )
+        })?;
+    serde_json::from_slice(&bytes).map_err(|error| {
+        Error::new(
+            ErrorKind::InvalidResponse,
+            format!(
+                "the JWT payload does not match the expected claims ({:?} error at column {})",
+                error.classify(),
+                error.column()
+            ),
+        )
+    })
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        f.debug_struct("Token")
+            .field("id", &inner.id)
+            .field("access_token", &"[redacted]")
+            .field("token_type", &inner.token_type)
+            .field("scope", &inner.scope)
+            .field("lifetime", &self.lifetime())
+            .field("expires_in", &self.expires_in())
+            .field("extra_fields", &inner.extra.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Builds a [`Token`]; see [`Token::builder`].
+pub struct TokenBuilder {
+    access_token: SecretString,
+    token_type: TokenType,
+    lifetime: Option<Duration>,
+    issued_at: Option<Instant>,
+    scope: Option<String>,
+    extra: Map<String, Value>,
+}
+
+impl fmt::Debug for TokenBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenBuilder")
+            .field("access_token", &"[redacted]")
+            .field("token_type", &self.token_type)
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenBuilder {
+    /// The token type; `Bearer` unless set.
+    pub fn token_type(mut self, token_type: TokenType) -> Self {
+        self.token_type = token_type;
+        self
+    }
+
+    /// How long the token lasts from when it was issued. Required.
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = Some(lifetime);
+        self
+    }
+
+    /// When the token was received; now unless set.
+    pub fn issued_at(mut self, issued_at: Instant) -> Self {
+        self.issued_at = Some(issued_at);
+        self
+    }
+
+    /// The granted scope, space-separated.
+    pub fn scope(mut self, scope: Option<String>) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// The other response fields.
+    pub fn extra(mut self, extra: Map<String, Value>) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    /// Builds the token and its `Authorization` header value.
+    pub fn build(self) -> Result<Token, Error> {
+        let lifetime = self
+            .lifetime
+            .ok_or_else(|| Error::new(ErrorKind::InvalidResponse, "the token has no lifetime"))?;
+        let secret = self.access_token.expose_secret();
+        if secret.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidResponse,
+                "the access token is empty",
+            ));
+        }
+        let mut authorization =
+            HeaderValue::try_from(format!("{} {}", self.token_type.scheme(), secret)).map_err(
+                |_| {
+                    Error::new(
+                        ErrorKind::InvalidResponse,
+                        "the access token has characters that are not allowed in an HTTP header",
+                    )
+                },
+            )?;
+        authorization.set_sensitive(true);
+        let issued_at = self.issued_at.unwrap_or_else(Instant::now);
+        let now = Instant::now();
+        let expires_at = issued_at + lifetime;
+        let expires_at_utc = if expires_at >= now {
+            SystemTime::now() + (expires_at - now)
+        } else {
+            SystemTime::now() - (now - expires_at)
+        };
+        Ok(Token {
+            inner: Arc::new(TokenData {
+                id: NEXT_TOKEN_ID.fetch_add(1, Ordering::Relaxed),
+                access_token: self.access_token,
+                authorization,
+                token_type: self.token_type,
+                issued_at,
+                expires_at,
+                expires_at_utc,
+                scope: self.scope,
+                extra: self.extra,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(payload: &str) -> String {
+        format!(
+            "{}.{}.sig",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#),
+            URL_SAFE_NO_PAD.encode(payload)
+        )
+    }
+
+    #[test]
+    fn token_type_is_case_insensitive() {
+        assert_eq!(TokenType::parse("bearer"), TokenType::Bearer);
+        assert_eq!(TokenType::parse("BEARER"), TokenType::Bearer);
+        assert_eq!(TokenType::parse("dpop"), TokenType::DPoP);
+        assert_eq!(TokenType::parse("DPoP"), TokenType::DPoP);
+        assert_eq!(TokenType::parse("mac"), TokenType::Other("mac".into()));
+        assert_eq!(TokenType::parse("bearer").scheme(), "Bearer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn token_fields_and_header() {
+        let token = Token::builder("abc.def")
+            .token_type(TokenType::parse("bearer"))
+            .lifetime(Duration::from_secs(3600))
+            .scope(Some("customers:list  orders:read".into()))
+            .build()
+            .expect("valid token");
+        assert_eq!(token.authorization(), "Bearer abc.def");
+        assert!(token.authorization().is_sensitive());
+        assert_eq!(
+            token.scopes().collect::<Vec<_>>(),
+            ["customers:list", "orders:read"]
+        );
+        assert_eq!(token.expires_in(), Duration::from_secs(3600));
+        tokio::time::advance(Duration::from_secs(3599)).await;
+        assert!(!token.is_expired());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(token.is_expired());
+        assert_eq!(token.clone().id(), token.id());
+    }
+
+    #[test]
+    fn debug_redacts_the_token() {
+        let token = Token::builder("super-secret-token")
+            .lifetime(Duration::from_secs(60))
+            .build()
+            .expect("valid token");
+        let debug = format!("{token:?} {:?}", Token::builder("super-secret-token"));
+        assert!(!debug.contains("super-secret-token"), "{debug}");
+        assert!(debug.contains("[redacted]"));
+    }
+
+    #[test]
+    fn claims_decode_without_verification() {
+        let token = Token::builder(jwt(r#"{"sub":"m2m","claims":{"merchantId":"4259"}}"#))
+            .lifetime(Duration::from_secs(60))
+            .build()
+            .expect("valid token");
+        let claims: Value = token.claims().expect("claims");
+        assert_eq!(claims["claims"]["merchantId"], "4259");
+        assert!(token.is_jwt());
+
+        let opaque = Token::builder("opaque-token-value")
+            .lifetime(Duration::from_secs(60))
+            .build()
+            .expect("valid token");
+        let error = opaque.claims::<Value>().expect_err("not a JWT");
+        assert!(!error.to_string().contains("opaque-token-value"));
+    }
+
+    #[test]
+    fn header_rejects_bad_characters_without_echoing_them() {
+        let error = Token::builder("bad\ntoken")
+            .lifetime(Duration::from_secs(60))
+            .build()
+            .expect_err("newline is not allowed");
+        assert_eq!(error.kind(), ErrorKind::InvalidResponse);
+        assert!(!error.to_string().contains("bad"));
+    }
+}

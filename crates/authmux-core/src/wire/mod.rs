@@ -1,0 +1,223 @@
+//! The one wire layer that every provider reuses: a request description
+//! ([`TokenRequest`]), a shared HTTP client ([`HttpClient`]) and lenient
+//! response parsing.
+
+mod request;
+mod response;
+
+pub use request::{
+    BodyEncoding, ClientAuth, DEFAULT_LIFETIME, TokenRequest, TokenRequestBuilder, is_loopback,
+    validate_url,
+};
+pub use response::EndpointResponse;
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+
+use crate::error::{Error, ErrorKind};
+use crate::token::Token;
+
+/// The most bytes of a token endpoint response that are read.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// The `User-Agent` of every token request.
+pub const USER_AGENT: &str = concat!("authmux/", env!("CARGO_PKG_VERSION"));
+
+/// A shared HTTP client for token endpoints: reqwest with rustls, no
+/// redirects, connect and total timeouts, and a response body cap.
+///
+/// Cloning is cheap and shares the connection pool.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    max_body: usize,
+}
+
+/// Settings for an [`HttpClient`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// How long to wait for a connection (default 10 s).
+    pub connect_timeout: Duration,
+    /// How long a whole request may take, body included (default 30 s).
+    pub timeout: Duration,
+    /// The response body cap in bytes (default [`MAX_BODY`]).
+    pub max_body: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+            max_body: MAX_BODY,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Sets the connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the total request timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the response body cap.
+    pub fn max_body(mut self, max_body: usize) -> Self {
+        self.max_body = max_body;
+        self
+    }
+}
+
+impl HttpClient {
+    /// A client with the default [`HttpConfig`].
+    pub fn new() -> Result<Self, Error> {
+        Self::with_config(HttpConfig::default())
+    }
+
+    /// A client with `config`.
+    pub fn with_config(config: HttpConfig) -> Result<Self, Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|error| {
+                Error::new(ErrorKind::Config, "cannot build the HTTP client")
+                    .with_source(error.without_url())
+            })?;
+        Ok(Self {
+            client,
+            max_body: config.max_body,
+        })
+    }
+
+    /// The underlying reqwest client, for plugging into other crates.
+    pub fn reqwest(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends one token request and parses the response into a [`Token`].
+    pub async fn fetch_token(&self, request: &TokenRequest) -> Result<Token, Error> {
+        self.send(request).await?.into_token(request)
+    }
+
+    /// Sends one token request and reads the response, capped at the body
+    /// limit, without interpreting it. Providers that need the raw response
+    /// (a DPoP nonce, say) call this, then [`EndpointResponse::into_token`].
+    pub async fn send(&self, request: &TokenRequest) -> Result<EndpointResponse, Error> {
+        let started = tokio::time::Instant::now();
+        let mut builder = self
+            .client
+            .post(request.url().clone())
+            .headers(request.headers().clone())
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static(request.content_type()),
+            )
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .body(request.body()?);
+        if let Some(timeout) = request.timeout() {
+            builder = builder.timeout(timeout);
+        }
+        let mut response = builder.send().await.map_err(transport_error)?;
+        let status = response.status().as_u16();
+        let headers = std::mem::take(response.headers_mut());
+        if response
+            .content_length()
+            .is_some_and(|length| length > self.max_body as u64)
+        {
+            return Err(body_too_large(status, self.max_body));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > self.max_body {
+                return Err(body_too_large(status, self.max_body));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        tracing::debug!(
+            url = %request.url(),
+            status,
+            bytes = body.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "token endpoint answered"
+        );
+        Ok(EndpointResponse::new(status, headers, body))
+    }
+}
+
+fn body_too_large(status: u16, max_body: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidResponse,
+        format!("the response body exceeds the {} KiB cap", max_body / 1024),
+    )
+    .with_status(status)
+}
+
+fn transport_error(error: reqwest::Error) -> Error {
+    let kind = if error.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Transport
+    };
+    let message = if error.is_timeout() {
+        "no complete response in time"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "the connection broke while reading the response"
+    } else {
+        "the request failed"
+    };
+    Error::new(kind, message).with_source(error.without_url())
+}
+
+/// The simplest [`TokenSource`](crate::TokenSource): sends one fixed
+/// [`TokenRequest`] through an [`HttpClient`]. Provider crates build on it
+/// or write their own when a request changes per call.
+#[derive(Clone, Debug)]
+pub struct RequestSource {
+    provider: std::sync::Arc<str>,
+    http: HttpClient,
+    request: TokenRequest,
+}
+
+impl RequestSource {
+    /// A source named `provider` that sends `request` through `http`.
+    pub fn new(provider: &str, http: HttpClient, request: TokenRequest) -> Self {
+        Self {
+            provider: std::sync::Arc::from(provider),
+            http,
+            request,
+        }
+    }
+
+    /// The request this source sends.
+    pub fn request(&self) -> &TokenRequest {
+        &self.request
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::TokenSource for RequestSource {
+    fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    fn identity(&self) -> crate::TokenIdentity {
+        crate::TokenIdentity::from_request(&self.provider, &self.request)
+    }
+
+    async fn fetch_token(&self) -> Result<Token, Error> {
+        self.http.fetch_token(&self.request).await
+    }
+}

@@ -1,0 +1,486 @@
+//! Describing a token request: URL, body encoding, parameters, client
+//! authentication and headers. The body is always serialized with serde.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use url::{Host, Url};
+
+use crate::error::Error;
+
+/// How the request body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyEncoding {
+    /// `application/x-www-form-urlencoded`, as RFC 6749 §4.4.2 specifies.
+    #[default]
+    Form,
+    /// `application/json`, as Mention Me, 360Learning and Auth0 accept.
+    Json,
+}
+
+impl BodyEncoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Form => "application/x-www-form-urlencoded",
+            Self::Json => "application/json",
+        }
+    }
+}
+
+/// Where the client credentials go (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` as body parameters (`client_secret_post`).
+    #[default]
+    #[serde(alias = "post", alias = "client_secret_post")]
+    Body,
+    /// An HTTP Basic `Authorization` header (`client_secret_basic`), with the
+    /// id and secret each form-urlencoded before base64, as §2.3.1 requires.
+    #[serde(alias = "client_secret_basic")]
+    Basic,
+}
+
+#[derive(Clone)]
+enum ParamValue {
+    Plain(String),
+    Secret(SecretString),
+}
+
+impl ParamValue {
+    fn expose(&self) -> &str {
+        match self {
+            Self::Plain(value) => value,
+            Self::Secret(secret) => secret.expose_secret(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Param {
+    name: Cow<'static, str>,
+    value: ParamValue,
+}
+
+/// A complete, validated description of one token request. Build it once
+/// with [`TokenRequest::builder`] and send it as often as needed.
+#[derive(Clone)]
+pub struct TokenRequest {
+    url: Url,
+    encoding: BodyEncoding,
+    params: Vec<Param>,
+    headers: HeaderMap,
+    timeout: Option<Duration>,
+    default_lifetime: Duration,
+}
+
+/// The lifetime of a token whose response has neither `expires_in` nor a
+/// JWT `exp`. A missing lifetime never means "forever".
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+
+impl TokenRequest {
+    /// Starts describing a request to the token endpoint at `url`.
+    pub fn builder(url: impl Into<String>) -> TokenRequestBuilder {
+        TokenRequestBuilder {
+            url: url.into(),
+            encoding: BodyEncoding::default(),
+            params: Vec::new(),
+            basic: None,
+            headers: HeaderMap::new(),
+            timeout: None,
+            default_lifetime: DEFAULT_LIFETIME,
+            allow_insecure_http: false,
+        }
+    }
+
+    /// The token endpoint.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The body encoding.
+    pub fn encoding(&self) -> BodyEncoding {
+        self.encoding
+    }
+
+    /// The names of the body parameters, in order.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|param| param.name.as_ref())
+    }
+
+    /// The value of a non-secret body parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find_map(|param| match &param.value {
+            ParamValue::Plain(value) if param.name == name => Some(value.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The extra headers, including a Basic `Authorization` (marked sensitive).
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The per-request timeout, if one overrides the client's.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The lifetime assumed when the response gives none.
+    pub fn default_lifetime(&self) -> Duration {
+        self.default_lifetime
+    }
+
+    /// A copy of this request with one more header, such as a fresh `DPoP` proof.
+    pub fn with_header(&self, name: HeaderName, value: HeaderValue) -> Self {
+        let mut request = self.clone();
+        request.headers.insert(name, value);
+        request
+    }
+
+    pub(crate) fn content_type(&self) -> &'static str {
+        self.encoding.content_type()
+    }
+
+    /// The serialized body. The one place where secrets are exposed for the wire.
+    pub(crate) fn body(&self) -> Result<Vec<u8>, Error> {
+        let body = match self.encoding {
+            BodyEncoding::Json => serde_json::to_vec(&JsonParams(&self.params))
+                .map_err(|_| Error::config("the request body cannot be encoded as JSON"))?,
+            BodyEncoding::Form => {
+                let pairs: Vec<(&str, &str)> = self
+                    .params
+                    .iter()
+                    .map(|param| (param.name.as_ref(), param.value.expose()))
+                    .collect();
+                serde_urlencoded::to_string(pairs)
+                    .map_err(|_| Error::config("the request body cannot be form-encoded"))?
+                    .into_bytes()
+            }
+        };
+        Ok(body)
+    }
+
+    /// Every secret value this request carries, so that server-supplied text
+    /// echoing one can be scrubbed.
+    pub(crate) fn secrets(&self) -> Vec<&str> {
+        self.params
+            .iter()
+            .filter_map(|param| match &param.value {
+                ParamValue::Secret(secret) => Some(secret.expose_secret()),
+                ParamValue::Plain(_) => None,
+            })
+            .collect()
+    }
+}
+
+struct JsonParams<'a>(&'a [Param]);
+
+impl Serialize for JsonParams<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for param in self.0 {
+            map.serialize_entry(param.name.as_ref(), param.value.expose())?;
+        }
+        map.end()
+    }
+}
+
+impl fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let params: Vec<(&str, &str)> = self
+            .params
+            .iter()
+            .map(|param| match &param.value {
+                ParamValue::Plain(value) => (param.name.as_ref(), value.as_str()),
+                ParamValue::Secret(_) => (param.name.as_ref(), "[redacted]"),
+            })
+            .collect();
+        f.debug_struct("TokenRequest")
+            .field("url", &self.url.as_str())
+            .field("encoding", &self.encoding)
+            .field("params", &params)
+            .field("headers", &self.headers)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Builds a [`TokenRequest`]; see [`TokenRequest::builder`].
+pub struct TokenRequestBuilder {
+    url: String,
+    encoding: BodyEncoding,
+    params: Vec<Param>,
+    basic: Option<(String, SecretString)>,
+    headers: HeaderMap,
+    timeout: Option<Duration>,
+    default_lifetime: Duration,
+    allow_insecure_http: bool,
+}
+
+impl fmt::Debug for TokenRequestBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRequestBuilder")
+            .field("url", &self.url)
+            .field("encoding", &self.encoding)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenRequestBuilder {
+    /// Sends the body as `application/json`.
+    pub fn json(mut self) -> Self {
+        self.encoding = BodyEncoding::Json;
+        self
+    }
+
+    /// Sends the body as `application/x-www-form-urlencoded` (the default).
+    pub fn form(mut self) -> Self {
+        self.encoding = BodyEncoding::Form;
+        self
+    }
+
+    /// Sets the body encoding.
+    pub fn encoding(mut self, encoding: BodyEncoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// Appends a body parameter.
+    pub fn param(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<String>) -> Self {
+        self.params.push(Param {
+            name: name.into(),
+            value: ParamValue::Plain(value.into()),
+        });
+        self
+    }
+
+    /// Appends a body parameter if `value` is set.
+    pub fn param_opt(
+        self,
+        name: impl Into<Cow<'static, str>>,
+        value: Option<impl Into<String>>,
+    ) -> Self {
+        match value {
+            Some(value) => self.param(name, value),
+            None => self,
+        }
+    }
+
+    /// Appends a secret body parameter. It is redacted from `Debug` and
+    /// scrubbed from any error text the server echoes back.
+    pub fn secret_param(mut self, name: impl Into<Cow<'static, str>>, value: SecretString) -> Self {
+        self.params.push(Param {
+            name: name.into(),
+            value: ParamValue::Secret(value),
+        });
+        self
+    }
+
+    /// Authenticates the client: `client_id` and `client_secret` appended to
+    /// the body here, or an HTTP Basic header.
+    pub fn client_credentials(
+        mut self,
+        auth: ClientAuth,
+        client_id: impl Into<String>,
+        client_secret: SecretString,
+    ) -> Self {
+        match auth {
+            ClientAuth::Body => self
+                .param("client_id", client_id)
+                .secret_param("client_secret", client_secret),
+            ClientAuth::Basic => {
+                self.basic = Some((client_id.into(), client_secret));
+                self
+            }
+        }
+    }
+
+    /// Adds a request header.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// Overrides the HTTP client's total timeout for this request.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The lifetime assumed when a response has neither `expires_in` nor a
+    /// JWT `exp` ([`DEFAULT_LIFETIME`] unless set).
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.default_lifetime = lifetime;
+        self
+    }
+
+    /// Allows a plain `http` URL to a host that is not loopback. Tokens and
+    /// secrets then cross the network in clear text: use it only inside a
+    /// trusted network.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
+    /// Validates the URL and builds the request.
+    pub fn build(self) -> Result<TokenRequest, Error> {
+        let url = validate_url(&self.url, self.allow_insecure_http)?;
+        let mut headers = self.headers;
+        if let Some((client_id, client_secret)) = &self.basic {
+            headers.insert(
+                AUTHORIZATION,
+                basic_authorization(client_id, client_secret)?,
+            );
+        }
+        Ok(TokenRequest {
+            url,
+            encoding: self.encoding,
+            params: self.params,
+            headers,
+            timeout: self.timeout,
+            default_lifetime: self.default_lifetime,
+        })
+    }
+}
+
+/// The RFC 6749 §2.3.1 Basic header: each part form-urlencoded, then base64.
+fn basic_authorization(
+    client_id: &str,
+    client_secret: &SecretString,
+) -> Result<HeaderValue, Error> {
+    let encode = |part: &str| form_urlencoded::byte_serialize(part.as_bytes()).collect::<String>();
+    let credentials = format!(
+        "{}:{}",
+        encode(client_id),
+        encode(client_secret.expose_secret())
+    );
+    let mut value = HeaderValue::try_from(format!("Basic {}", STANDARD.encode(credentials)))
+        .map_err(|_| Error::config("client credentials cannot form a Basic header"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Whether `url` names a loopback host (`localhost`, 127.0.0.0/8, `::1`).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(domain)) => {
+            domain.eq_ignore_ascii_case("localhost")
+                || domain.to_ascii_lowercase().ends_with(".localhost")
+        }
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Parses a token endpoint URL and enforces `https` (loopback excepted).
+pub fn validate_url(raw: &str, allow_insecure_http: bool) -> Result<Url, Error> {
+    let url = Url::parse(raw.trim())
+        .map_err(|error| Error::config(format!("token URL {raw:?} is not a valid URL: {error}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::config(
+            "token URL must not carry credentials; configure client_id and client_secret instead",
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(Error::config(format!(
+            "token URL {raw:?} must not have a #fragment"
+        )));
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) || allow_insecure_http => Ok(url),
+        "http" => Err(Error::config(format!(
+            "token URL {raw:?} uses plain http to a non-loopback host; use https, \
+             or set allow_insecure_http = true if the network is trusted"
+        ))),
+        scheme => Err(Error::config(format!(
+            "token URL {raw:?} has unsupported scheme {scheme:?}; use https"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(value: &str) -> SecretString {
+        SecretString::from(value.to_owned())
+    }
+
+    #[test]
+    fn json_body_keeps_order_and_exposes_secret_only_on_the_wire() {
+        let request = TokenRequest::builder("https://demo.mention-me.com/api/oauth/token")
+            .json()
+            .client_credentials(ClientAuth::Body, "id-1", secret("s3cr3t"))
+            .param("grant_type", "client_credentials")
+            .build()
+            .expect("valid request");
+        let body = String::from_utf8(request.body().expect("body")).expect("utf-8");
+        assert_eq!(
+            body,
+            r#"{"client_id":"id-1","client_secret":"s3cr3t","grant_type":"client_credentials"}"#
+        );
+        assert_eq!(request.content_type(), "application/json");
+        let debug = format!("{request:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        assert_eq!(request.param("client_secret"), None);
+        assert_eq!(request.param("client_id"), Some("id-1"));
+    }
+
+    #[test]
+    fn form_body_is_url_encoded() {
+        let request = TokenRequest::builder("https://idp.example/token")
+            .param("grant_type", "client_credentials")
+            .param("scope", "a b&c=d")
+            .build()
+            .expect("valid request");
+        let body = String::from_utf8(request.body().expect("body")).expect("utf-8");
+        assert_eq!(body, "grant_type=client_credentials&scope=a+b%26c%3Dd");
+    }
+
+    #[test]
+    fn basic_auth_form_encodes_each_part_before_base64() {
+        let request = TokenRequest::builder("https://idp.example/token")
+            .client_credentials(ClientAuth::Basic, "my id:1", secret("p@ss w%rd"))
+            .build()
+            .expect("valid request");
+        let header = request.headers().get(AUTHORIZATION).expect("basic header");
+        assert!(header.is_sensitive());
+        // "my+id%3A1:p%40ss+w%25rd" in base64.
+        assert_eq!(
+            header,
+            &format!("Basic {}", STANDARD.encode("my+id%3A1:p%40ss+w%25rd"))
+        );
+        assert!(!format!("{request:?}").contains("p@ss"));
+    }
+
+    #[test]
+    fn https_is_required_except_for_loopback() {
+        for ok in [
+            "https://tenant.eu.auth0.com/oauth/token",
+            "http://127.0.0.1:8080/token",
+            "http://127.5.5.5/token",
+            "http://localhost:1234/token",
+            "http://[::1]:9/token",
+        ] {
+            assert!(validate_url(ok, false).is_ok(), "{ok}");
+        }
+        let error = validate_url("http://idp.example/token", false).expect_err("plain http");
+        assert!(error.to_string().contains("allow_insecure_http"), "{error}");
+        assert!(validate_url("http://idp.example/token", true).is_ok());
+        assert!(validate_url("ftp://idp.example/token", true).is_err());
+        assert!(validate_url("not a url", false).is_err());
+        let error = validate_url("https://user:hunter2@idp.example/token", false)
+            .expect_err("credentials in URL");
+        assert!(!error.to_string().contains("hunter2"));
+    }
+}

@@ -1,0 +1,334 @@
+//! Lenient parsing of token endpoint responses, and one model for the
+//! error bodies that providers send.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
+use serde_json::{Map, Value};
+
+use super::TokenRequest;
+use crate::error::{Error, ErrorKind, OAuthError, RateLimit, sanitize_server_text};
+use crate::token::{Token, TokenType, decode_jwt_payload};
+
+/// The longest lifetime a response may claim; anything longer is capped.
+const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A token endpoint's raw answer: status, headers and body.
+///
+/// The body of a successful response holds the access token, so `Debug`
+/// shows its length only.
+pub struct EndpointResponse {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl fmt::Debug for EndpointResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointResponse")
+            .field("status", &self.status)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EndpointResponse {
+    /// Wraps a response that was read elsewhere.
+    pub fn new(status: u16, headers: HeaderMap, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The response headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// Interprets the response: any 2xx whose JSON body has `access_token` is
+    /// a token; everything else becomes a typed [`Error`].
+    pub fn into_token(self, request: &TokenRequest) -> Result<Token, Error> {
+        let secrets = request.secrets();
+        if !(200..300).contains(&self.status) {
+            return Err(self.error(&secrets));
+        }
+        let looks_like_html = self.is_html();
+        let mut fields: Map<String, Value> = match serde_json::from_slice(&self.body) {
+            Ok(fields) => fields,
+            Err(error) => {
+                // Never quote a 2xx body: a truncated one may hold the token.
+                let what = if looks_like_html {
+                    "an HTML page instead of JSON".to_owned()
+                } else if self.body.is_empty() {
+                    "an empty body".to_owned()
+                } else {
+                    format!(
+                        "a body that is not a JSON object ({:?} error at line {} column {})",
+                        error.classify(),
+                        error.line(),
+                        error.column()
+                    )
+                };
+                return Err(Error::new(ErrorKind::InvalidResponse, what).with_status(self.status));
+            }
+        };
+        if fields.contains_key("error") {
+            let oauth = oauth_error(&fields, &secrets);
+            return Err(
+                Error::new(ErrorKind::Refused, "a success status with an error body")
+                    .with_status(self.status)
+                    .with_oauth(oauth.unwrap_or_default()),
+            );
+        }
+        let access_token = match fields.remove("access_token") {
+            Some(Value::String(token)) if !token.is_empty() => token,
+            Some(_) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidResponse,
+                    "access_token is empty or not a string",
+                )
+                .with_status(self.status));
+            }
+            None => {
+                return Err(Error::new(
+                    ErrorKind::InvalidResponse,
+                    "the response has no access_token",
+                )
+                .with_status(self.status));
+            }
+        };
+        let token_type = match fields.remove("token_type") {
+            Some(Value::String(token_type)) => TokenType::parse(&token_type),
+            _ => TokenType::Bearer,
+        };
+        let expires_in = fields.remove("expires_in").and_then(|value| {
+            let seconds = parse_seconds(&value);
+            if seconds.is_none() {
+                tracing::warn!("ignoring an expires_in that is not a number");
+            }
+            seconds
+        });
+        let scope = match fields.remove("scope") {
+            Some(Value::String(scope)) => Some(scope),
+            Some(Value::Array(scopes)) => Some(
+                scopes
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        };
+        let lifetime = lifetime(
+            expires_in,
+            jwt_remaining(&access_token),
+            request.default_lifetime(),
+        );
+        Token::builder(access_token)
+            .token_type(token_type)
+            .lifetime(lifetime)
+            .scope(scope)
+            .extra(fields)
+            .build()
+            .map_err(|error| error.with_status(self.status))
+    }
+
+    fn is_html(&self) -> bool {
+        let content_type_html = self
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.to_ascii_lowercase().contains("html"));
+        content_type_html || self.body.trim_ascii_start().starts_with(b"<")
+    }
+
+    fn error(&self, secrets: &[&str]) -> Error {
+        let status = self.status;
+        if (300..400).contains(&status) {
+            let location = self
+                .headers
+                .get(LOCATION)
+                .and_then(|value| value.to_str().ok())
+                .map(|location| sanitize_server_text(location, secrets))
+                .unwrap_or_default();
+            return Error::new(
+                ErrorKind::InvalidResponse,
+                format!("redirect to {location:?} not followed; configure the final token URL"),
+            )
+            .with_status(status);
+        }
+        let kind = ErrorKind::from_status(status);
+        let fields: Option<Map<String, Value>> = serde_json::from_slice(&self.body).ok();
+        let mut error = match fields
+            .as_ref()
+            .and_then(|fields| oauth_error(fields, secrets))
+        {
+            Some(oauth) => Error::new(kind, "").with_oauth(oauth),
+            None => {
+                let text = String::from_utf8_lossy(&self.body);
+                let what = if self.is_html() {
+                    "an HTML page"
+                } else {
+                    "body"
+                };
+                let message = if text.trim().is_empty() {
+                    "empty body".to_owned()
+                } else {
+                    format!("{what}: {:?}", sanitize_server_text(&text, secrets))
+                };
+                Error::new(kind, message)
+            }
+        };
+        error = error.with_status(status);
+        if let Some(retry_after) = retry_after(&self.headers) {
+            error = error.with_retry_after(retry_after);
+        }
+        let rate_limit = RateLimit {
+            limit: header_u64(&self.headers, "x-ratelimit-limit"),
+            remaining: header_u64(&self.headers, "x-ratelimit-remaining"),
+            reset: header_u64(&self.headers, "x-ratelimit-reset"),
+        };
+        if !rate_limit.is_empty() {
+            error = error.with_rate_limit(rate_limit);
+        }
+        error
+    }
+}
+
+/// Reads the error shapes that providers use into one model:
+/// `{error, error_description, error_uri}` (RFC 6749 §5.2),
+/// `{error: {code, message}}`, `{code, description}` and `{code, message}`.
+fn oauth_error(fields: &Map<String, Value>, secrets: &[&str]) -> Option<OAuthError> {
+    let text = |value: Option<&Value>| -> Option<String> {
+        match value? {
+            Value::String(text) => Some(sanitize_server_text(text, secrets)),
+            Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        }
+    };
+    match fields.get("error") {
+        Some(Value::Object(nested)) => return oauth_error(nested, secrets),
+        Some(code @ Value::String(_)) => {
+            return Some(OAuthError {
+                code: text(Some(code))?,
+                description: text(fields.get("error_description"))
+                    .or_else(|| text(fields.get("message"))),
+                uri: text(fields.get("error_uri")),
+            });
+        }
+        _ => {}
+    }
+    let code = text(fields.get("code"))?;
+    Some(OAuthError {
+        code,
+        description: text(fields.get("description"))
+            .or_else(|| text(fields.get("message")))
+            .or_else(|| text(fields.get("error_description"))),
+        uri: None,
+    })
+}
+
+/// `expires_in` as a number, a numeric string or a float, in seconds.
+fn parse_seconds(value: &Value) -> Option<f64> {
+    let seconds = match value {
+        Value::Number(number) => number.as_f64()?,
+        Value::String(text) => text.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    seconds.is_finite().then_some(seconds)
+}
+
+/// The seconds left on a JWT's `exp`, by the local wall clock.
+fn jwt_remaining(access_token: &str) -> Option<f64> {
+    #[derive(serde::Deserialize)]
+    struct Exp {
+        exp: Option<Value>,
+    }
+    let exp = decode_jwt_payload::<Exp>(access_token).ok()?.exp?;
+    let exp = parse_seconds(&exp)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(exp - now)
+}
+
+/// The token's lifetime: `expires_in`, capped by the JWT's `exp`; without
+/// `expires_in`, the JWT's `exp`; without either, `default`.
+///
+/// A JWT that looks expired by the local clock while `expires_in` says
+/// otherwise points at clock skew, so `expires_in` wins then.
+fn lifetime(expires_in: Option<f64>, jwt_remaining: Option<f64>, default: Duration) -> Duration {
+    let seconds = match (expires_in, jwt_remaining) {
+        (Some(expires_in), Some(jwt)) if jwt > 0.0 => expires_in.min(jwt),
+        (Some(expires_in), Some(_)) => {
+            tracing::warn!("the JWT exp is in the past by the local clock; trusting expires_in");
+            expires_in
+        }
+        (Some(expires_in), None) => expires_in,
+        (None, Some(jwt)) if jwt > 0.0 => jwt,
+        (None, _) => return default,
+    };
+    Duration::try_from_secs_f64(seconds.max(0.0))
+        .unwrap_or(MAX_LIFETIME)
+        .min(MAX_LIFETIME)
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(
+        date.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetime_rules() {
+        let default = Duration::from_secs(300);
+        let secs = Duration::from_secs;
+        assert_eq!(lifetime(Some(3600.0), None, default), secs(3600));
+        assert_eq!(lifetime(Some(3600.0), Some(1800.0), default), secs(1800));
+        assert_eq!(lifetime(Some(60.0), Some(1800.0), default), secs(60));
+        assert_eq!(lifetime(Some(3600.0), Some(-5.0), default), secs(3600));
+        assert_eq!(lifetime(None, Some(900.0), default), secs(900));
+        assert_eq!(lifetime(None, Some(-1.0), default), default);
+        assert_eq!(lifetime(None, None, default), default);
+        assert_eq!(lifetime(Some(-10.0), None, default), Duration::ZERO);
+        assert_eq!(lifetime(Some(1e30), None, default), MAX_LIFETIME);
+        assert_eq!(
+            lifetime(Some(59.5), None, default),
+            Duration::from_millis(59_500)
+        );
+    }
+
+    #[test]
+    fn seconds_accept_numbers_strings_and_floats() {
+        assert_eq!(parse_seconds(&serde_json::json!(3600)), Some(3600.0));
+        assert_eq!(parse_seconds(&serde_json::json!("3600")), Some(3600.0));
+        assert_eq!(parse_seconds(&serde_json::json!(" 3600 ")), Some(3600.0));
+        assert_eq!(parse_seconds(&serde_json::json!(3599.5)), Some(3599.5));
+        assert_eq!(parse_seconds(&serde_json::json!("soon")), None);
+        assert_eq!(parse_seconds(&serde_json::json!(null)), None);
+    }
+}

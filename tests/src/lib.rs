@@ -1,0 +1,1 @@
+//! Integration tests for authmux live in `tests/tests/`.
