@@ -75,7 +75,9 @@ pub mod source;
 pub mod token;
 pub mod wire;
 
-pub use cache::{CachePolicy, ManagedToken, RefresherHandle, RetryPolicy, Schedule, TokenGuard};
+pub use cache::{
+    CachePolicy, Get, ManagedToken, RefresherHandle, RetryPolicy, Schedule, TokenGuard,
+};
 pub use clock::Clock;
 pub use error::{Error, ErrorKind, OAuthError, RateLimit};
 pub use source::{SharedTokenSource, TokenIdentity, TokenSource};

@@ -1,7 +1,6 @@
 //! Access tokens.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -57,14 +56,12 @@ impl fmt::Display for TokenType {
 
 /// An access token and what is known about it.
 ///
-/// Cloning is cheap (one `Arc`). The token itself is a secret: `Debug`
-/// redacts it, and [`Token::secret`] is the one way to read it.
+/// The token itself is a secret: `Debug` redacts it, and [`Token::secret`]
+/// is the one way to read it. A [`ManagedToken`](crate::ManagedToken) hands
+/// out [`TokenGuard`](crate::TokenGuard)s that borrow its cached token; a
+/// clone is a deep copy that keeps the [`id`](Self::id).
 #[derive(Clone)]
 pub struct Token {
-    inner: Arc<TokenData>,
-}
-
-struct TokenData {
     id: u64,
     access_token: SecretString,
     authorization: HeaderValue,
@@ -91,73 +88,81 @@ impl Token {
         }
     }
 
-    /// A process-unique number for this token. Clones share it.
+    /// A process-unique number for this token. Clones keep it.
+    #[inline]
     pub fn id(&self) -> u64 {
-        self.inner.id
+        self.id
     }
 
     /// The access token.
+    #[inline]
     pub fn secret(&self) -> &SecretString {
-        &self.inner.access_token
+        &self.access_token
     }
 
     /// The ready `Authorization` header value (`Bearer …` or `DPoP …`),
     /// marked sensitive. Built once; cloning it does not allocate.
+    #[inline]
     pub fn authorization(&self) -> &HeaderValue {
-        &self.inner.authorization
+        &self.authorization
     }
 
     /// The token type.
+    #[inline]
     pub fn token_type(&self) -> &TokenType {
-        &self.inner.token_type
+        &self.token_type
     }
 
     /// When the token was received, on tokio's clock.
+    #[inline]
     pub fn issued_at(&self) -> Instant {
-        self.inner.issued_at
+        self.issued_at
     }
 
     /// When the token expires, on tokio's clock.
+    #[inline]
     pub fn expires_at(&self) -> Instant {
-        self.inner.expires_at
+        self.expires_at
     }
 
     /// When the token expires, on the wall clock.
+    #[inline]
     pub fn expires_at_utc(&self) -> SystemTime {
-        self.inner.expires_at_utc
+        self.expires_at_utc
     }
 
     /// The lifetime the token was issued with.
+    #[inline]
     pub fn lifetime(&self) -> Duration {
-        self.inner.expires_at - self.inner.issued_at
+        self.expires_at - self.issued_at
     }
 
     /// The time left before the token expires (zero once it has).
     pub fn expires_in(&self) -> Duration {
-        self.inner
-            .expires_at
-            .saturating_duration_since(Instant::now())
+        self.expires_at.saturating_duration_since(Instant::now())
     }
 
     /// Whether the token has expired.
     pub fn is_expired(&self) -> bool {
-        Instant::now() >= self.inner.expires_at
+        Instant::now() >= self.expires_at
     }
 
     /// The granted scope as sent (space-separated), if the response had one.
+    #[inline]
     pub fn scope(&self) -> Option<&str> {
-        self.inner.scope.as_deref()
+        self.scope.as_deref()
     }
 
     /// The granted scopes, one by one.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.inner.scope.as_deref().unwrap_or("").split_whitespace()
+        self.scope.as_deref().unwrap_or("").split_whitespace()
     }
 
     /// The response fields other than `access_token`, `token_type`,
     /// `expires_in` and `scope`.
+    #[inline]
     pub fn extra(&self) -> &Map<String, Value> {
-        &self.inner.extra
+        &self.extra
     }
 
     /// Whether the access token is a JWT whose payload decodes as JSON.
@@ -168,7 +173,7 @@ impl Token {
     /// Decodes the JWT payload of the access token into `T`, **without
     /// verifying** the signature. Use it to read claims, never to trust them.
     pub fn claims<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        decode_jwt_payload(self.inner.access_token.expose_secret())
+        decode_jwt_payload(self.access_token.expose_secret())
     }
 }
 
@@ -207,7 +212,7 @@ pub(crate) fn decode_jwt_payload<T: DeserializeOwned>(jwt: &str) -> Result<T, Er
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = &*self.inner;
+        let inner = &self;
         f.debug_struct("Token")
             .field("id", &inner.id)
             .field("access_token", &"[redacted]")
@@ -302,17 +307,15 @@ impl TokenBuilder {
             SystemTime::now() - (now - expires_at)
         };
         Ok(Token {
-            inner: Arc::new(TokenData {
-                id: NEXT_TOKEN_ID.fetch_add(1, Ordering::Relaxed),
-                access_token: self.access_token,
-                authorization,
-                token_type: self.token_type,
-                issued_at,
-                expires_at,
-                expires_at_utc,
-                scope: self.scope,
-                extra: self.extra,
-            }),
+            id: NEXT_TOKEN_ID.fetch_add(1, Ordering::Relaxed),
+            access_token: self.access_token,
+            authorization,
+            token_type: self.token_type,
+            issued_at,
+            expires_at,
+            expires_at_utc,
+            scope: self.scope,
+            extra: self.extra,
         })
     }
 }

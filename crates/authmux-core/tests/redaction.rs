@@ -1,37 +1,13 @@
 //! No secret ever reaches `Debug`, `Display`, errors or logs.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use authmux_core::wire::{ClientAuth, HttpClient, RequestSource, TokenRequest};
-use authmux_core::{Clock, ManagedToken, SecretString};
+use authmux_core::{ManagedToken, SecretString};
 use httpmock::Method::POST;
 use httpmock::MockServer;
 use serde_json::json;
 
 const CLIENT_SECRET: &str = "client-secret-c0ffee";
 const ACCESS_TOKEN: &str = "access-token-deadbeef";
-
-/// A `tracing` writer that appends everything to one buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
-}
 
 fn request(server: &MockServer, auth: ClientAuth) -> TokenRequest {
     TokenRequest::builder(server.url("/oauth/token"))
@@ -55,74 +31,6 @@ fn assert_clean(what: &str, text: &str) {
         !text.contains(ACCESS_TOKEN),
         "access token in {what}: {text}"
     );
-}
-
-#[tokio::test]
-async fn a_full_fetch_with_a_retry_logs_no_secret() {
-    let server = MockServer::start_async().await;
-    let failing = server
-        .mock_async(|when, then| {
-            when.method(POST).path("/oauth/token");
-            then.status(503).body(format!(
-                "upstream rejected client_secret={CLIENT_SECRET}, retry"
-            ));
-        })
-        .await;
-    failing.up_to_n_times_async(1).await;
-    server
-        .mock_async(|when, then| {
-            when.method(POST).path("/oauth/token");
-            then.status(200).json_body(json!({
-                "access_token": ACCESS_TOKEN,
-                "token_type": "Bearer",
-                "expires_in": 3600,
-                "refresh_token": "refresh-token-should-stay-hidden",
-            }));
-        })
-        .await;
-
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
-
-    for auth in [ClientAuth::Body, ClientAuth::Basic] {
-        let source = RequestSource::new(
-            "test-idp",
-            HttpClient::new().expect("client"),
-            request(&server, auth),
-        );
-        let cache = ManagedToken::builder(source.clone())
-            .name("api")
-            .clock(Clock::tokio())
-            .build();
-        let token = cache.get().await.expect("token after one retry");
-        assert_eq!(token.authorization(), &format!("Bearer {ACCESS_TOKEN}"));
-
-        assert_clean("Debug of the source", &format!("{source:?}"));
-        assert_clean("Debug of the cache", &format!("{cache:?}"));
-        assert_clean("Debug of the guard", &format!("{token:?}"));
-        assert_clean("Debug of the token", &format!("{:?}", token.clone()));
-        assert_clean(
-            "Debug of the header",
-            &format!("{:?}", token.authorization()),
-        );
-        assert!(!format!("{token:?}").contains("refresh-token-should-stay-hidden"));
-    }
-
-    let text = logs.text();
-    assert!(
-        text.contains("token fetch failed; retrying"),
-        "the retry was logged: {text}"
-    );
-    assert!(text.contains("token cached"), "the success was logged");
-    assert!(text.contains("authmux.fetch"), "the fetch span was logged");
-    assert_clean("the logs", &text);
-    assert!(!text.contains("refresh-token-should-stay-hidden"));
 }
 
 #[tokio::test]
@@ -150,4 +58,21 @@ async fn errors_carry_no_secret() {
     assert_clean("Debug", &format!("{error:?}"));
     let cooled = cache.get().await.expect_err("cooling down");
     assert_clean("Display", &cooled.to_string());
+}
+
+#[test]
+fn raw_responses_and_builders_redact() {
+    let body = format!(r#"{{"access_token":"{ACCESS_TOKEN}"}}"#).into_bytes();
+    let response = authmux_core::wire::EndpointResponse::new(200, Default::default(), body);
+    assert_clean("Debug of a raw response", &format!("{response:?}"));
+    let builder = TokenRequest::builder("https://idp.example/token").client_credentials(
+        ClientAuth::Basic,
+        "client-1",
+        SecretString::from(CLIENT_SECRET.to_owned()),
+    );
+    assert_clean("Debug of a request builder", &format!("{builder:?}"));
+    let request = builder.build().expect("valid request");
+    assert_clean("Debug of a Basic request", &format!("{request:?}"));
+    let token = authmux_core::Token::builder(ACCESS_TOKEN);
+    assert_clean("Debug of a token builder", &format!("{token:?}"));
 }

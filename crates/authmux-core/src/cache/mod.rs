@@ -6,9 +6,12 @@ mod policy;
 pub use policy::{CachePolicy, RetryPolicy, Schedule};
 
 use std::fmt;
+use std::future::Future;
 use std::ops::Deref;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
 
 use arc_swap::{ArcSwapOption, Guard};
 use tokio::sync::watch;
@@ -182,16 +185,20 @@ impl ManagedToken {
 
     /// Returns a usable token: the cached one if it is fresh, otherwise the
     /// result of the one fetch in flight (starting it if needed).
-    pub async fn get(&self) -> Result<TokenGuard, Error> {
-        if let Some(token) = self.cached() {
-            return Ok(token);
+    ///
+    /// The returned future checks the cache when first polled, so a future
+    /// created long before it is awaited never yields a stale token.
+    #[inline]
+    pub fn get(&self) -> Get<'_> {
+        Get {
+            cache: self,
+            slow: None,
         }
-        Box::pin(Arc::clone(&self.shared).acquire(Want::Usable)).await
     }
 
     /// Returns the cached token if it may still be served, without waiting.
     /// Inside the refresh window this starts the background refresh.
-    #[inline]
+    #[inline(always)]
     pub fn cached(&self) -> Option<TokenGuard> {
         let guard = self.shared.current.load();
         let (fresh, usable, seen) = {
@@ -217,7 +224,7 @@ impl ManagedToken {
     /// flight), and caches it. During a cool-down this returns the last
     /// error at once.
     pub async fn refresh(&self) -> Result<TokenGuard, Error> {
-        Box::pin(Arc::clone(&self.shared).acquire(Want::New)).await
+        Box::pin(Shared::acquire(&self.shared, Want::New)).await
     }
 
     /// Drops the cached token if it is still `token`, typically after an API
@@ -262,6 +269,45 @@ impl ManagedToken {
     }
 }
 
+type SlowGet<'a> = Pin<Box<dyn Future<Output = Result<TokenGuard, Error>> + Send + 'a>>;
+
+/// The future of [`ManagedToken::get`]. A fresh cached token is returned on
+/// the first poll without allocating; otherwise it waits for the shared fetch.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Get<'a> {
+    cache: &'a ManagedToken,
+    slow: Option<SlowGet<'a>>,
+}
+
+impl fmt::Debug for Get<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Get")
+            .field("client", &self.cache.shared.client)
+            .field("waiting", &self.slow.is_some())
+            .finish()
+    }
+}
+
+impl Future for Get<'_> {
+    type Output = Result<TokenGuard, Error>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let slow = match &mut this.slow {
+            Some(slow) => slow,
+            None => {
+                if let Some(token) = this.cache.cached() {
+                    return Poll::Ready(Ok(token));
+                }
+                this.slow
+                    .insert(Box::pin(Shared::acquire(&this.cache.shared, Want::Usable)))
+            }
+        };
+        slow.as_mut().poll(cx)
+    }
+}
+
 /// Stops the background refresher when dropped.
 #[derive(Debug)]
 pub struct RefresherHandle(tokio::task::JoinHandle<()>);
@@ -293,7 +339,7 @@ async fn refresher(weak: Weak<Shared>) {
         last_run = Some(Instant::now());
         let Some(shared) = weak.upgrade() else { return };
         // The outcome is already logged and recorded by the fetch.
-        let _ = shared.acquire(Want::NotDue).await;
+        let _ = Shared::acquire(&shared, Want::NotDue).await;
     }
 }
 
@@ -332,7 +378,7 @@ impl Shared {
     }
 
     /// The slow path: waits for a token, sharing one fetch with every caller.
-    async fn acquire(self: Arc<Self>, want: Want) -> Result<TokenGuard, Error> {
+    async fn acquire(self: &Arc<Self>, want: Want) -> Result<TokenGuard, Error> {
         let mut receiver = {
             let mut state = self.lock_state();
             let now = Instant::now();
@@ -365,7 +411,19 @@ impl Shared {
         };
         let outcome = receiver.wait_for(Option::is_some).await;
         match outcome.as_deref() {
-            Ok(Some(Ok(slot))) => Ok(TokenGuard(GuardInner::Owned(Arc::clone(slot)))),
+            Ok(Some(Ok(slot))) => {
+                // Borrow the cached copy when it is this flight's token: no
+                // shared reference count to bump for each of many waiters.
+                let current = self.current.load();
+                if current
+                    .as_ref()
+                    .is_some_and(|current| Arc::ptr_eq(current, slot))
+                {
+                    Ok(TokenGuard(GuardInner::Cached(current)))
+                } else {
+                    Ok(TokenGuard(GuardInner::Owned(Arc::clone(slot))))
+                }
+            }
             Ok(Some(Err(error))) => Err(error.clone()),
             Ok(None) | Err(_) => Err(Error::new(
                 ErrorKind::Transport,
@@ -548,7 +606,7 @@ impl TokenGuard {
 impl Deref for TokenGuard {
     type Target = Token;
 
-    #[inline]
+    #[inline(always)]
     fn deref(&self) -> &Token {
         match &self.0 {
             GuardInner::Cached(guard) => match guard.as_ref() {
