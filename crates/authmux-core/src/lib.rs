@@ -70,7 +70,9 @@
 
 pub mod cache;
 pub mod clock;
+pub mod dpop;
 pub mod error;
+pub mod secret;
 pub mod source;
 pub mod token;
 pub mod wire;
@@ -79,7 +81,9 @@ pub use cache::{
     CachePolicy, Get, ManagedToken, RefresherHandle, RetryPolicy, Schedule, TokenGuard,
 };
 pub use clock::Clock;
+pub use dpop::DpopProver;
 pub use error::{Error, ErrorKind, OAuthError, RateLimit};
+pub use secret::ClientSecret;
 pub use source::{SharedTokenSource, TokenIdentity, TokenSource};
 pub use token::{Token, TokenType};
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use reqwest::header::HeaderMap;
 
 use crate::error::Error;
 use crate::token::Token;
@@ -27,6 +28,12 @@ pub trait TokenSource: Send + Sync + 'static {
 
     /// Requests one new token.
     async fn fetch_token(&self) -> Result<Token, Error>;
+
+    /// Headers that every API call made with this source's tokens needs,
+    /// besides `Authorization` (360Learning's `360-api-version`, say).
+    fn api_headers(&self) -> HeaderMap {
+        HeaderMap::new()
+    }
 }
 
 /// A cheap, clonable handle to any [`TokenSource`].
@@ -52,6 +59,11 @@ impl SharedTokenSource {
     /// See [`TokenSource::fetch_token`].
     pub async fn fetch_token(&self) -> Result<Token, Error> {
         self.0.fetch_token().await
+    }
+
+    /// See [`TokenSource::api_headers`].
+    pub fn api_headers(&self) -> HeaderMap {
+        self.0.api_headers()
     }
 }
 

@@ -114,7 +114,6 @@ impl HttpClient {
     /// limit, without interpreting it. Providers that need the raw response
     /// (a DPoP nonce, say) call this, then [`EndpointResponse::into_token`].
     pub async fn send(&self, request: &TokenRequest) -> Result<EndpointResponse, Error> {
-        let started = tokio::time::Instant::now();
         let mut builder = self
             .client
             .post(request.url().clone())
@@ -128,7 +127,23 @@ impl HttpClient {
         if let Some(timeout) = request.timeout() {
             builder = builder.timeout(timeout);
         }
-        let mut response = builder.send().await.map_err(transport_error)?;
+        let built = builder.build().map_err(|error| {
+            Error::config("cannot build the token request").with_source(error.without_url())
+        })?;
+        self.execute(built).await
+    }
+
+    /// Sends any prepared request with this client's settings (no
+    /// redirects, timeouts, the body cap) and reads the response. For glue
+    /// code that builds requests elsewhere, such as the `oauth2` crate.
+    pub async fn execute(&self, request: reqwest::Request) -> Result<EndpointResponse, Error> {
+        let started = tokio::time::Instant::now();
+        let url = request.url().clone();
+        let mut response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(transport_error)?;
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
         if response
@@ -145,7 +160,7 @@ impl HttpClient {
             body.extend_from_slice(&chunk);
         }
         tracing::debug!(
-            url = %request.url(),
+            url = %url,
             status,
             bytes = body.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -220,4 +235,22 @@ impl crate::TokenSource for RequestSource {
     async fn fetch_token(&self) -> Result<Token, Error> {
         self.http.fetch_token(&self.request).await
     }
+}
+
+/// Joins a configured base URL and an endpoint path, tolerating a trailing
+/// slash on the base: `https://host/` + `/oauth/token`.
+pub fn join_url(base: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+/// Checks that a required text setting is present: `client_id: must not be empty`.
+pub fn require(field: &str, value: &str) -> Result<(), Error> {
+    if value.trim().is_empty() {
+        return Err(Error::config(format!("{field}: must not be empty")));
+    }
+    Ok(())
 }

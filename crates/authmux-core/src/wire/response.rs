@@ -56,9 +56,16 @@ impl EndpointResponse {
     /// Interprets the response: any 2xx whose JSON body has `access_token` is
     /// a token; everything else becomes a typed [`Error`].
     pub fn into_token(self, request: &TokenRequest) -> Result<Token, Error> {
-        let secrets = request.secrets();
+        self.parse(request.default_lifetime(), &request.secrets())
+    }
+
+    /// Like [`into_token`](Self::into_token), for a response to a request
+    /// that was not described by a [`TokenRequest`]: `default_lifetime` is
+    /// assumed when the response gives none, and each of `secrets` is
+    /// scrubbed from error text.
+    pub fn parse(self, default_lifetime: Duration, secrets: &[&str]) -> Result<Token, Error> {
         if !(200..300).contains(&self.status) {
-            return Err(self.error(&secrets));
+            return Err(self.error(secrets));
         }
         let looks_like_html = self.is_html();
         let mut fields: Map<String, Value> = match serde_json::from_slice(&self.body) {
@@ -81,7 +88,7 @@ impl EndpointResponse {
             }
         };
         if fields.contains_key("error") {
-            let oauth = oauth_error(&fields, &secrets);
+            let oauth = oauth_error(&fields, secrets);
             return Err(
                 Error::new(ErrorKind::Refused, "a success status with an error body")
                     .with_status(self.status)
@@ -127,11 +134,7 @@ impl EndpointResponse {
             ),
             _ => None,
         };
-        let lifetime = lifetime(
-            expires_in,
-            jwt_remaining(&access_token),
-            request.default_lifetime(),
-        );
+        let lifetime = lifetime(expires_in, jwt_remaining(&access_token), default_lifetime);
         Token::builder(access_token)
             .token_type(token_type)
             .lifetime(lifetime)

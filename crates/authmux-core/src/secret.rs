@@ -1,0 +1,175 @@
+//! Where a client secret comes from: inline, an environment variable, or a file.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// A client secret as configured: inline, from an environment variable, or
+/// from a file (a trailing newline is trimmed).
+///
+/// ```toml
+/// client_secret = "inline value"
+/// client_secret = { env = "AUTH0_CLIENT_SECRET" }
+/// client_secret = { file = "/run/secrets/auth0" }
+/// ```
+///
+/// `Debug` names the variable or file, never the value.
+#[derive(Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a string, { env = \"VARIABLE\" } or { file = \"path\" }"
+)]
+pub enum ClientSecret {
+    /// The secret itself.
+    Inline(SecretString),
+    /// The name of an environment variable holding the secret.
+    Env {
+        /// The variable's name.
+        env: String,
+    },
+    /// The path of a file holding the secret.
+    File {
+        /// The file's path.
+        file: PathBuf,
+    },
+}
+
+impl ClientSecret {
+    /// An inline secret.
+    pub fn inline(secret: impl Into<String>) -> Self {
+        Self::Inline(SecretString::from(secret.into()))
+    }
+
+    /// Reads the secret. `field` names the config key in errors, which say
+    /// which variable or file failed but never what it held.
+    pub fn resolve(&self, field: &str) -> Result<SecretString, Error> {
+        let value = match self {
+            Self::Inline(secret) => return non_empty(secret.clone(), field),
+            Self::Env { env } => std::env::var(env).map_err(|error| {
+                let why = match error {
+                    std::env::VarError::NotPresent => "is not set",
+                    std::env::VarError::NotUnicode(_) => "is not valid UTF-8",
+                };
+                Error::config(format!("{field}: environment variable {env} {why}"))
+            })?,
+            Self::File { file } => std::fs::read_to_string(file).map_err(|error| {
+                Error::config(format!(
+                    "{field}: cannot read {}: {}",
+                    file.display(),
+                    error.kind()
+                ))
+            })?,
+        };
+        let trimmed = value.trim_end_matches(['\r', '\n']);
+        non_empty(SecretString::from(trimmed.to_owned()), field)
+    }
+}
+
+fn non_empty(secret: SecretString, field: &str) -> Result<SecretString, Error> {
+    use secrecy::ExposeSecret as _;
+    if secret.expose_secret().trim().is_empty() {
+        return Err(Error::config(format!("{field}: must not be empty")));
+    }
+    Ok(secret)
+}
+
+impl From<SecretString> for ClientSecret {
+    fn from(secret: SecretString) -> Self {
+        Self::Inline(secret)
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inline(_) => f.write_str("ClientSecret::Inline([redacted])"),
+            Self::Env { env } => write!(f, "ClientSecret::Env({env})"),
+            Self::File { file } => write!(f, "ClientSecret::File({})", file.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret as _;
+
+    #[derive(Deserialize)]
+    struct Config {
+        client_secret: ClientSecret,
+    }
+
+    fn parse(json: &str) -> Result<ClientSecret, serde_json::Error> {
+        serde_json::from_str::<Config>(json).map(|config| config.client_secret)
+    }
+
+    #[test]
+    fn inline_env_and_file_sources() {
+        let inline = parse(r#"{"client_secret":"s3cr3t-inline"}"#).expect("inline");
+        assert_eq!(
+            inline
+                .resolve("client_secret")
+                .expect("value")
+                .expose_secret(),
+            "s3cr3t-inline"
+        );
+        assert!(!format!("{inline:?}").contains("s3cr3t"));
+
+        let path = std::env::temp_dir().join(format!("authmux-secret-{}", std::process::id()));
+        std::fs::write(&path, "s3cr3t-file\n").expect("write");
+        let file = parse(&format!(
+            r#"{{"client_secret":{{"file":{:?}}}}}"#,
+            path.display()
+        ))
+        .expect("file");
+        assert_eq!(
+            file.resolve("client_secret")
+                .expect("value")
+                .expose_secret(),
+            "s3cr3t-file"
+        );
+        std::fs::remove_file(&path).expect("remove");
+        let error = file.resolve("client_secret").expect_err("gone");
+        assert!(
+            error.to_string().starts_with("client_secret: cannot read"),
+            "{error}"
+        );
+
+        // PATH is always set; its value must not show up anywhere.
+        let env = parse(r#"{"client_secret":{"env":"AUTHMUX_TEST_SURELY_UNSET_VARIABLE"}}"#)
+            .expect("env");
+        let error = env.resolve("client_secret").expect_err("unset");
+        assert_eq!(
+            error.to_string(),
+            "client_secret: environment variable AUTHMUX_TEST_SURELY_UNSET_VARIABLE is not set"
+        );
+        assert_eq!(
+            format!("{env:?}"),
+            "ClientSecret::Env(AUTHMUX_TEST_SURELY_UNSET_VARIABLE)"
+        );
+    }
+
+    #[test]
+    fn bad_shapes_and_empty_values_are_clear_errors() {
+        let error = match parse(r#"{"client_secret":{"vault":"x"}}"#) {
+            Ok(_) => panic!("a bad shape must not parse"),
+            Err(error) => error,
+        };
+        assert!(
+            error.to_string().contains(r#"{ env = "VARIABLE" }"#),
+            "{error}"
+        );
+        let empty = parse(r#"{"client_secret":"  "}"#).expect("parses");
+        assert_eq!(
+            empty
+                .resolve("client_secret")
+                .expect_err("empty")
+                .to_string(),
+            "client_secret: must not be empty"
+        );
+    }
+}
