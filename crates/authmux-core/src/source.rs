@@ -107,9 +107,13 @@ impl TokenIdentity {
         }
     }
 
-    /// The identity of a request: its URL and every non-secret body parameter.
+    /// The identity of a request: its URL, the client id (in the body or in
+    /// a Basic header) and every non-secret body parameter.
     pub fn from_request(provider: &str, request: &TokenRequest) -> Self {
         let mut identity = Self::new(provider, request.url().as_str());
+        if let Some(client_id) = request.client_id() {
+            identity = identity.with("client_id", client_id);
+        }
         for name in request.param_names() {
             if let Some(value) = request.param(name) {
                 identity = identity.with(name, value);
@@ -181,5 +185,22 @@ mod tests {
         assert_eq!(read.get("client_secret"), None);
         assert!(!read.to_string().contains("s3cr3t"));
         assert!(!format!("{read:?}").contains("s3cr3t"));
+
+        let basic = |client_id: &str| {
+            let request = TokenRequest::builder("https://idp.example/token")
+                .client_credentials(
+                    ClientAuth::Basic,
+                    client_id,
+                    SecretString::from("s3cr3t".to_owned()),
+                )
+                .build()
+                .expect("valid request");
+            TokenIdentity::from_request("oauth2", &request)
+        };
+        assert_ne!(
+            basic("a"),
+            basic("b"),
+            "a Basic client id is part of the identity"
+        );
     }
 }

@@ -15,8 +15,9 @@ use url::{Host, Url};
 
 use crate::error::Error;
 
-/// How the request body is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the request body is encoded. Deserializes from `"form"` or `"json"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BodyEncoding {
     /// `application/x-www-form-urlencoded`, as RFC 6749 §4.4.2 specifies.
     #[default]
@@ -74,6 +75,7 @@ struct Param {
 #[derive(Clone)]
 pub struct TokenRequest {
     url: Url,
+    client_id: Option<String>,
     encoding: BodyEncoding,
     params: Vec<Param>,
     headers: HeaderMap,
@@ -92,6 +94,7 @@ impl TokenRequest {
             url: url.into(),
             encoding: BodyEncoding::default(),
             params: Vec::new(),
+            client_id: None,
             basic: None,
             headers: HeaderMap::new(),
             timeout: None,
@@ -103,6 +106,11 @@ impl TokenRequest {
     /// The token endpoint.
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// The authenticated client's id, wherever it is sent.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
     }
 
     /// The body encoding.
@@ -218,6 +226,7 @@ pub struct TokenRequestBuilder {
     url: String,
     encoding: BodyEncoding,
     params: Vec<Param>,
+    client_id: Option<String>,
     basic: Option<(String, SecretString)>,
     headers: HeaderMap,
     timeout: Option<Duration>,
@@ -292,12 +301,14 @@ impl TokenRequestBuilder {
         client_id: impl Into<String>,
         client_secret: SecretString,
     ) -> Self {
+        let client_id = client_id.into();
+        self.client_id = Some(client_id.clone());
         match auth {
             ClientAuth::Body => self
                 .param("client_id", client_id)
                 .secret_param("client_secret", client_secret),
             ClientAuth::Basic => {
-                self.basic = Some((client_id.into(), client_secret));
+                self.basic = Some((client_id, client_secret));
                 self
             }
         }
@@ -342,6 +353,7 @@ impl TokenRequestBuilder {
         }
         Ok(TokenRequest {
             url,
+            client_id: self.client_id,
             encoding: self.encoding,
             params: self.params,
             headers,
