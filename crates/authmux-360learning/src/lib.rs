@@ -211,12 +211,12 @@ impl ThreeSixtyLearningBuilder {
         if let Some(company_id) = &self.company_id {
             require("company_id", company_id)?;
         }
-        if let Some(user_id) = &self.user_id {
-            if user_id.len() != 24 || !user_id.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-                return Err(Error::config(
-                    "user_id: must be a 24-character hexadecimal user id",
-                ));
-            }
+        if let Some(user_id) = &self.user_id
+            && (user_id.len() != 24 || !user_id.bytes().all(|byte| byte.is_ascii_hexdigit()))
+        {
+            return Err(Error::config(
+                "user_id: must be a 24-character hexadecimal user id",
+            ));
         }
         let (field, base) = match (&self.base_url, self.region) {
             (Some(base_url), _) => ("base_url", base_url.as_str()),
