@@ -1,1 +1,0 @@
-//! Integration tests for authmux live in `tests/tests/`.
