@@ -555,3 +555,23 @@ async fn a_server_echoing_the_secret_is_scrubbed() {
     answer(&server, 500, &format!("oops, got secret={SECRET}")).await;
     assert_no_secret(&fetch(&server).await.expect_err("echo"), "");
 }
+
+#[tokio::test]
+async fn the_http_clients_default_lifetime_applies_unless_the_request_overrides_it() {
+    let server = MockServer::start_async().await;
+    answer(&server, 200, r#"{"access_token":"opaque"}"#).await;
+    let http =
+        HttpClient::with_config(HttpConfig::default().default_lifetime(Duration::from_secs(90)))
+            .expect("client");
+    let token = http
+        .fetch_token(&json_request(&server))
+        .await
+        .expect("token");
+    assert_eq!(token.lifetime(), Duration::from_secs(90));
+    let overriding = TokenRequest::builder(server.url(PATH))
+        .default_lifetime(Duration::from_secs(30))
+        .build()
+        .expect("valid request");
+    let token = http.fetch_token(&overriding).await.expect("token");
+    assert_eq!(token.lifetime(), Duration::from_secs(30));
+}

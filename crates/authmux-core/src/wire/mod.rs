@@ -32,6 +32,7 @@ pub const USER_AGENT: &str = concat!("authmux/", env!("CARGO_PKG_VERSION"));
 pub struct HttpClient {
     client: reqwest::Client,
     max_body: usize,
+    default_lifetime: Duration,
 }
 
 /// Settings for an [`HttpClient`].
@@ -44,6 +45,9 @@ pub struct HttpConfig {
     pub timeout: Duration,
     /// The response body cap in bytes (default [`MAX_BODY`]).
     pub max_body: usize,
+    /// The lifetime assumed when a response has neither `expires_in` nor a
+    /// JWT `exp` (default [`DEFAULT_LIFETIME`]). Never "forever".
+    pub default_lifetime: Duration,
 }
 
 impl Default for HttpConfig {
@@ -52,6 +56,7 @@ impl Default for HttpConfig {
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
             max_body: MAX_BODY,
+            default_lifetime: DEFAULT_LIFETIME,
         }
     }
 }
@@ -72,6 +77,12 @@ impl HttpConfig {
     /// Sets the response body cap.
     pub fn max_body(mut self, max_body: usize) -> Self {
         self.max_body = max_body;
+        self
+    }
+
+    /// Sets the lifetime assumed when a response gives none.
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.default_lifetime = lifetime;
         self
     }
 }
@@ -97,6 +108,7 @@ impl HttpClient {
         Ok(Self {
             client,
             max_body: config.max_body,
+            default_lifetime: config.default_lifetime,
         })
     }
 
@@ -107,7 +119,15 @@ impl HttpClient {
 
     /// Sends one token request and parses the response into a [`Token`].
     pub async fn fetch_token(&self, request: &TokenRequest) -> Result<Token, Error> {
-        self.send(request).await?.into_token(request)
+        let default_lifetime = request.default_lifetime().unwrap_or(self.default_lifetime);
+        self.send(request)
+            .await?
+            .parse(default_lifetime, &request.secrets())
+    }
+
+    /// The lifetime this client assumes when a response gives none.
+    pub fn default_lifetime(&self) -> Duration {
+        self.default_lifetime
     }
 
     /// Sends one token request and reads the response, capped at the body

@@ -80,7 +80,7 @@ pub struct TokenRequest {
     params: Vec<Param>,
     headers: HeaderMap,
     timeout: Option<Duration>,
-    default_lifetime: Duration,
+    default_lifetime: Option<Duration>,
 }
 
 /// The lifetime of a token whose response has neither `expires_in` nor a
@@ -98,7 +98,7 @@ impl TokenRequest {
             basic: None,
             headers: HeaderMap::new(),
             timeout: None,
-            default_lifetime: DEFAULT_LIFETIME,
+            default_lifetime: None,
             allow_insecure_http: false,
         }
     }
@@ -141,8 +141,9 @@ impl TokenRequest {
         self.timeout
     }
 
-    /// The lifetime assumed when the response gives none.
-    pub fn default_lifetime(&self) -> Duration {
+    /// The lifetime assumed when the response gives none, if this request
+    /// overrides the HTTP client's.
+    pub fn default_lifetime(&self) -> Option<Duration> {
         self.default_lifetime
     }
 
@@ -230,7 +231,7 @@ pub struct TokenRequestBuilder {
     basic: Option<(String, SecretString)>,
     headers: HeaderMap,
     timeout: Option<Duration>,
-    default_lifetime: Duration,
+    default_lifetime: Option<Duration>,
     allow_insecure_http: bool,
 }
 
@@ -327,9 +328,10 @@ impl TokenRequestBuilder {
     }
 
     /// The lifetime assumed when a response has neither `expires_in` nor a
-    /// JWT `exp` ([`DEFAULT_LIFETIME`] unless set).
+    /// JWT `exp`, overriding the HTTP client's ([`DEFAULT_LIFETIME`] unless
+    /// either sets one).
     pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
-        self.default_lifetime = lifetime;
+        self.default_lifetime = Some(lifetime);
         self
     }
 

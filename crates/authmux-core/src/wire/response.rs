@@ -56,7 +56,12 @@ impl EndpointResponse {
     /// Interprets the response: any 2xx whose JSON body has `access_token` is
     /// a token; everything else becomes a typed [`Error`].
     pub fn into_token(self, request: &TokenRequest) -> Result<Token, Error> {
-        self.parse(request.default_lifetime(), &request.secrets())
+        self.parse(
+            request
+                .default_lifetime()
+                .unwrap_or(super::DEFAULT_LIFETIME),
+            &request.secrets(),
+        )
     }
 
     /// Like [`into_token`](Self::into_token), for a response to a request
