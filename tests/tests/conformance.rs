@@ -10,6 +10,7 @@ use authmux_auth0::Auth0Provider;
 use authmux_core::wire::{HttpClient, HttpConfig};
 use authmux_core::{CachePolicy, ClientSecret, Error, ErrorKind, ManagedToken, SharedTokenSource};
 use authmux_mention_me::{Environment, MentionMeProvider};
+use authmux_oauth2::OAuth2Provider;
 use httpmock::Method::POST;
 use httpmock::MockServer;
 use serde_json::{Value, json};
@@ -61,6 +62,20 @@ fn cases() -> Vec<Case> {
                 Ok(
                     Auth0Provider::builder(base, "client-1", ClientSecret::inline(SECRET))
                         .audience("https://api.example.com")
+                        .http_client(http)
+                        .build()?
+                        .into(),
+                )
+            },
+        },
+        Case {
+            name: authmux_oauth2::NAME,
+            path: "/oauth2/v1/token",
+            build: |base, http| {
+                let token_url = authmux_core::wire::join_url(base, "/oauth2/v1/token");
+                Ok(
+                    OAuth2Provider::builder(token_url, "client-1", ClientSecret::inline(SECRET))
+                        .scopes(["read:things"])
                         .http_client(http)
                         .build()?
                         .into(),

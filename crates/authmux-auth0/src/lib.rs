@@ -347,13 +347,8 @@ impl TokenSource for Auth0Provider {
     }
 
     fn identity(&self) -> TokenIdentity {
-        let identity = TokenIdentity::from_request(NAME, &self.request).with(
-            "client_auth",
-            match self.client_auth {
-                ClientAuth::Body => "post",
-                ClientAuth::Basic => "basic",
-            },
-        );
+        let identity = TokenIdentity::from_request(NAME, &self.request)
+            .with("client_auth", self.client_auth.as_str());
         match &self.dpop {
             Some(prover) => identity.with("dpop", prover.thumbprint()),
             None => identity,

@@ -49,6 +49,16 @@ pub enum ClientAuth {
     Basic,
 }
 
+impl ClientAuth {
+    /// The config spelling: `post` or `basic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Body => "post",
+            Self::Basic => "basic",
+        }
+    }
+}
+
 #[derive(Clone)]
 enum ParamValue {
     Plain(String),
