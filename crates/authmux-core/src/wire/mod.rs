@@ -11,9 +11,11 @@ pub use request::{
 };
 pub use response::EndpointResponse;
 
+pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use crate::error::{Error, ErrorKind};
 use crate::token::Token;

@@ -1,0 +1,82 @@
+//! **authmux**: machine-to-machine OAuth 2.0 access tokens from many
+//! providers through one interface. Name a client in a config file, ask for
+//! a token, and authmux fetches it once, caches it, refreshes it before it
+//! expires and hands it to every caller in nanoseconds.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Reads ./authmux.toml (or $AUTHMUX_CONFIG), then AUTHMUX_* variables.
+//! let registry = authmux::Registry::load(None)?;
+//! let token = registry.token("api").await?;
+//! let _header = token.authorization(); // `Bearer …`, marked sensitive
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ```toml
+//! [defaults]
+//! timeout = "10s"
+//! expiry_margin = "30s"
+//!
+//! [clients.api]
+//! provider = "auth0"
+//! domain = "tenant.eu.auth0.com"
+//! client_id = "my-client-id"
+//! client_secret = { env = "AUTH0_CLIENT_SECRET" }
+//! audience = "https://api.example.com"
+//! timeout = "5s"                  # any default can be overridden per client
+//! ```
+//!
+//! Environment variables override the file, with `__` between keys:
+//! `AUTHMUX_CLIENTS__API__CLIENT_SECRET=…` sets `clients.api.client_secret`.
+//! Their values are taken as text, exactly as written.
+//!
+//! # Features
+//!
+//! One per provider, all on by default; any subset builds on its own.
+//!
+//! | feature | `provider =` | crate |
+//! |---|---|---|
+//! | `mention-me` | `"mention-me"` | [`mention_me`] |
+//! | `360learning` | `"360learning"` | [`learning360`] |
+//! | `auth0` | `"auth0"` | [`auth0`] |
+//! | `oauth2` | `"oauth2"` | [`oauth2`] |
+//!
+//! A config naming a provider that is not compiled in gets a clear error:
+//! `clients.api.provider: "auth0" is not compiled in; enable the "auth0" feature`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod config;
+mod registry;
+
+pub use config::{ClientConfig, Config, ConfigError, Settings};
+pub use registry::{Client, Registry};
+
+pub use authmux_core::{
+    CachePolicy, ClientSecret, Clock, Error, ErrorKind, ExposeSecret, ManagedToken, OAuthError,
+    RetryPolicy, SecretString, SharedTokenSource, Token, TokenGuard, TokenIdentity, TokenSource,
+    TokenType,
+};
+
+/// The core crate: the cache, the wire layer and the source trait.
+pub use authmux_core as core;
+
+/// Mention Me (needs the `mention-me` feature).
+#[cfg(feature = "mention-me")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mention-me")))]
+pub use authmux_mention_me as mention_me;
+
+/// 360Learning API v2 (needs the `360learning` feature).
+#[cfg(feature = "360learning")]
+#[cfg_attr(docsrs, doc(cfg(feature = "360learning")))]
+pub use authmux_360learning as learning360;
+
+/// Auth0 (needs the `auth0` feature).
+#[cfg(feature = "auth0")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth0")))]
+pub use authmux_auth0 as auth0;
+
+/// Any RFC 6749 server (needs the `oauth2` feature).
+#[cfg(feature = "oauth2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oauth2")))]
+pub use authmux_oauth2 as oauth2;
