@@ -1,9 +1,10 @@
-//! Fetch and cache a token from a local mock token endpoint.
+//! The authmux quickstart: needs nothing external.
 //!
-//! Needs nothing external: it starts an in-process mock of a Mention Me
-//! style endpoint (`POST /api/oauth/token`, JSON body, JWT-shaped token),
-//! fetches a token, and shows that the second `get()` is served from the
-//! cache.
+//! It starts an in-process mock of three providers' token endpoints (Mention
+//! Me, 360Learning and Auth0, each speaking its documented wire format), loads
+//! a config that points at it, fetches a token for each client, shows that
+//! the second `get()` is served from the cache, and prints the Mention Me
+//! claims.
 //!
 //! ```text
 //! cargo run --example quickstart
@@ -12,65 +13,105 @@
 
 use std::time::Instant;
 
-use authmux_core::wire::{ClientAuth, HttpClient, RequestSource, TokenRequest};
-use authmux_core::{ManagedToken, SecretString};
-use httpmock::{Method::POST, MockServer};
-use serde_json::{Value, json};
+use authmux::mention_me::MentionMeTokenExt;
+use authmux::{Config, Registry};
+use authmux_examples::{mock_360learning, mock_auth0, mock_mention_me};
+use figment::providers::{Format, Toml};
+use httpmock::MockServer;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = MockServer::start_async().await;
-    let endpoint = server
-        .mock_async(|when, then| {
-            when.method(POST)
-                .path("/api/oauth/token")
-                .header("content-type", "application/json")
-                .json_body(json!({
-                    "client_id": "demo-client",
-                    "client_secret": "demo-secret",
-                    "grant_type": "client_credentials",
-                }));
-            then.status(200).json_body(json!({
-                "access_token": authmux_examples::demo_jwt(),
-                "expires_in": 3600,
-                "token_type": "bearer",
-            }));
-        })
-        .await;
+    let mocks = [
+        (
+            "referrals",
+            mock_mention_me(&server, "mm-client", "mm-secret").await,
+        ),
+        (
+            "learning",
+            mock_360learning(&server, "learning-client", "learning-secret").await,
+        ),
+        (
+            "api",
+            mock_auth0(
+                &server,
+                "auth0-client",
+                "auth0-secret",
+                "https://api.example.com",
+            )
+            .await,
+        ),
+    ];
 
-    let request = TokenRequest::builder(server.url("/api/oauth/token"))
-        .json()
-        .client_credentials(
-            ClientAuth::Body,
-            "demo-client",
-            SecretString::from("demo-secret".to_owned()),
-        )
-        .param("grant_type", "client_credentials")
-        .build()?;
-    let source = RequestSource::new("mention-me", HttpClient::new()?, request);
-    let cache = ManagedToken::builder(source).name("demo").build();
+    // The same file a service would keep as authmux.toml, pointed at the mock.
+    let base = server.base_url();
+    let config = Config::from(Toml::string(&format!(
+        r#"
+        [defaults]
+        timeout = "5s"
 
-    let started = Instant::now();
-    let token = cache.get().await?;
-    let first_fetch = started.elapsed();
-    let started = Instant::now();
-    let again = cache.get().await?;
-    let cached = started.elapsed();
+        [clients.referrals]
+        provider = "mention-me"
+        client_id = "mm-client"
+        client_secret = "mm-secret"
+        base_url = "{base}"
 
-    let claims: Value = token.claims()?;
-    println!("client:        demo (mention-me)");
+        [clients.learning]
+        provider = "360learning"
+        client_id = "learning-client"
+        client_secret = "learning-secret"
+        base_url = "{base}"
+
+        [clients.api]
+        provider = "auth0"
+        domain = "{base}"
+        client_id = "auth0-client"
+        client_secret = "auth0-secret"
+        audience = "https://api.example.com"
+        "#
+    )))?;
+    let registry = Registry::new(&config)?;
+
     println!(
-        "token type:    {} (sent as `{} …`)",
-        token.token_type(),
-        token.token_type().scheme()
+        "{:<10} {:<12} {:>7} {:>12} {:>12} {:>5}",
+        "client", "provider", "type", "first get", "second get", "hits"
     );
-    println!("expires in:    {} s", token.expires_in().as_secs());
-    println!("scope (JWT):   {}", claims["scope"]);
-    println!("env:           {}", claims["claims"]["env"]);
-    println!("merchantId:    {}", claims["claims"]["merchantId"]);
-    println!("first get():   {first_fetch:?} (fetched from the endpoint)");
-    println!("second get():  {cached:?} (served from the cache)");
-    println!("same token:    {}", token.id() == again.id());
-    println!("endpoint hits: {}", endpoint.calls_async().await);
+    for (name, mock) in &mocks {
+        let client = registry.client(name)?;
+        let started = Instant::now();
+        let first = client.token().await?;
+        let fetched = started.elapsed();
+        let started = Instant::now();
+        let second = client.token().await?;
+        let cached = started.elapsed();
+        assert_eq!(
+            first.id(),
+            second.id(),
+            "the second get is the cached token"
+        );
+        println!(
+            "{:<10} {:<12} {:>7} {:>12} {:>12} {:>5}",
+            name,
+            client.provider(),
+            first.token_type().to_string(),
+            format!("{fetched:.1?}"),
+            format!("{cached:.1?}"),
+            mock.calls_async().await,
+        );
+    }
+
+    let token = registry.token("referrals").await?;
+    let claims = token.mention_me_claims()?;
+    println!();
+    println!(
+        "Mention Me token, valid for {} s more:",
+        token.expires_in().as_secs()
+    );
+    println!("  env:        {}", claims.env.as_deref().unwrap_or("-"));
+    println!(
+        "  merchantId: {}",
+        claims.merchant_id.as_deref().unwrap_or("-")
+    );
+    println!("  scopes:     {}", claims.scopes.join(" "));
     Ok(())
 }

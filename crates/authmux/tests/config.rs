@@ -324,3 +324,47 @@ fn an_empty_config_has_no_clients() {
     assert!(config.clients.is_empty());
     assert!(Registry::new(&config).expect("valid").is_empty());
 }
+
+#[cfg(all(
+    feature = "mention-me",
+    feature = "360learning",
+    feature = "auth0",
+    feature = "oauth2"
+))]
+mod example_file {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../authmux.example.toml");
+    const README: &str = include_str!("../../../README.md");
+
+    #[test]
+    fn the_example_config_uses_every_option_of_the_real_types() {
+        Jail::expect_with(|jail| {
+            jail.create_file("360learning-secret", "from-a-file\n")?;
+            let example = EXAMPLE.replace("/run/secrets/360learning", "360learning-secret");
+            jail.create_file("authmux.toml", &example)?;
+            jail.set_env("MENTION_ME_CLIENT_SECRET", "from-the-environment");
+            jail.set_env("AUTH0_CLIENT_SECRET", "from-the-environment");
+            let config = Config::load(None).expect("the example parses");
+            assert_eq!(config.defaults, authmux::Settings::default(), "documented defaults");
+            let registry = Registry::new(&config).expect("the example builds");
+            assert_eq!(
+                registry.names().collect::<Vec<_>>(),
+                ["api", "learning", "okta", "referrals"]
+            );
+            assert_eq!(
+                config.clients["api"].settings.timeout,
+                Duration::from_secs(5)
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_readme_config_reference_is_the_example_file() {
+        assert!(
+            README.contains(EXAMPLE.trim()),
+            "README.md must embed authmux.example.toml verbatim"
+        );
+    }
+}
