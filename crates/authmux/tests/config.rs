@@ -346,7 +346,11 @@ mod example_file {
             jail.set_env("MENTION_ME_CLIENT_SECRET", "from-the-environment");
             jail.set_env("AUTH0_CLIENT_SECRET", "from-the-environment");
             let config = Config::load(None).expect("the example parses");
-            assert_eq!(config.defaults, authmux::Settings::default(), "documented defaults");
+            assert_eq!(
+                config.defaults,
+                authmux::Settings::default(),
+                "documented defaults"
+            );
             let registry = Registry::new(&config).expect("the example builds");
             assert_eq!(
                 registry.names().collect::<Vec<_>>(),

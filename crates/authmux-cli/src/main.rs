@@ -1,0 +1,15 @@
+//! The `authmux` binary; everything but the runtime lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+// One thread: the command makes at most one token request.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    // Parse errors exit here, with clap's own code 2.
+    let cli = authmux_cli::Cli::parse();
+    authmux_cli::run(cli, std::io::stdout().lock(), std::io::stderr().lock())
+        .await
+        .into()
+}

@@ -1,0 +1,550 @@
+//! The `authmux` binary end to end: a config file on disk, a mock token
+//! endpoint, and the process's stdout, stderr and exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use httpmock::{Method, MockServer};
+use serde_json::{Value, json};
+
+/// The client secret of every test config; it must never be printed.
+const SECRET: &str = "cli-test-secret-3f9a1c";
+
+/// A directory of its own for one test, removed when dropped.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "authmux-cli-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        Self { dir }
+    }
+
+    /// Writes `authmux.toml` with `toml` and returns its path.
+    fn config(&self, toml: &str) -> PathBuf {
+        let path = self.dir.join("authmux.toml");
+        std::fs::write(&path, toml).expect("write the config");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The binary, run in `dir`, without any `AUTHMUX_*` variable of the host:
+/// the config reads those case-insensitively, so all spellings go.
+fn authmux(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_authmux"));
+    command.current_dir(dir);
+    for (key, _) in std::env::vars_os() {
+        if key
+            .to_str()
+            .is_some_and(|key| key.to_ascii_uppercase().starts_with("AUTHMUX_"))
+        {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// Runs `command` on the blocking pool, so the test's runtime keeps
+/// driving the mock server meanwhile.
+async fn output(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().expect("run authmux"))
+        .await
+        .expect("the blocking task")
+}
+
+/// Runs `authmux <args>` in `dir`.
+async fn run(dir: &Path, args: &[&str]) -> Output {
+    let mut command = authmux(dir);
+    command.args(args);
+    output(command).await
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("UTF-8 output")
+}
+
+/// The exit code, stdout and stderr of a finished run.
+fn parts(output: &Output) -> (Option<i32>, String, String) {
+    (
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
+}
+
+/// A config with one Mention Me client, `mm`, whose token endpoint is on
+/// `server`, and no retries so that failures come back at once.
+fn mention_me_config(server: &MockServer) -> String {
+    format!(
+        r#"
+[defaults]
+max_attempts = 1
+
+[clients.mm]
+provider = "mention-me"
+client_id = "m2m-client-test"
+client_secret = "{SECRET}"
+base_url = "{}"
+"#,
+        server.base_url()
+    )
+}
+
+/// A JWT-shaped token like Mention Me's; the signature is not checked.
+fn jwt(payload: &Value) -> String {
+    let encode = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        encode(&json!({"alg": "RS256", "typ": "JWT"})),
+        encode(payload)
+    )
+}
+
+fn claims() -> Value {
+    json!({
+        "aud": ["project-test"],
+        "claims": {"env": "demo", "merchantId": "4259"},
+        "scope": "customers:list",
+        "sub": "m2m-client-test"
+    })
+}
+
+/// Serves one token response on the Mention Me token path.
+async fn serve_token(server: &MockServer, status: u16, body: Value) -> httpmock::Mock<'_> {
+    server
+        .mock_async(|when, then| {
+            when.method(Method::POST).path("/api/oauth/token");
+            then.status(status).json_body(body);
+        })
+        .await
+}
+
+fn assert_no_secret(output: &Output) {
+    let (_, stdout, stderr) = parts(output);
+    assert!(!stdout.contains(SECRET), "stdout: {stdout}");
+    assert!(!stderr.contains(SECRET), "stderr: {stderr}");
+}
+
+#[tokio::test]
+async fn token_prints_only_the_access_token() {
+    let server = MockServer::start_async().await;
+    let access_token = jwt(&claims());
+    let mock = serve_token(
+        &server,
+        200,
+        json!({"access_token": access_token, "expires_in": 3600, "token_type": "bearer"}),
+    )
+    .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let output = run(&scratch.dir, &["token", "mm", "--config", config]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(stdout, format!("{access_token}\n"));
+    assert_eq!(stderr, "");
+    mock.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn token_json_describes_the_token() {
+    let server = MockServer::start_async().await;
+    let access_token = jwt(&claims());
+    serve_token(
+        &server,
+        200,
+        json!({
+            "access_token": access_token,
+            "expires_in": 3600,
+            "token_type": "bearer",
+            "scope": "customers:list"
+        }),
+    )
+    .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let config = config.to_str().expect("UTF-8 path");
+
+    // --config before the subcommand works too.
+    let output = run(&scratch.dir, &["--config", config, "token", "mm", "--json"]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(stdout.matches('\n').count(), 1, "one line: {stdout}");
+    assert!(stdout.ends_with('\n'));
+    let json: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let object = json.as_object().expect("an object");
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "access_token",
+            "claims",
+            "client",
+            "expires_at",
+            "expires_in",
+            "provider",
+            "scope",
+            "token_type"
+        ]
+    );
+    assert_eq!(json["client"], "mm");
+    assert_eq!(json["provider"], "mention-me");
+    assert_eq!(json["token_type"], "Bearer");
+    assert_eq!(json["access_token"], access_token.as_str());
+    assert_eq!(json["scope"], "customers:list");
+    assert_eq!(json["claims"], claims());
+    assert_eq!(json["claims"]["claims"]["merchantId"], "4259");
+
+    let expires_in = json["expires_in"].as_u64().expect("whole seconds");
+    assert!(expires_in > 3500 && expires_in <= 3600, "{expires_in}");
+    let expires_at = json["expires_at"].as_str().expect("a string");
+    assert!(expires_at.ends_with('Z'), "UTC: {expires_at}");
+    let expires_at = humantime::parse_rfc3339(expires_at).expect("RFC 3339");
+    let from_now = expires_at
+        .duration_since(SystemTime::now())
+        .expect("in the future");
+    assert!(from_now > Duration::from_secs(3500), "{from_now:?}");
+    assert!(from_now <= Duration::from_secs(3600), "{from_now:?}");
+    assert_no_secret(&output);
+}
+
+#[tokio::test]
+async fn token_json_has_null_claims_and_scope_for_an_opaque_token() {
+    let server = MockServer::start_async().await;
+    serve_token(
+        &server,
+        200,
+        json!({"access_token": "opaque-token-value", "expires_in": 600, "token_type": "Bearer"}),
+    )
+    .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let output = run(&scratch.dir, &["token", "mm", "--json", "--config", config]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let json: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(json["access_token"], "opaque-token-value");
+    assert_eq!(json["claims"], Value::Null);
+    assert_eq!(json["scope"], Value::Null);
+}
+
+#[tokio::test]
+async fn an_unknown_client_is_a_usage_error_listing_the_configured_names() {
+    let scratch = Scratch::new();
+    let config = scratch.config(&format!(
+        r#"
+[clients.referrals]
+provider = "mention-me"
+client_id = "id"
+client_secret = "{SECRET}"
+environment = "demo"
+
+[clients.api]
+provider = "auth0"
+domain = "tenant.eu.auth0.com"
+client_id = "id"
+client_secret = "{SECRET}"
+audience = "https://api.example.com"
+"#
+    ));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let output = run(&scratch.dir, &["token", "referals", "--config", config]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("referals"), "{stderr}");
+    assert!(
+        stderr.contains("api") && stderr.contains("referrals"),
+        "{stderr}"
+    );
+    assert_no_secret(&output);
+}
+
+#[tokio::test]
+async fn a_refusal_exits_3_with_one_line_naming_the_client_and_provider() {
+    let server = MockServer::start_async().await;
+    serve_token(&server, 401, json!({"error": "invalid_client"})).await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let output = run(&scratch.dir, &["token", "mm", "--config", config]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(3), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("authmux: "), "{stderr}");
+    assert!(stderr.contains("\"mm\""), "{stderr}");
+    assert!(stderr.contains("mention-me"), "{stderr}");
+    assert!(stderr.contains("invalid_client"), "{stderr}");
+    assert_no_secret(&output);
+}
+
+#[tokio::test]
+async fn a_server_error_exits_4() {
+    let server = MockServer::start_async().await;
+    let mock = serve_token(&server, 503, json!({"message": "down for maintenance"})).await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let output = run(&scratch.dir, &["token", "mm", "--json", "--config", config]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(4), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("\"mm\"") && stderr.contains("503"),
+        "{stderr}"
+    );
+    assert_no_secret(&output);
+    mock.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_exits_4() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let scratch = Scratch::new();
+    let config = scratch.config(&format!(
+        r#"
+[defaults]
+max_attempts = 1
+
+[clients.mm]
+provider = "mention-me"
+client_id = "id"
+client_secret = "{SECRET}"
+base_url = "http://127.0.0.1:{port}"
+"#
+    ));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let output = run(&scratch.dir, &["token", "mm", "--config", config]).await;
+
+    let (code, _, stderr) = parts(&output);
+    assert_eq!(code, Some(4), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert_no_secret(&output);
+}
+
+#[tokio::test]
+async fn the_config_comes_from_authmux_config_and_variables_override_it() {
+    let server = MockServer::start_async().await;
+    let mock = server
+        .mock_async(|when, then| {
+            when.method(Method::POST)
+                .path("/api/oauth/token")
+                .body_includes("from-the-environment");
+            then.status(200).json_body(
+                json!({"access_token": "env-token", "expires_in": 60, "token_type": "bearer"}),
+            );
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let mut command = authmux(&scratch.dir);
+    command
+        .args(["token", "mm"])
+        .env("AUTHMUX_CONFIG", &config)
+        .env("AUTHMUX_CLIENTS__MM__CLIENT_SECRET", "from-the-environment");
+
+    let output = output(command).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(stdout, "env-token\n");
+    mock.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn check_lists_each_client_without_secrets() {
+    let server = MockServer::start_async().await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&format!(
+        r#"{}
+[clients.api]
+provider = "auth0"
+domain = "tenant.eu.auth0.com"
+client_id = "auth0-client"
+client_secret = "{SECRET}"
+audience = "https://api.example.com"
+"#,
+        mention_me_config(&server)
+    ));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let output = run(&scratch.dir, &["check", "--config", config]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(stderr, "");
+    let lines: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["api", "auth0", "https://tenant.eu.auth0.com/oauth/token"],
+            vec![
+                "mm",
+                "mention-me",
+                &format!("{}/api/oauth/token", server.base_url())
+            ],
+        ]
+    );
+    assert_no_secret(&output);
+}
+
+#[tokio::test]
+async fn check_prints_every_config_problem() {
+    let scratch = Scratch::new();
+    let config = scratch.config(
+        r#"
+[defaults]
+max_attempts = 0
+
+[clients.x]
+provider = "okta2"
+"#,
+    );
+    let config = config.to_str().expect("UTF-8 path");
+
+    let output = run(&scratch.dir, &["check", "--config", config]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].contains("defaults.max_attempts"), "{stderr}");
+    assert!(lines[1].contains("clients.x.provider"), "{stderr}");
+    assert!(lines[1].contains("okta2"), "{stderr}");
+}
+
+#[tokio::test]
+async fn check_builds_every_client_and_prints_every_problem() {
+    let scratch = Scratch::new();
+    // Both load fine; only building the clients finds the problems.
+    let config = scratch.config(&format!(
+        r#"
+[clients.a]
+provider = "mention-me"
+client_id = "id"
+client_secret = "{SECRET}"
+
+[clients.b]
+provider = "mention-me"
+client_id = "id"
+client_secret = {{ env = "CLI_TEST_UNSET_SECRET_VARIABLE" }}
+environment = "demo"
+"#
+    ));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let output = run(&scratch.dir, &["check", "--config", config]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].contains("clients.a.environment"), "{stderr}");
+    assert!(lines[1].contains("clients.b.client_secret"), "{stderr}");
+    assert_no_secret(&output);
+}
+
+#[tokio::test]
+async fn a_missing_config_file_is_a_usage_error() {
+    let scratch = Scratch::new();
+    let missing = scratch.dir.join("missing.toml");
+    let missing = missing.to_str().expect("UTF-8 path");
+    for args in [
+        vec!["token", "mm", "--config", missing],
+        vec!["check", "--config", missing],
+    ] {
+        let output = run(&scratch.dir, &args).await;
+        let (code, stdout, stderr) = parts(&output);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(stdout, "");
+        assert!(stderr.contains("missing.toml"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn check_without_any_client_fails() {
+    // No --config and no ./authmux.toml: an empty configuration.
+    let scratch = Scratch::new();
+
+    let output = run(&scratch.dir, &["check"]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("no clients"), "{stderr}");
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    let scratch = Scratch::new();
+    for args in [
+        vec![],
+        vec!["fetch"],
+        vec!["token"],
+        vec!["token", "a", "--jsn"],
+    ] {
+        let output = run(&scratch.dir, &args).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[tokio::test]
+async fn help_carries_examples() {
+    let scratch = Scratch::new();
+    for (args, example) in [
+        (vec!["--help"], "authmux token api"),
+        (vec!["-h"], "authmux token api"),
+        (vec!["token", "--help"], "authmux token api --json"),
+        (vec!["check", "--help"], "authmux check --config"),
+        (vec!["help", "token"], "authmux token api --json"),
+    ] {
+        let output = run(&scratch.dir, &args).await;
+        let (code, stdout, _) = parts(&output);
+        assert_eq!(code, Some(0), "{args:?}");
+        assert!(stdout.contains("Examples:"), "{args:?}: {stdout}");
+        assert!(stdout.contains(example), "{args:?}: {stdout}");
+    }
+}
