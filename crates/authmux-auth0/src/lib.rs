@@ -70,13 +70,11 @@
 //! [authmux]: https://github.com/authmux/authmux
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use authmux_core::wire::{BodyEncoding, ClientAuth, HttpClient, TokenRequest, join_url, require};
-use authmux_core::{ClientSecret, DpopProver, Error, ErrorKind, Token, TokenIdentity, TokenSource};
-use reqwest::header::HeaderName;
+use authmux_core::{ClientSecret, Dpop, Error, ErrorKind, Token, TokenIdentity, TokenSource};
 use serde::Deserialize;
 
 /// The provider's name in configs, errors and logs.
@@ -170,7 +168,7 @@ pub struct Auth0Builder {
     client_auth: ClientAuth,
     allow_insecure_http: bool,
     http: Option<HttpClient>,
-    dpop: Option<Arc<dyn DpopProver>>,
+    dpop: Option<Dpop>,
 }
 
 impl fmt::Debug for Auth0Builder {
@@ -232,9 +230,11 @@ impl Auth0Builder {
         self
     }
 
-    /// Sends a DPoP proof from `prover` with every token request.
-    pub fn dpop(mut self, prover: Arc<dyn DpopProver>) -> Self {
-        self.dpop = Some(prover);
+    /// Asks for DPoP-bound tokens: every token request carries a fresh
+    /// proof from `dpop`, a `use_dpop_nonce` challenge is answered once, and
+    /// a Bearer answer is an error unless the downgrade is accepted.
+    pub fn dpop(mut self, dpop: Dpop) -> Self {
+        self.dpop = Some(dpop);
         self
     }
 
@@ -291,7 +291,7 @@ pub struct Auth0Provider {
     http: HttpClient,
     request: TokenRequest,
     client_auth: ClientAuth,
-    dpop: Option<Arc<dyn DpopProver>>,
+    dpop: Option<Dpop>,
 }
 
 impl fmt::Debug for Auth0Provider {
@@ -350,7 +350,7 @@ impl TokenSource for Auth0Provider {
         let identity = TokenIdentity::from_request(NAME, &self.request)
             .with("client_auth", self.client_auth.as_str());
         match &self.dpop {
-            Some(prover) => identity.with("dpop", prover.thumbprint()),
+            Some(dpop) => identity.with("dpop", dpop.thumbprint()),
             None => identity,
         }
     }
@@ -358,13 +358,7 @@ impl TokenSource for Auth0Provider {
     async fn fetch_token(&self) -> Result<Token, Error> {
         let outcome = match &self.dpop {
             None => self.http.fetch_token(&self.request).await,
-            Some(prover) => {
-                let proof = prover.proof("POST", self.request.url(), None, None)?;
-                let request = self
-                    .request
-                    .with_header(HeaderName::from_static("dpop"), proof);
-                self.http.fetch_token(&request).await
-            }
+            Some(dpop) => self.http.fetch_token_dpop(&self.request, dpop).await,
         };
         outcome.map_err(retry_after_from_reset)
     }

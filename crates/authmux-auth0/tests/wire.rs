@@ -277,7 +277,7 @@ async fn the_dpop_hook_adds_a_proof_header() {
         })
         .await;
     let provider = builder(&server)
-        .dpop(Arc::new(FixedProver))
+        .dpop(authmux_core::Dpop::new(Arc::new(FixedProver)))
         .build()
         .expect("valid");
     let token = provider.fetch_token().await.expect("token");

@@ -71,6 +71,7 @@ pub struct Token {
     expires_at_utc: SystemTime,
     scope: Option<String>,
     extra: Map<String, Value>,
+    dpop: Option<crate::dpop::Dpop>,
 }
 
 static NEXT_TOKEN_ID: AtomicU64 = AtomicU64::new(1);
@@ -165,6 +166,29 @@ impl Token {
         &self.extra
     }
 
+    /// Binds the token to a DPoP prover, as a DPoP-aware provider does with
+    /// the tokens it fetches.
+    pub fn with_dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
+    /// The DPoP prover this token is bound to, if any.
+    pub fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        self.dpop.as_ref()
+    }
+
+    /// A fresh DPoP proof for presenting this token in a `method` request to
+    /// `url`: it carries `ath` (the token's hash) and the origin's latest
+    /// nonce. Send it as the `DPoP` header next to
+    /// [`authorization`](Self::authorization).
+    pub fn dpop_proof(&self, method: &str, url: &url::Url) -> Result<HeaderValue, Error> {
+        let dpop = self.dpop.as_ref().ok_or_else(|| {
+            Error::config("the token is not DPoP-bound; configure dpop for its client")
+        })?;
+        dpop.proof(method, url, Some(self.access_token.expose_secret()))
+    }
+
     /// Whether the access token is a JWT whose payload decodes as JSON.
     pub fn is_jwt(&self) -> bool {
         self.claims::<Map<String, Value>>().is_ok()
@@ -221,6 +245,7 @@ impl fmt::Debug for Token {
             .field("lifetime", &self.lifetime())
             .field("expires_in", &self.expires_in())
             .field("extra_fields", &inner.extra.keys().collect::<Vec<_>>())
+            .field("dpop", &inner.dpop)
             .finish()
     }
 }
@@ -316,6 +341,7 @@ impl TokenBuilder {
             expires_at_utc,
             scope: self.scope,
             extra: self.extra,
+            dpop: None,
         })
     }
 }

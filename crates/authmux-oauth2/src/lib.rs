@@ -92,9 +92,11 @@
 //!
 //! # DPoP
 //!
-//! Given a [`DpopProver`] with [`OAuth2Builder::dpop`], every token request
-//! carries a fresh `DPoP` proof header, and the prover's key thumbprint
-//! becomes part of the token identity.
+//! Given a [`Dpop`] with [`OAuth2Builder::dpop`], every token request
+//! carries a fresh `DPoP` proof header, a `use_dpop_nonce` challenge is
+//! answered once with the server's nonce, the token must come back as
+//! `DPoP` (unless the Bearer downgrade is accepted), and the key's
+//! thumbprint becomes part of the token identity.
 //!
 //! [authmux]: https://github.com/authmux/authmux
 
@@ -102,24 +104,21 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use async_trait::async_trait;
 use authmux_core::wire::{ClientAuth, EndpointResponse, HttpClient, require, validate_url};
 use authmux_core::{
-    ClientSecret, DpopProver, Error, ExposeSecret, SecretString, Token, TokenIdentity, TokenSource,
+    ClientSecret, Dpop, Error, ExposeSecret, SecretString, Token, TokenIdentity, TokenSource,
 };
 use oauth2::basic::BasicClient;
 use oauth2::{AuthType, EndpointNotSet, EndpointSet, RequestTokenError, Scope, TokenUrl};
-use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use reqwest::header::AUTHORIZATION;
 use serde::Deserialize;
 use url::Url;
 
 /// The provider's name in configs, errors and logs.
 pub const NAME: &str = "oauth2";
-
-/// The RFC 9449 proof header.
-const DPOP: HeaderName = HeaderName::from_static("dpop");
 
 /// An `oauth2` client that knows its token endpoint and nothing else.
 type CredentialsClient =
@@ -197,7 +196,7 @@ pub struct OAuth2Builder {
     extra_params: BTreeMap<String, String>,
     allow_insecure_http: bool,
     http: Option<HttpClient>,
-    dpop: Option<Arc<dyn DpopProver>>,
+    dpop: Option<Dpop>,
 }
 
 impl fmt::Debug for OAuth2Builder {
@@ -210,10 +209,7 @@ impl fmt::Debug for OAuth2Builder {
             .field("auth_style", &self.auth_style)
             .field("extra_params", &self.extra_params)
             .field("allow_insecure_http", &self.allow_insecure_http)
-            .field(
-                "dpop",
-                &self.dpop.as_ref().map(|prover| prover.thumbprint()),
-            )
+            .field("dpop", &self.dpop.as_ref().map(Dpop::thumbprint))
             .finish_non_exhaustive()
     }
 }
@@ -268,9 +264,9 @@ impl OAuth2Builder {
         self
     }
 
-    /// Sends a DPoP proof made by `prover` with every token request.
-    pub fn dpop(mut self, prover: Arc<dyn DpopProver>) -> Self {
-        self.dpop = Some(prover);
+    /// Asks for DPoP-bound tokens, with proofs and nonces from `dpop`.
+    pub fn dpop(mut self, dpop: Dpop) -> Self {
+        self.dpop = Some(dpop);
         self
     }
 
@@ -371,7 +367,7 @@ pub struct OAuth2Provider {
     scopes: Vec<String>,
     auth_style: ClientAuth,
     extra_params: BTreeMap<String, String>,
-    dpop: Option<Arc<dyn DpopProver>>,
+    dpop: Option<Dpop>,
 }
 
 impl fmt::Debug for OAuth2Provider {
@@ -382,10 +378,7 @@ impl fmt::Debug for OAuth2Provider {
             .field("scopes", &self.scopes)
             .field("auth_style", &self.auth_style)
             .field("extra_params", &self.extra_params)
-            .field(
-                "dpop",
-                &self.dpop.as_ref().map(|prover| prover.thumbprint()),
-            )
+            .field("dpop", &self.dpop.as_ref().map(Dpop::thumbprint))
             .finish_non_exhaustive()
     }
 }
@@ -429,7 +422,7 @@ impl OAuth2Provider {
 /// prove the exchange's future `Send` for every lifetime.
 struct Transport<'a> {
     http: &'a HttpClient,
-    proof: Option<HeaderValue>,
+    dpop: Option<&'a Dpop>,
     received: OnceLock<EndpointResponse>,
 }
 
@@ -442,10 +435,10 @@ impl Transport<'_> {
         if let Some(authorization) = headers.get_mut(AUTHORIZATION) {
             authorization.set_sensitive(true);
         }
-        if let Some(proof) = &self.proof {
-            headers.insert(DPOP, proof.clone());
-        }
-        let response = self.http.execute(request).await?;
+        let response = match self.dpop {
+            Some(dpop) => self.http.execute_dpop(request, dpop).await?,
+            None => self.http.execute(request).await?,
+        };
         // One exchange makes one call, so the cell is always empty here.
         let _ = self.received.set(response);
         // authmux's lenient parser is the one judge of the answer, so the
@@ -481,20 +474,16 @@ impl TokenSource for OAuth2Provider {
         for (name, value) in &self.extra_params {
             identity = identity.with(format!("extra_params.{name}"), value);
         }
-        if let Some(prover) = &self.dpop {
-            identity = identity.with("dpop", prover.thumbprint());
+        if let Some(dpop) = &self.dpop {
+            identity = identity.with("dpop", dpop.thumbprint());
         }
         identity
     }
 
     async fn fetch_token(&self) -> Result<Token, Error> {
-        let proof = match &self.dpop {
-            Some(prover) => Some(prover.proof("POST", &self.token_url, None, None)?),
-            None => None,
-        };
         let transport = Transport {
             http: &self.http,
-            proof,
+            dpop: self.dpop.as_ref(),
             received: OnceLock::new(),
         };
         let mut exchange = self
@@ -508,7 +497,11 @@ impl TokenSource for OAuth2Provider {
         match (transport.received.into_inner(), outcome) {
             (Some(response), _) => {
                 let secrets: Vec<&str> = self.scrubbed.iter().map(|s| s.expose_secret()).collect();
-                response.parse(self.http.default_lifetime(), &secrets)
+                let token = response.parse(self.http.default_lifetime(), &secrets)?;
+                match &self.dpop {
+                    Some(dpop) => dpop.bind(token),
+                    None => Ok(token),
+                }
             }
             (None, Err(RequestTokenError::Request(error))) => Err(error),
             (None, outcome) => {

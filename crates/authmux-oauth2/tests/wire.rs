@@ -549,7 +549,7 @@ async fn a_dpop_prover_adds_a_proof_to_every_request_and_its_key_to_the_identity
         requests: Mutex::new(Vec::new()),
     });
     let provider = builder(&server)
-        .dpop(prover.clone())
+        .dpop(authmux_core::Dpop::new(prover.clone()))
         .build()
         .expect("valid provider");
     for _ in 0..2 {

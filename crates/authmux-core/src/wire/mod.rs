@@ -136,6 +136,53 @@ impl HttpClient {
     /// limit, without interpreting it. Providers that need the raw response
     /// (a DPoP nonce, say) call this, then [`EndpointResponse::into_token`].
     pub async fn send(&self, request: &TokenRequest) -> Result<EndpointResponse, Error> {
+        self.execute(self.build(request)?).await
+    }
+
+    /// Sends one token request with a fresh DPoP proof, retrying once with
+    /// the server's nonce when it answers `use_dpop_nonce`, and checks that
+    /// the token is DPoP-bound (see [`Dpop::bind`](crate::dpop::Dpop::bind)).
+    pub async fn fetch_token_dpop(
+        &self,
+        request: &TokenRequest,
+        dpop: &crate::dpop::Dpop,
+    ) -> Result<Token, Error> {
+        let default_lifetime = request.default_lifetime().unwrap_or(self.default_lifetime);
+        let response = self.execute_dpop(self.build(request)?, dpop).await?;
+        dpop.bind(response.parse(default_lifetime, &request.secrets())?)
+    }
+
+    /// Sends a prepared token request with a fresh DPoP proof for its method
+    /// and URL. Every response's `DPoP-Nonce` is remembered; a 400
+    /// `use_dpop_nonce` is retried exactly once with the new nonce, and a
+    /// second one is returned as the answer, never looped on.
+    pub async fn execute_dpop(
+        &self,
+        request: reqwest::Request,
+        dpop: &crate::dpop::Dpop,
+    ) -> Result<EndpointResponse, Error> {
+        let url = request.url().clone();
+        let retry = request.try_clone();
+        let response = self.execute(with_proof(request, dpop)?).await?;
+        let learned = dpop.nonces().remember(&url, response.headers());
+        let challenged = crate::dpop::is_nonce_challenge(response.status(), response.body());
+        let Some(retry) = retry.filter(|_| challenged && learned) else {
+            return Ok(response);
+        };
+        tracing::debug!("token endpoint asked for a DPoP nonce; retrying once");
+        let response = self.execute(with_proof(retry, dpop)?).await?;
+        dpop.nonces().remember(&url, response.headers());
+        if crate::dpop::is_nonce_challenge(response.status(), response.body()) {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                "the server demanded a new DPoP nonce again after one retry",
+            )
+            .with_status(response.status()));
+        }
+        Ok(response)
+    }
+
+    fn build(&self, request: &TokenRequest) -> Result<reqwest::Request, Error> {
         let mut builder = self
             .client
             .post(request.url().clone())
@@ -149,10 +196,9 @@ impl HttpClient {
         if let Some(timeout) = request.timeout() {
             builder = builder.timeout(timeout);
         }
-        let built = builder.build().map_err(|error| {
+        builder.build().map_err(|error| {
             Error::config("cannot build the token request").with_source(error.without_url())
-        })?;
-        self.execute(built).await
+        })
     }
 
     /// Sends any prepared request with this client's settings (no
@@ -190,6 +236,16 @@ impl HttpClient {
         );
         Ok(EndpointResponse::new(status, headers, body))
     }
+}
+
+/// Adds a fresh DPoP proof for the request's own method and URL.
+fn with_proof(
+    mut request: reqwest::Request,
+    dpop: &crate::dpop::Dpop,
+) -> Result<reqwest::Request, Error> {
+    let proof = dpop.proof(request.method().as_str(), request.url(), None)?;
+    request.headers_mut().insert(crate::dpop::DPOP, proof);
+    Ok(request)
 }
 
 fn body_too_large(status: u16, max_body: usize) -> Error {

@@ -53,6 +53,11 @@ impl EndpointResponse {
         &self.headers
     }
 
+    /// The response body, as read (at most the body cap).
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
     /// Interprets the response: any 2xx whose JSON body has `access_token` is
     /// a token; everything else becomes a typed [`Error`].
     pub fn into_token(self, request: &TokenRequest) -> Result<Token, Error> {
