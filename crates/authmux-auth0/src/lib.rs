@@ -75,6 +75,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use authmux_core::wire::{BodyEncoding, ClientAuth, HttpClient, TokenRequest, join_url, require};
 use authmux_core::{ClientSecret, Dpop, Error, ErrorKind, Token, TokenIdentity, TokenSource};
+use authmux_dpop::DpopConfig;
 use serde::Deserialize;
 
 /// The provider's name in configs, errors and logs.
@@ -115,6 +116,13 @@ pub struct Auth0Config {
     /// Allows plain `http` to a non-loopback host.
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// DPoP: `false` (default), `true` (a key generated per process) or
+    /// `{ key_file = "path" }` (a PEM or JWK private key).
+    #[serde(default)]
+    pub dpop: DpopConfig,
+    /// Accept a Bearer token when DPoP was asked for (an error otherwise).
+    #[serde(default)]
+    pub accept_bearer_downgrade: bool,
 }
 
 fn json() -> BodyEncoding {
@@ -133,6 +141,8 @@ impl fmt::Debug for Auth0Config {
             .field("body", &self.body)
             .field("client_auth", &self.client_auth)
             .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("dpop", &self.dpop)
+            .field("accept_bearer_downgrade", &self.accept_bearer_downgrade)
             .finish()
     }
 }
@@ -152,6 +162,8 @@ impl Auth0Config {
             allow_insecure_http: self.allow_insecure_http,
             http: None,
             dpop: None,
+            dpop_config: self.dpop.clone(),
+            accept_bearer_downgrade: self.accept_bearer_downgrade,
         }
     }
 }
@@ -169,6 +181,8 @@ pub struct Auth0Builder {
     allow_insecure_http: bool,
     http: Option<HttpClient>,
     dpop: Option<Dpop>,
+    dpop_config: DpopConfig,
+    accept_bearer_downgrade: bool,
 }
 
 impl fmt::Debug for Auth0Builder {
@@ -271,6 +285,10 @@ impl Auth0Builder {
             .allow_insecure_http(self.allow_insecure_http)
             .build()
             .map_err(|error| Error::config(format!("domain: {}", error.message())))?;
+        let dpop = match self.dpop {
+            Some(dpop) => Some(dpop),
+            None => self.dpop_config.dpop(self.accept_bearer_downgrade)?,
+        };
         let http = match self.http {
             Some(http) => http,
             None => HttpClient::new()?,
@@ -279,7 +297,7 @@ impl Auth0Builder {
             http,
             request,
             client_auth: self.client_auth,
-            dpop: self.dpop,
+            dpop,
         })
     }
 }
@@ -326,6 +344,8 @@ impl Auth0Provider {
             allow_insecure_http: false,
             http: None,
             dpop: None,
+            dpop_config: DpopConfig::Disabled,
+            accept_bearer_downgrade: false,
         }
     }
 

@@ -291,3 +291,130 @@ async fn the_dpop_hook_adds_a_proof_header() {
         "DPoP and Bearer are cached apart"
     );
 }
+
+/// The nonce claim of a DPoP proof (decoded, not verified: the proofs
+/// themselves are verified independently in authmux-dpop's tests).
+fn proof_nonce(request: &httpmock::prelude::HttpMockRequest) -> Option<String> {
+    let proof = request.headers().get("dpop")?.to_str().ok()?.to_owned();
+    let payload = proof.split('.').nth(1)?;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()?,
+    )
+    .ok()?;
+    claims["nonce"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn dpop_from_config_answers_the_nonce_challenge_and_binds_the_token() {
+    use base64::Engine as _;
+    let server = MockServer::start_async().await;
+    let challenge = server
+        .mock_async(|when, then| {
+            when.method(POST)
+                .path("/oauth/token")
+                .header_exists("dpop")
+                .is_true(|request| proof_nonce(request).is_none());
+            then.status(400)
+                .header("dpop-nonce", "server-nonce-7")
+                .json_body(json!({"error": "use_dpop_nonce", "error_description": "Authorization server requires nonce in DPoP proof"}));
+        })
+        .await;
+    let answered = server
+        .mock_async(|when, then| {
+            when.method(POST)
+                .path("/oauth/token")
+                .is_true(|request| proof_nonce(request).as_deref() == Some("server-nonce-7"));
+            then.status(200).json_body(
+                json!({"access_token": "bound-token", "token_type": "DPoP", "expires_in": 86400}),
+            );
+        })
+        .await;
+    let config: authmux_auth0::Auth0Config = serde_json::from_value(json!({
+        "domain": server.base_url(), "client_id": "my-client-id",
+        "client_secret": SECRET, "audience": "https://api.example.com", "dpop": true,
+    }))
+    .expect("valid config");
+    let provider = Auth0Provider::from_config(&config).expect("valid");
+    let token = provider.fetch_token().await.expect("bound token");
+    assert_eq!(challenge.calls_async().await, 1);
+    assert_eq!(answered.calls_async().await, 1);
+    assert_eq!(token.authorization(), "DPoP bound-token");
+    let api = Url::parse("https://api.example.com/v1/things").expect("url");
+    let proof = token
+        .dpop_proof("GET", &api)
+        .expect("a proof for the API call");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(
+                proof
+                    .to_str()
+                    .expect("ascii")
+                    .split('.')
+                    .nth(1)
+                    .expect("payload"),
+            )
+            .expect("base64url"),
+    )
+    .expect("json");
+    assert_eq!(claims["htm"], "GET");
+    assert_eq!(claims["htu"], "https://api.example.com/v1/things");
+    assert!(claims["ath"].is_string());
+    assert!(provider.identity().get("dpop").is_some());
+    assert!(!format!("{provider:?} {config:?}").contains(SECRET));
+}
+
+#[tokio::test]
+async fn a_bearer_answer_to_a_dpop_client_is_an_error_unless_accepted() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.method(POST).path("/oauth/token").header_exists("dpop");
+            then.status(200).json_body(seed_response());
+        })
+        .await;
+    let config = |accept: bool| -> authmux_auth0::Auth0Config {
+        serde_json::from_value(json!({
+            "domain": server.base_url(), "client_id": "my-client-id", "client_secret": SECRET,
+            "audience": "https://api.example.com", "dpop": true, "accept_bearer_downgrade": accept,
+        }))
+        .expect("valid config")
+    };
+    let error = Auth0Provider::from_config(&config(false))
+        .expect("valid")
+        .fetch_token()
+        .await
+        .expect_err("downgrade");
+    assert!(
+        error.to_string().contains("accept_bearer_downgrade"),
+        "{error}"
+    );
+    let token = Auth0Provider::from_config(&config(true))
+        .expect("valid")
+        .fetch_token()
+        .await
+        .expect("accepted");
+    assert_eq!(token.token_type(), &TokenType::Bearer);
+}
+
+#[test]
+fn a_bad_dpop_key_file_names_the_file_and_not_its_contents() {
+    let path = std::env::temp_dir().join(format!("authmux-auth0-bad-key-{}", std::process::id()));
+    std::fs::write(
+        &path,
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    let config: authmux_auth0::Auth0Config = serde_json::from_value(json!({
+        "domain": "tenant.eu.auth0.com", "client_id": "id", "client_secret": SECRET,
+        "audience": "https://api", "dpop": {"key_file": path},
+    }))
+    .expect("valid config");
+    let error = Auth0Provider::from_config(&config).expect_err("bad key");
+    std::fs::remove_file(&path).expect("remove");
+    let text = error.to_string();
+    assert!(text.starts_with("dpop.key_file: "), "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(!text.contains("c2VjcmV0"), "{text}");
+}

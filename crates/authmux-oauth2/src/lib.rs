@@ -111,6 +111,7 @@ use authmux_core::wire::{ClientAuth, EndpointResponse, HttpClient, require, vali
 use authmux_core::{
     ClientSecret, Dpop, Error, ExposeSecret, SecretString, Token, TokenIdentity, TokenSource,
 };
+use authmux_dpop::DpopConfig;
 use oauth2::basic::BasicClient;
 use oauth2::{AuthType, EndpointNotSet, EndpointSet, RequestTokenError, Scope, TokenUrl};
 use reqwest::header::AUTHORIZATION;
@@ -147,6 +148,13 @@ pub struct OAuth2Config {
     /// Allows plain `http` to a non-loopback host.
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// DPoP: `false` (default), `true` (a key generated per process) or
+    /// `{ key_file = "path" }` (a PEM or JWK private key).
+    #[serde(default)]
+    pub dpop: DpopConfig,
+    /// Accept a Bearer token when DPoP was asked for (an error otherwise).
+    #[serde(default)]
+    pub accept_bearer_downgrade: bool,
 }
 
 /// RFC 6749 §2.3.1: every server must support Basic, while body
@@ -165,6 +173,8 @@ impl fmt::Debug for OAuth2Config {
             .field("auth_style", &self.auth_style)
             .field("extra_params", &self.extra_params)
             .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("dpop", &self.dpop)
+            .field("accept_bearer_downgrade", &self.accept_bearer_downgrade)
             .finish()
     }
 }
@@ -182,6 +192,8 @@ impl OAuth2Config {
             allow_insecure_http: self.allow_insecure_http,
             http: None,
             dpop: None,
+            dpop_config: self.dpop.clone(),
+            accept_bearer_downgrade: self.accept_bearer_downgrade,
         }
     }
 }
@@ -197,6 +209,8 @@ pub struct OAuth2Builder {
     allow_insecure_http: bool,
     http: Option<HttpClient>,
     dpop: Option<Dpop>,
+    dpop_config: DpopConfig,
+    accept_bearer_downgrade: bool,
 }
 
 impl fmt::Debug for OAuth2Builder {
@@ -298,6 +312,10 @@ impl OAuth2Builder {
         } else {
             vec![client_secret, SecretString::from(encoded_secret)]
         };
+        let dpop = match self.dpop {
+            Some(dpop) => Some(dpop),
+            None => self.dpop_config.dpop(self.accept_bearer_downgrade)?,
+        };
         let http = match self.http {
             Some(http) => http,
             None => HttpClient::new()?,
@@ -311,7 +329,7 @@ impl OAuth2Builder {
             scopes,
             auth_style: self.auth_style,
             extra_params: self.extra_params,
-            dpop: self.dpop,
+            dpop,
         })
     }
 }
@@ -401,6 +419,8 @@ impl OAuth2Provider {
             allow_insecure_http: false,
             http: None,
             dpop: None,
+            dpop_config: DpopConfig::Disabled,
+            accept_bearer_downgrade: false,
         }
     }
 

@@ -97,7 +97,7 @@ const SETTING_KEYS: [&str; 7] = [
 
 /// Provider keys that are booleans. Environment variables arrive as text,
 /// so `"true"` and `"false"` are read as booleans for these keys only.
-const BOOLEAN_KEYS: [&str; 1] = ["allow_insecure_http"];
+const BOOLEAN_KEYS: [&str; 3] = ["allow_insecure_http", "dpop", "accept_bearer_downgrade"];
 
 fn number_or_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     #[derive(Deserialize)]
