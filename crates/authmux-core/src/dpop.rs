@@ -155,6 +155,26 @@ impl Dpop {
     }
 }
 
+/// Whether a resource server's response is RFC 9449's nonce challenge:
+/// HTTP 401 with `WWW-Authenticate: DPoP error="use_dpop_nonce"` (§9).
+/// Remember the response's nonce with [`DpopNonces::remember`], then retry
+/// the request exactly once with a new proof.
+pub fn is_resource_nonce_challenge(status: u16, headers: &HeaderMap) -> bool {
+    status == 401
+        && headers
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(|value| {
+                let value = value.trim_start();
+                let scheme_is_dpop = value
+                    .get(..4)
+                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("dpop"));
+                let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+                scheme_is_dpop && compact.contains(r#"error="use_dpop_nonce""#)
+            })
+}
+
 /// Whether a token endpoint response is RFC 9449's nonce challenge: HTTP 400
 /// with `"error":"use_dpop_nonce"`.
 pub(crate) fn is_nonce_challenge(status: u16, body: &[u8]) -> bool {
@@ -218,6 +238,30 @@ mod tests {
             "GET|-|ath"
         );
         assert!(!dpop.nonces().remember(&api, &HeaderMap::new()));
+    }
+
+    #[test]
+    fn resource_server_challenges_are_read_from_www_authenticate() {
+        let challenge = |status: u16, value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                reqwest::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(value),
+            );
+            is_resource_nonce_challenge(status, &headers)
+        };
+        assert!(challenge(
+            401,
+            r#"DPoP error="use_dpop_nonce", error_description="fresh nonce""#
+        ));
+        assert!(challenge(
+            401,
+            r#"dpop algs="ES256", error = "use_dpop_nonce""#
+        ));
+        assert!(!challenge(400, r#"DPoP error="use_dpop_nonce""#));
+        assert!(!challenge(401, r#"Bearer error="invalid_token""#));
+        assert!(!challenge(401, r#"DPoP error="invalid_token""#));
+        assert!(!is_resource_nonce_challenge(401, &HeaderMap::new()));
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub use cache::{
     CachePolicy, Get, ManagedToken, RefresherHandle, RetryPolicy, Schedule, TokenGuard,
 };
 pub use clock::Clock;
-pub use dpop::{Dpop, DpopNonces, DpopProver};
+pub use dpop::{Dpop, DpopNonces, DpopProver, is_resource_nonce_challenge};
 pub use error::{Error, ErrorKind, OAuthError, RateLimit};
 pub use secret::ClientSecret;
 pub use source::{SharedTokenSource, TokenIdentity, TokenSource};
