@@ -42,11 +42,18 @@
 //! | `auth0` | `"auth0"` | [`auth0`] |
 //! | `oauth2` | `"oauth2"` | [`oauth2`] |
 //!
+//! The `reqwest-middleware` feature (off by default) adds
+//! `middleware::Authenticate`, which attaches tokens to outgoing requests
+//! and recovers from a rejected token once.
+//!
 //! A config naming a provider that is not compiled in gets a clear error:
 //! `clients.api.provider: "auth0" is not compiled in; enable the "auth0" feature`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
+#[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
+pub mod middleware;
 mod registry;
 
 pub use config::{ClientConfig, Config, ConfigError, Settings};
