@@ -1,5 +1,6 @@
 //! The `authmux` command line: prints the access token of a client named in
-//! an [authmux] config file, for shell scripts, or checks such a file.
+//! an [authmux] config file, for shell scripts, sends one request
+//! authenticated with it, or checks such a file.
 //!
 //! ```text
 //! $ authmux check --config authmux.toml
@@ -8,7 +9,19 @@
 //! $ curl -H "Authorization: Bearer $(authmux token api)" https://api.example.com/things
 //! $ authmux token referrals --json
 //! {"client":"referrals","provider":"mention-me","token_type":"Bearer",…}
+//! $ authmux request api https://api.example.com/things -v
+//! HTTP 200 OK
+//! [{"id":1}]
 //! ```
+//!
+//! `authmux request` sends the request through
+//! [`authmux::middleware::Authenticate`]: the token goes in `Authorization`
+//! (with a DPoP proof when the token is DPoP-bound), the provider's API
+//! headers are added, and a 401 that rejects the token is retried once with a
+//! fresh one. The response body is written to stdout byte for byte; `-v`
+//! adds the status line on stderr, never a header. The token only goes over
+//! HTTPS or to a loopback host (another `http://` URL is a usage error), and
+//! redirects are not followed.
 //!
 //! The config file is `--config FILE`, else `$AUTHMUX_CONFIG`, else
 //! `./authmux.toml`; `AUTHMUX_CLIENTS__<NAME>__<KEY>` variables override it.
@@ -22,8 +35,9 @@
 //! | 0 | success |
 //! | 1 | the output could not be written (a closed pipe) |
 //! | 2 | a usage or configuration error, an unknown client included |
-//! | 3 | the provider refused the request (an OAuth error, HTTP 400/401/403) |
-//! | 4 | any other failure to get a token: transport, timeout, rate limit, HTTP 5xx, an invalid response |
+//! | 3 | the provider refused the token request (an OAuth error, HTTP 400/401/403) |
+//! | 4 | any other failure to get a token: transport, timeout, rate limit, HTTP 5xx, an invalid response; or, for `request`, a failure to send the request or read its response |
+//! | 5 | `request` only: the response's status was not 2xx (its body is still written) |
 //!
 //! Errors are written to stderr as one line starting with `authmux: `; they
 //! name the client and provider and never contain a secret. The binary is a
@@ -35,8 +49,13 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use authmux::middleware::Authenticate;
 use authmux::{Config, ConfigError, ErrorKind, ExposeSecret, Registry, Token};
 use clap::{Args, Parser, Subcommand};
+use reqwest_middleware::reqwest::header::{
+    AUTHORIZATION, COOKIE, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHORIZATION,
+};
+use reqwest_middleware::reqwest::{self, Method, StatusCode, Url};
 use serde::Serialize;
 
 /// Shown under `authmux --help`.
@@ -45,13 +64,16 @@ Examples:
   authmux check --config authmux.toml
   curl -H \"Authorization: Bearer $(authmux token api)\" https://api.example.com/things
   authmux token api --json --config /etc/authmux.toml
+  authmux request api https://api.example.com/things
 
 Exit codes:
   0  success
   1  the output could not be written
   2  usage or configuration error (an unknown client included)
-  3  the provider refused the request (OAuth error, HTTP 400/401/403)
-  4  transport, timeout, rate limit, HTTP 5xx or an invalid response";
+  3  the provider refused the token request (OAuth error, HTTP 400/401/403)
+  4  transport, timeout, rate limit, HTTP 5xx or an invalid response
+     (for request: also a failure to send the request or read its response)
+  5  request: the response's HTTP status was not 2xx";
 
 /// Shown under `authmux token --help`.
 const TOKEN_EXAMPLES: &str = "\
@@ -59,6 +81,30 @@ Examples:
   authmux token api
   curl -H \"Authorization: Bearer $(authmux token api)\" https://api.example.com/things
   authmux token api --json | jq -r .expires_at";
+
+/// Shown under `authmux request --help`.
+const REQUEST_EXAMPLES: &str = "\
+Examples:
+  authmux request api https://api.example.com/things
+  authmux request api https://api.example.com/things -X POST \\
+      -H 'Content-Type: application/json' -d '{\"name\":\"x\"}'
+  authmux request api https://api.example.com/import -d @batch.json -v
+
+The token is only sent over HTTPS, or over plain HTTP to a loopback host
+(localhost, 127.0.0.1, ::1). A token rejected with a 401 is replaced and the
+request sent once more. Redirects are not followed. No Content-Type is
+added: give one with -H. An Authorization header given with -H is sent
+as is, and no token is fetched. Neither the token nor the secret is ever
+printed, not even with -v.
+
+Exit codes:
+  0  the response's status was 2xx
+  1  the output could not be written
+  2  usage or configuration error (an unknown client included)
+  3  the provider refused the token request
+  4  no token for another reason, or the request could not be sent
+     or its response read
+  5  the response's status was not 2xx (its body is still printed)";
 
 /// Shown under `authmux check --help`.
 const CHECK_EXAMPLES: &str = "\
@@ -95,6 +141,10 @@ pub enum Command {
     /// Print a client's access token on stdout.
     #[command(after_help = TOKEN_EXAMPLES)]
     Token(TokenArgs),
+    /// Send one request authenticated with a client's token; print the
+    /// response body on stdout.
+    #[command(after_help = REQUEST_EXAMPLES)]
+    Request(RequestArgs),
     /// Check the config file and list its clients; no request is sent.
     #[command(after_help = CHECK_EXAMPLES)]
     Check,
@@ -111,6 +161,37 @@ pub struct TokenArgs {
     pub json: bool,
 }
 
+/// The arguments of `authmux request`, spelled like curl's.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// The client's name, as configured under clients.CLIENT.
+    pub client: String,
+
+    /// The URL to request: https://, or http:// to a loopback host.
+    pub url: String,
+
+    /// The HTTP method [default: GET, or POST with -d].
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    pub method: Option<String>,
+
+    /// A request header, 'Name: value'; may be repeated.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+
+    /// The request body, or @FILE to send a file's bytes as they are.
+    #[arg(
+        short = 'd',
+        long = "data",
+        value_name = "BODY|@FILE",
+        allow_hyphen_values = true
+    )]
+    pub data: Option<String>,
+
+    /// Print the response's status line, such as `HTTP 200 OK`, on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
 /// How the process ends. The numbers are part of the command line's
 /// contract; see the [crate documentation](crate#exit-codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,8 +205,11 @@ pub enum Exit {
     /// 3: the provider refused the request.
     Refused = 3,
     /// 4: no token for any other reason: transport, timeout, rate limit,
-    /// server error or an invalid response.
+    /// server error or an invalid response; for `authmux request`, also a
+    /// failure to send the request or to read its response.
     Unavailable = 4,
+    /// 5: `authmux request` got a response whose status was not 2xx.
+    HttpStatus = 5,
 }
 
 impl Exit {
@@ -199,6 +283,7 @@ pub async fn run(cli: Cli, mut stdout: impl Write, mut stderr: impl Write) -> Ex
     let config = cli.config.as_deref();
     let result = match &cli.command {
         Command::Token(args) => token(config, args, &mut stdout, &mut stderr).await,
+        Command::Request(args) => request(config, args, &mut stdout, &mut stderr).await,
         Command::Check => check(config, &mut stdout, &mut stderr),
     };
     match result {
@@ -254,6 +339,241 @@ async fn token(
     }
     stdout.flush()?;
     Ok(Exit::Success)
+}
+
+/// What `authmux request` sends to the API.
+const USER_AGENT: &str = concat!("authmux/", env!("CARGO_PKG_VERSION"));
+
+/// `authmux request`. The outer error is a failure to write the output.
+async fn request(
+    config: Option<&Path>,
+    args: &RequestArgs,
+    stdout: &mut impl Write,
+    stderr: &mut impl Write,
+) -> io::Result<Exit> {
+    let outgoing = match Outgoing::from_args(args) {
+        Ok(outgoing) => outgoing,
+        Err(message) => {
+            fail(stderr, &message)?;
+            return Ok(Exit::Usage);
+        }
+    };
+    let registry = match Registry::load(config) {
+        Ok(registry) => registry,
+        Err(error) => {
+            fail(stderr, &error.to_string())?;
+            return Ok(Exit::Usage);
+        }
+    };
+    let client = match registry.client(&args.client) {
+        Ok(client) => client,
+        Err(error) => {
+            fail(stderr, &error.to_string())?;
+            return Ok(Exit::for_kind(error.kind()));
+        }
+    };
+    let shown_url = shown(&outgoing.url);
+    // The middleware would send such a request without a token, silently;
+    // this command exists to send one, so say so instead.
+    if !outgoing.headers.contains_key(AUTHORIZATION) && !token_may_go_to(&outgoing.url) {
+        fail(
+            stderr,
+            &format!(
+                "client {:?}: not sending its token over plain HTTP to {shown_url}; \
+                 use https:// (http:// is for loopback hosts only)",
+                client.name()
+            ),
+        )?;
+        return Ok(Exit::Usage);
+    }
+    let http = match reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        // Like curl without -L: a redirect is the answer, and the token and
+        // the DPoP proof never follow it to another place.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(http) => http,
+        Err(error) => {
+            fail(
+                stderr,
+                &format!("cannot set up the HTTP client: {}", chain(&error)),
+            )?;
+            return Ok(Exit::Unavailable);
+        }
+    };
+    let http = reqwest_middleware::ClientBuilder::new(http)
+        .with(Authenticate::new(client.clone()))
+        .build();
+
+    let Outgoing {
+        method,
+        url,
+        headers,
+        body,
+    } = outgoing;
+    let mut builder = http.request(method, url).headers(headers);
+    if let Some(body) = body {
+        // Bytes in memory can be sent again, so a rejected token is retried.
+        builder = builder.body(body);
+    }
+    let mut response = match builder.send().await {
+        Ok(response) => response,
+        Err(error) => {
+            let (exit, message) = send_failure(client.name(), &shown_url, error);
+            fail(stderr, &message)?;
+            return Ok(exit);
+        }
+    };
+    let status = response.status();
+    if args.verbose {
+        writeln!(stderr, "{}", status_line(status))?;
+    }
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => stdout.write_all(&chunk)?,
+            Ok(None) => break,
+            Err(error) => {
+                stdout.flush()?;
+                fail(
+                    stderr,
+                    &format!(
+                        "client {:?}: reading the response from {shown_url} failed: {}",
+                        client.name(),
+                        chain(&error.without_url())
+                    ),
+                )?;
+                return Ok(Exit::Unavailable);
+            }
+        }
+    }
+    stdout.flush()?;
+    Ok(if status.is_success() {
+        Exit::Success
+    } else {
+        Exit::HttpStatus
+    })
+}
+
+/// The request that `authmux request`'s arguments describe.
+#[derive(Debug)]
+struct Outgoing {
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    body: Option<Vec<u8>>,
+}
+
+impl Outgoing {
+    /// Checks the arguments and reads the body file, if any. The error is
+    /// the message of a usage error; it never repeats a header's value.
+    fn from_args(args: &RequestArgs) -> Result<Self, String> {
+        let url = Url::parse(&args.url)
+            .map_err(|error| format!("{:?} is not a URL: {error}", args.url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("{:?} is not an http:// or https:// URL", args.url));
+        }
+        let mut headers = HeaderMap::new();
+        for (index, raw) in args.headers.iter().enumerate() {
+            let (name, value) = parse_header(raw)
+                .map_err(|problem| format!("-H number {}: {problem}", index + 1))?;
+            headers.append(name, value);
+        }
+        let body = match args.data.as_deref() {
+            None => None,
+            Some(data) => Some(match data.strip_prefix('@') {
+                Some(path) => std::fs::read(path)
+                    .map_err(|error| format!("cannot read the -d file {path:?}: {error}"))?,
+                None => data.as_bytes().to_vec(),
+            }),
+        };
+        let method = match args.method.as_deref() {
+            Some(method) => Method::from_bytes(method.as_bytes())
+                .map_err(|_| format!("-X {method:?} is not an HTTP method"))?,
+            // As curl does: data makes it a POST unless told otherwise.
+            None if body.is_some() => Method::POST,
+            None => Method::GET,
+        };
+        Ok(Self {
+            method,
+            url,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Parses one `-H 'Name: value'`. The error leaves out the text given, which
+/// may well be a credential with its colon missing.
+fn parse_header(raw: &str) -> Result<(HeaderName, HeaderValue), String> {
+    const EXPECTED: &str = "expected 'Name: value'";
+    let (name, value) = raw
+        .split_once(':')
+        .ok_or_else(|| format!("no colon; {EXPECTED}"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("not a valid header name; {EXPECTED}"))?;
+    let mut value = HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("the value of {name} is not a valid header value"))?;
+    if [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE].contains(&name) {
+        value.set_sensitive(true);
+    }
+    Ok((name, value))
+}
+
+/// Whether [`Authenticate::new`] attaches the token to `url`: HTTPS, or a
+/// loopback host.
+fn token_may_go_to(url: &Url) -> bool {
+    url.scheme() == "https" || authmux::core::wire::is_loopback(url)
+}
+
+/// `url` as messages show it: without user info, query or fragment, which
+/// may carry credentials of their own.
+fn shown(url: &Url) -> String {
+    format!("{}{}", url.origin().ascii_serialization(), url.path())
+}
+
+/// The exit and the message for a request that got no response.
+fn send_failure(client: &str, url: &str, error: reqwest_middleware::Error) -> (Exit, String) {
+    match error {
+        // The middleware's own failures: above all, no token to be had.
+        reqwest_middleware::Error::Middleware(error) => {
+            match error.downcast_ref::<authmux::Error>() {
+                Some(error) => (Exit::for_kind(error.kind()), error.to_string()),
+                None => (Exit::Unavailable, format!("client {client:?}: {error:#}")),
+            }
+        }
+        reqwest_middleware::Error::Reqwest(error) => (
+            Exit::Unavailable,
+            format!(
+                "client {client:?}: request to {url} failed: {}",
+                chain(&error.without_url())
+            ),
+        ),
+    }
+}
+
+/// `HTTP 200 OK`, or `HTTP 599` for a status without a standard reason.
+fn status_line(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(reason) => format!("HTTP {} {reason}", status.as_u16()),
+        None => format!("HTTP {}", status.as_u16()),
+    }
+}
+
+/// `error` and its sources, joined by `: `.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors repeat their source in their own message.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// `authmux check`. The outer error is a failure to write the output.
@@ -359,6 +679,164 @@ mod tests {
         for (kind, code) in cases {
             assert_eq!(Exit::for_kind(kind).code(), code, "{kind:?}");
         }
+    }
+
+    fn request_args(args: &[&str]) -> RequestArgs {
+        let cli = Cli::try_parse_from(["authmux", "request"].iter().chain(args))
+            .expect("valid arguments");
+        match cli.command {
+            Command::Request(args) => args,
+            command => panic!("not a request: {command:?}"),
+        }
+    }
+
+    #[test]
+    fn request_parses_curl_style_options() {
+        let args = request_args(&[
+            "api",
+            "https://api.example.com/x",
+            "-X",
+            "PUT",
+            "-H",
+            "A: 1",
+            "--header",
+            "B:2",
+            "-d",
+            "-5",
+            "-v",
+        ]);
+        assert_eq!(args.client, "api");
+        assert_eq!(args.url, "https://api.example.com/x");
+        assert_eq!(args.method.as_deref(), Some("PUT"));
+        assert_eq!(args.headers, ["A: 1", "B:2"]);
+        assert_eq!(
+            args.data.as_deref(),
+            Some("-5"),
+            "data may start with a dash"
+        );
+        assert!(args.verbose);
+    }
+
+    #[test]
+    fn the_method_is_get_or_post_with_data_unless_given() {
+        let method = |args: &[&str]| {
+            Outgoing::from_args(&request_args(args))
+                .expect("valid request")
+                .method
+        };
+        assert_eq!(method(&["api", "https://a.example"]), Method::GET);
+        assert_eq!(
+            method(&["api", "https://a.example", "-d", ""]),
+            Method::POST
+        );
+        assert_eq!(
+            method(&["api", "https://a.example", "-d", "x", "-X", "PUT"]),
+            Method::PUT
+        );
+        assert_eq!(
+            method(&["api", "https://a.example", "-X", "PATCH"]),
+            Method::PATCH
+        );
+    }
+
+    #[test]
+    fn headers_are_parsed_and_repeated_names_kept() {
+        let outgoing = Outgoing::from_args(&request_args(&[
+            "api",
+            "https://a.example",
+            "-H",
+            "X-Trace:  1 ",
+            "-H",
+            "Accept: a/b",
+            "-H",
+            "accept: c/d",
+            "-H",
+            "X-Empty:",
+        ]))
+        .expect("valid request");
+        assert_eq!(outgoing.headers["x-trace"], "1");
+        let accept: Vec<_> = outgoing.headers.get_all("accept").iter().collect();
+        assert_eq!(accept, ["a/b", "c/d"]);
+        assert_eq!(outgoing.headers["x-empty"], "");
+    }
+
+    #[test]
+    fn a_credential_in_a_header_is_marked_sensitive() {
+        let (name, value) = parse_header("Authorization: Bearer abc").expect("valid");
+        assert_eq!(name, AUTHORIZATION);
+        assert!(value.is_sensitive());
+        let (_, value) = parse_header("X-Trace: 1").expect("valid");
+        assert!(!value.is_sensitive());
+    }
+
+    #[test]
+    fn malformed_requests_are_usage_errors_that_do_not_echo_header_values() {
+        for (args, expected) in [
+            (vec!["api", "not a url"], "not a URL"),
+            (vec!["api", "ftp://a.example/x"], "http:// or https://"),
+            (
+                vec!["api", "https://a.example", "-X", "GE T"],
+                "HTTP method",
+            ),
+            (
+                vec!["api", "https://a.example", "-H", "Bearer s3cr3t"],
+                "-H number 1: no colon",
+            ),
+            (
+                vec![
+                    "api",
+                    "https://a.example",
+                    "-H",
+                    "A: 1",
+                    "-H",
+                    "Bad Name s3cr3t: x",
+                ],
+                "-H number 2: not a valid header name",
+            ),
+            (
+                vec!["api", "https://a.example", "-H", "X-Key: s3cr3t\u{7f}"],
+                "the value of x-key",
+            ),
+        ] {
+            let error = Outgoing::from_args(&request_args(&args)).expect_err("malformed");
+            assert!(error.contains(expected), "{args:?}: {error}");
+            assert!(!error.contains("s3cr3t"), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_token_only_goes_over_https_or_to_loopback() {
+        for (url, allowed) in [
+            ("https://api.example.com/x", true),
+            ("http://127.0.0.1:8080/x", true),
+            ("http://localhost/x", true),
+            ("http://[::1]/x", true),
+            ("http://api.example.com/x", false),
+            ("http://10.0.0.1/x", false),
+        ] {
+            let url = Url::parse(url).expect("a URL");
+            assert_eq!(token_may_go_to(&url), allowed, "{url}");
+        }
+    }
+
+    #[test]
+    fn urls_in_messages_leave_out_credentials_and_queries() {
+        let url =
+            Url::parse("https://user:pw@api.example.com:8443/a/b?key=s3cr3t#f").expect("a URL");
+        assert_eq!(shown(&url), "https://api.example.com:8443/a/b");
+    }
+
+    #[test]
+    fn status_lines_carry_the_reason_when_there_is_one() {
+        assert_eq!(status_line(StatusCode::OK), "HTTP 200 OK");
+        assert_eq!(status_line(StatusCode::NOT_FOUND), "HTTP 404 Not Found");
+        let odd = StatusCode::from_u16(599).expect("a status");
+        assert_eq!(status_line(odd), "HTTP 599");
+    }
+
+    #[test]
+    fn a_non_2xx_status_has_its_own_exit_code() {
+        assert_eq!(Exit::HttpStatus.code(), 5);
     }
 
     #[test]

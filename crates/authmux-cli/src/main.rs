@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-// One thread: the command makes at most one token request.
+// One thread: a command sends a few requests, one after the other.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     // Parse errors exit here, with clap's own code 2.

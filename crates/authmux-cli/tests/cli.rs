@@ -525,6 +525,8 @@ async fn usage_errors_exit_2() {
         vec!["fetch"],
         vec!["token"],
         vec!["token", "a", "--jsn"],
+        vec!["request", "a"],
+        vec!["request", "a", "https://a.example", "--data"],
     ] {
         let output = run(&scratch.dir, &args).await;
         assert_eq!(output.status.code(), Some(2), "{args:?}");
@@ -540,6 +542,15 @@ async fn help_carries_examples() {
         (vec!["token", "--help"], "authmux token api --json"),
         (vec!["check", "--help"], "authmux check --config"),
         (vec!["help", "token"], "authmux token api --json"),
+        (
+            vec!["--help"],
+            "5  request: the response's HTTP status was not 2xx",
+        ),
+        (vec!["request", "--help"], "authmux request api https://"),
+        (
+            vec!["request", "--help"],
+            "5  the response's status was not 2xx",
+        ),
     ] {
         let output = run(&scratch.dir, &args).await;
         let (code, stdout, _) = parts(&output);
@@ -547,4 +558,399 @@ async fn help_carries_examples() {
         assert!(stdout.contains("Examples:"), "{args:?}: {stdout}");
         assert!(stdout.contains(example), "{args:?}: {stdout}");
     }
+}
+
+/// Serves `token` on the Mention Me token path, at most `times` times.
+async fn serve_bearer_token<'a>(
+    server: &'a MockServer,
+    token: &str,
+    times: Option<usize>,
+) -> httpmock::Mock<'a> {
+    let mock = serve_token(
+        server,
+        200,
+        json!({"access_token": token, "expires_in": 3600, "token_type": "bearer"}),
+    )
+    .await;
+    if let Some(times) = times {
+        mock.up_to_n_times_async(times).await;
+    }
+    mock
+}
+
+/// Runs `authmux request mm <url> <args> --config <config>` in `scratch`.
+async fn request(scratch: &Scratch, config: &Path, url: &str, args: &[&str]) -> Output {
+    let config = config.to_str().expect("UTF-8 path");
+    let mut all = vec!["request", "mm", url];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--config", config]);
+    run(&scratch.dir, &all).await
+}
+
+/// Neither the secret nor `token` anywhere in the output.
+fn assert_no_credentials(output: &Output, token: &str) {
+    assert_no_secret(output);
+    let (_, stdout, stderr) = parts(output);
+    assert!(!stdout.contains(token), "stdout: {stdout}");
+    assert!(!stderr.contains(token), "stderr: {stderr}");
+}
+
+#[tokio::test]
+async fn request_sends_the_bearer_token_and_prints_the_body_exactly() {
+    let server = MockServer::start_async().await;
+    let access_token = jwt(&claims());
+    let tokens = serve_bearer_token(&server, &access_token, None).await;
+    // No trailing newline, and one in the middle: printed as is.
+    let body = "{\"things\":[1,2]}\nsecond line";
+    let api = server
+        .mock_async(|when, then| {
+            when.method(Method::GET)
+                .path("/api/things")
+                .query_param("page", "2")
+                .header("authorization", format!("Bearer {access_token}"));
+            then.status(200).body(body);
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+
+    let url = server.url("/api/things?page=2");
+    let output = request(&scratch, &config, &url, &[]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(stdout, body);
+    assert_eq!(stderr, "");
+    api.assert_calls_async(1).await;
+    tokens.assert_calls_async(1).await;
+    assert_no_credentials(&output, &access_token);
+}
+
+#[tokio::test]
+async fn request_sends_the_method_headers_and_body_given() {
+    let server = MockServer::start_async().await;
+    serve_bearer_token(&server, "t-post", None).await;
+    let api = server
+        .mock_async(|when, then| {
+            when.method(Method::POST)
+                .path("/api/things")
+                .header("authorization", "Bearer t-post")
+                .header("x-trace", "1")
+                .body(r#"{"a":1}"#);
+            then.status(201).body("created");
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+
+    let url = server.url("/api/things");
+    let output = request(
+        &scratch,
+        &config,
+        &url,
+        &["-X", "POST", "-H", "X-Trace: 1", "-d", r#"{"a":1}"#],
+    )
+    .await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "a 201 is a success; stderr: {stderr}");
+    assert_eq!(stdout, "created");
+    api.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn request_sends_a_file_as_the_body_and_posts_by_default() {
+    let server = MockServer::start_async().await;
+    serve_bearer_token(&server, "t-file", None).await;
+    // Line breaks included: the file goes as it is.
+    let content = "{\n  \"batch\": [1, 2, 3]\n}\n";
+    let api = server
+        .mock_async(|when, then| {
+            when.method(Method::POST)
+                .path("/api/import")
+                .header("authorization", "Bearer t-file")
+                .body(content);
+            then.status(202);
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let file = scratch.dir.join("batch.json");
+    std::fs::write(&file, content).expect("write the body file");
+    let data = format!("@{}", file.to_str().expect("UTF-8 path"));
+
+    let url = server.url("/api/import");
+    let output = request(&scratch, &config, &url, &["-d", &data]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    api.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn a_non_2xx_response_exits_5_and_its_body_is_still_printed() {
+    let server = MockServer::start_async().await;
+    serve_bearer_token(&server, "t-404", None).await;
+    let api = server
+        .mock_async(|when, then| {
+            when.method(Method::GET).path("/api/missing");
+            then.status(404).body(r#"{"error":"no such thing"}"#);
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let url = server.url("/api/missing");
+
+    let quiet = request(&scratch, &config, &url, &[]).await;
+    let verbose = request(&scratch, &config, &url, &["-v"]).await;
+
+    let (code, stdout, stderr) = parts(&quiet);
+    assert_eq!(code, Some(5), "stderr: {stderr}");
+    assert_eq!(stdout, r#"{"error":"no such thing"}"#);
+    assert_eq!(stderr, "");
+    let (code, stdout, stderr) = parts(&verbose);
+    assert_eq!(code, Some(5), "stderr: {stderr}");
+    assert_eq!(stdout, r#"{"error":"no such thing"}"#);
+    assert_eq!(stderr, "HTTP 404 Not Found\n");
+    assert_no_credentials(&verbose, "t-404");
+    api.assert_calls_async(2).await;
+}
+
+#[tokio::test]
+async fn verbose_prints_the_status_line_of_a_success_too() {
+    let server = MockServer::start_async().await;
+    serve_bearer_token(&server, "t-verbose", None).await;
+    server
+        .mock_async(|when, then| {
+            when.method(Method::GET).path("/api/things");
+            then.status(200).body("ok");
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+
+    let output = request(&scratch, &config, &server.url("/api/things"), &["-v"]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(stdout, "ok");
+    assert_eq!(stderr, "HTTP 200 OK\n");
+    assert_no_credentials(&output, "t-verbose");
+}
+
+#[tokio::test]
+async fn a_refused_token_exits_3_and_the_api_is_never_called() {
+    let server = MockServer::start_async().await;
+    let tokens = serve_token(&server, 401, json!({"error": "invalid_client"})).await;
+    let api = server
+        .mock_async(|when, then| {
+            when.path("/api/things");
+            then.status(200);
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+
+    let url = server.url("/api/things");
+    let output = request(&scratch, &config, &url, &["-v", "-d", "x"]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(3), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("authmux: "), "{stderr}");
+    assert!(stderr.contains("\"mm\""), "{stderr}");
+    assert!(stderr.contains("mention-me"), "{stderr}");
+    assert!(stderr.contains("invalid_client"), "{stderr}");
+    assert_no_secret(&output);
+    tokens.assert_calls_async(1).await;
+    api.assert_calls_async(0).await;
+}
+
+#[tokio::test]
+async fn a_token_server_error_exits_4() {
+    let server = MockServer::start_async().await;
+    serve_token(&server, 503, json!({"message": "down"})).await;
+    let api = server
+        .mock_async(|when, then| {
+            when.path("/api/things");
+            then.status(200);
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+
+    let output = request(&scratch, &config, &server.url("/api/things"), &[]).await;
+
+    let (code, _, stderr) = parts(&output);
+    assert_eq!(code, Some(4), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("503"), "{stderr}");
+    api.assert_calls_async(0).await;
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_replaced_once_and_the_request_sent_again() {
+    let server = MockServer::start_async().await;
+    let stale = serve_bearer_token(&server, "stale", Some(1)).await;
+    let fresh = serve_bearer_token(&server, "fresh", None).await;
+    let ok = server
+        .mock_async(|when, then| {
+            when.method(Method::POST)
+                .path("/api/things")
+                .header("authorization", "Bearer fresh")
+                .body("payload");
+            then.status(200).body("accepted");
+        })
+        .await;
+    let rejected = server
+        .mock_async(|when, then| {
+            when.path("/api/things");
+            then.status(401)
+                .json_body(json!({"code": "401", "message": "Expired token."}));
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+
+    // A body too: it is sent again with the fresh token.
+    let url = server.url("/api/things");
+    let output = request(&scratch, &config, &url, &["-d", "payload"]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(stdout, "accepted");
+    assert_eq!(stderr, "");
+    assert_eq!(
+        (stale.calls_async().await, fresh.calls_async().await),
+        (1, 1),
+        "the token endpoint is called twice"
+    );
+    assert_eq!(
+        (rejected.calls_async().await, ok.calls_async().await),
+        (1, 1)
+    );
+    assert_no_credentials(&output, "stale");
+    assert_no_credentials(&output, "fresh");
+}
+
+#[tokio::test]
+async fn a_request_for_an_unknown_client_is_a_usage_error() {
+    let server = MockServer::start_async().await;
+    let tokens = serve_bearer_token(&server, "t-unknown", None).await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let url = server.url("/api/things");
+    let output = run(&scratch.dir, &["request", "nope", &url, "--config", config]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("\"nope\""), "{stderr}");
+    assert!(stderr.contains("configured: mm"), "{stderr}");
+    tokens.assert_calls_async(0).await;
+}
+
+#[tokio::test]
+async fn malformed_requests_are_usage_errors_and_nothing_is_sent() {
+    let server = MockServer::start_async().await;
+    let tokens = serve_bearer_token(&server, "t-malformed", None).await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let url = server.url("/api/things");
+    let missing = scratch.dir.join("no-such-body.json");
+    let missing = format!("@{}", missing.to_str().expect("UTF-8 path"));
+
+    for (url, args, expected) in [
+        (
+            url.as_str(),
+            vec!["-H", "Bearer private-value"],
+            "-H number 1",
+        ),
+        (
+            url.as_str(),
+            vec!["-H", "A: 1", "-H", "B C: 2"],
+            "-H number 2",
+        ),
+        (url.as_str(), vec!["-X", "G(E)T"], "HTTP method"),
+        (url.as_str(), vec!["-d", &missing], "no-such-body.json"),
+        ("api/things", vec![], "not a URL"),
+        (
+            // The token would go over plain HTTP to another machine.
+            "http://api.example.com/things",
+            vec![],
+            "plain HTTP",
+        ),
+    ] {
+        let output = request(&scratch, &config, url, &args).await;
+        let (code, stdout, stderr) = parts(&output);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(stdout, "");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("private-value"), "{stderr}");
+    }
+    tokens.assert_calls_async(0).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_api_exits_4() {
+    let server = MockServer::start_async().await;
+    serve_bearer_token(&server, "t-unreachable", None).await;
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+
+    let url = format!("http://127.0.0.1:{port}/api/things?key=query-value");
+    let output = request(&scratch, &config, &url, &[]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(4), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("\"mm\""), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}/api/things")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("query-value"), "{stderr}");
+    assert_no_credentials(&output, "t-unreachable");
+}
+
+#[tokio::test]
+async fn an_authorization_header_given_is_sent_as_is_without_a_token() {
+    let server = MockServer::start_async().await;
+    let tokens = serve_bearer_token(&server, "t-unused", None).await;
+    let api = server
+        .mock_async(|when, then| {
+            when.path("/api/things")
+                .header("authorization", "Basic given");
+            then.status(200).body("ok");
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+
+    let url = server.url("/api/things");
+    let output = request(
+        &scratch,
+        &config,
+        &url,
+        &["-H", "Authorization: Basic given"],
+    )
+    .await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(stdout, "ok");
+    api.assert_calls_async(1).await;
+    tokens.assert_calls_async(0).await;
 }
