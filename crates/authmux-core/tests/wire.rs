@@ -575,3 +575,33 @@ async fn the_http_clients_default_lifetime_applies_unless_the_request_overrides_
     let token = http.fetch_token(&overriding).await.expect("token");
     assert_eq!(token.lifetime(), Duration::from_secs(30));
 }
+
+#[tokio::test]
+async fn a_secret_echoed_in_its_form_encoded_shape_is_scrubbed_too() {
+    let special = "p@ss w&rd=9";
+    let server = MockServer::start_async().await;
+    answer(
+        &server,
+        400,
+        r#"{"error":"invalid_request","error_description":"bad body: client_secret=p%40ss+w%26rd%3D9"}"#,
+    )
+    .await;
+    let request = TokenRequest::builder(server.url(PATH))
+        .param("grant_type", "client_credentials")
+        .client_credentials(
+            ClientAuth::Body,
+            "client-1",
+            SecretString::from(special.to_owned()),
+        )
+        .build()
+        .expect("valid request");
+    let error = HttpClient::new()
+        .expect("client")
+        .fetch_token(&request)
+        .await
+        .expect_err("refused");
+    let text = format!("{error} {error:?}");
+    assert!(!text.contains("p%40ss+w%26rd%3D9"), "{text}");
+    assert!(!text.contains(special), "{text}");
+    assert!(text.contains("client_secret=[redacted]"), "{text}");
+}

@@ -187,16 +187,35 @@ impl TokenRequest {
         Ok(body)
     }
 
-    /// Every secret value this request carries, so that server-supplied text
-    /// echoing one can be scrubbed.
-    pub(crate) fn secrets(&self) -> Vec<&str> {
-        self.params
-            .iter()
-            .filter_map(|param| match &param.value {
-                ParamValue::Secret(secret) => Some(secret.expose_secret()),
-                ParamValue::Plain(_) => None,
-            })
-            .collect()
+    /// Every secret value this request carries, as written and as it looks
+    /// form-encoded, so that server-supplied text echoing either can be
+    /// scrubbed.
+    pub(crate) fn secrets(&self) -> Secrets {
+        let mut values = Vec::new();
+        for param in &self.params {
+            if let ParamValue::Secret(secret) = &param.value {
+                let raw = secret.expose_secret();
+                let encoded: String = form_urlencoded::byte_serialize(raw.as_bytes()).collect();
+                if encoded != raw {
+                    values.push(encoded);
+                }
+                values.push(raw.to_owned());
+            }
+        }
+        Secrets(values)
+    }
+}
+
+/// Secret values to scrub from error text. Never printed.
+pub(crate) struct Secrets(Vec<String>);
+
+impl Secrets {
+    /// The values as string slices, longest first so that a longer encoded
+    /// form is scrubbed before the raw value inside it.
+    pub(crate) fn as_strs(&self) -> Vec<&str> {
+        let mut values: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+        values
     }
 }
 

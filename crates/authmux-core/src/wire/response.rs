@@ -65,7 +65,7 @@ impl EndpointResponse {
             request
                 .default_lifetime()
                 .unwrap_or(super::DEFAULT_LIFETIME),
-            &request.secrets(),
+            &request.secrets().as_strs(),
         )
     }
 
