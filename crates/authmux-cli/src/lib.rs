@@ -307,7 +307,11 @@ async fn token(
     stdout: &mut impl Write,
     stderr: &mut impl Write,
 ) -> io::Result<Exit> {
-    let registry = match Registry::load(config) {
+    // Only this client is built: another client's problem (a secret
+    // variable this script does not have, say) must not stop it.
+    let registry = match Config::load(config)
+        .and_then(|loaded| Registry::with_client(&loaded, &args.client))
+    {
         Ok(registry) => registry,
         Err(error) => {
             // One line, as for every other error of this command: a script
@@ -358,7 +362,9 @@ async fn request(
             return Ok(Exit::Usage);
         }
     };
-    let registry = match Registry::load(config) {
+    let registry = match Config::load(config)
+        .and_then(|loaded| Registry::with_client(&loaded, &args.client))
+    {
         Ok(registry) => registry,
         Err(error) => {
             fail(stderr, &error.to_string())?;

@@ -166,6 +166,33 @@ async fn token_prints_only_the_access_token() {
 }
 
 #[tokio::test]
+async fn token_needs_only_its_own_client_to_be_valid() {
+    let server = MockServer::start_async().await;
+    let access_token = jwt(&claims());
+    serve_token(
+        &server,
+        200,
+        json!({"access_token": access_token, "expires_in": 3600, "token_type": "bearer"}),
+    )
+    .await;
+    let scratch = Scratch::new();
+    let broken = "\n[clients.other]\nprovider = \"mention-me\"\nclient_id = \"o\"\n\
+                  client_secret = { env = \"AUTHMUX_CLI_TEST_NEVER_SET\" }\nenvironment = \"demo\"\n";
+    let config = scratch.config(&format!("{}{broken}", mention_me_config(&server)));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let output = run(&scratch.dir, &["token", "mm", "--config", config]).await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(stdout, format!("{access_token}\n"));
+
+    let output = run(&scratch.dir, &["check", "--config", config]).await;
+    let (code, _, stderr) = parts(&output);
+    assert_eq!(code, Some(2), "check still reports the broken client");
+    assert!(stderr.contains("clients.other.client_secret"), "{stderr}");
+}
+
+#[tokio::test]
 async fn token_json_describes_the_token() {
     let server = MockServer::start_async().await;
     let access_token = jwt(&claims());

@@ -83,10 +83,29 @@ impl fmt::Debug for Registry {
 impl Registry {
     /// Builds every client of `config`, reporting every problem at once.
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        Self::build(config.clients.iter())
+    }
+
+    /// Builds only the client called `name`, so that another client's
+    /// problem (say, a secret variable this process does not have) does not
+    /// stop it. An unknown name is a problem that lists the configured ones.
+    pub fn with_client(config: &Config, name: &str) -> Result<Self, ConfigError> {
+        match config.clients.get_key_value(name) {
+            Some(client) => Self::build(std::iter::once(client)),
+            None => {
+                let names: Vec<&str> = config.clients.keys().map(String::as_str).collect();
+                Err(ConfigError::new(vec![unknown_client(name, &names)]))
+            }
+        }
+    }
+
+    fn build<'a>(
+        clients: impl Iterator<Item = (&'a String, &'a ClientConfig)>,
+    ) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let mut http_clients: HashMap<(Duration, Duration, Duration), HttpClient> = HashMap::new();
-        let mut clients = BTreeMap::new();
-        for (name, client) in &config.clients {
+        let mut built = BTreeMap::new();
+        for (name, client) in clients {
             let at = format!("clients.{name}");
             let http = match shared_http(&mut http_clients, &client.settings) {
                 Ok(http) => http,
@@ -101,7 +120,7 @@ impl Registry {
                         .name(name.as_str())
                         .policy(client.settings.cache_policy())
                         .build();
-                    clients.insert(
+                    built.insert(
                         name.clone(),
                         Client {
                             name: Arc::from(name.as_str()),
@@ -116,7 +135,7 @@ impl Registry {
         }
         if problems.is_empty() {
             Ok(Self {
-                clients: Arc::new(clients),
+                clients: Arc::new(built),
             })
         } else {
             Err(ConfigError::new(problems))
@@ -133,14 +152,7 @@ impl Registry {
     pub fn client(&self, name: &str) -> Result<&Client, Error> {
         self.clients.get(name).ok_or_else(|| {
             let names: Vec<&str> = self.names().collect();
-            let configured = if names.is_empty() {
-                "none".to_owned()
-            } else {
-                names.join(", ")
-            };
-            Error::config(format!(
-                "unknown client {name:?} (configured: {configured})"
-            ))
+            Error::config(unknown_client(name, &names))
         })
     }
 
@@ -168,6 +180,15 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
     }
+}
+
+fn unknown_client(name: &str, configured: &[&str]) -> String {
+    let configured = if configured.is_empty() {
+        "none".to_owned()
+    } else {
+        configured.join(", ")
+    };
+    format!("unknown client {name:?} (configured: {configured})")
 }
 
 /// One HTTP client per distinct set of HTTP settings, shared by every

@@ -275,6 +275,42 @@ mod all_providers {
         assert!(error.to_string().contains("TOML parse error"), "{error}");
     }
 
+    #[test]
+    fn one_client_can_be_built_while_another_is_broken() {
+        let toml = r#"
+            [clients.good]
+            provider = "mention-me"
+            client_id = "a"
+            client_secret = "s"
+            environment = "demo"
+
+            [clients.broken]
+            provider = "mention-me"
+            client_id = "b"
+            client_secret = { env = "AUTHMUX_TEST_NEVER_SET_VARIABLE" }
+            environment = "demo"
+        "#;
+        let config = parse(toml).expect("parses");
+        assert!(
+            Registry::new(&config).is_err(),
+            "the whole registry needs every secret"
+        );
+        let one = Registry::with_client(&config, "good").expect("the good client alone builds");
+        assert_eq!(one.names().collect::<Vec<_>>(), ["good"]);
+        let broken = Registry::with_client(&config, "broken").expect_err("still reported");
+        assert!(
+            broken
+                .to_string()
+                .starts_with("clients.broken.client_secret: "),
+            "{broken}"
+        );
+        let unknown = Registry::with_client(&config, "nope").expect_err("unknown");
+        assert_eq!(
+            unknown.to_string(),
+            "unknown client \"nope\" (configured: broken, good)"
+        );
+    }
+
     #[tokio::test]
     async fn the_registry_hands_out_cached_tokens_and_names_unknown_clients() {
         let server = httpmock::MockServer::start_async().await;
