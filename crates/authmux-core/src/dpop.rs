@@ -160,19 +160,7 @@ impl Dpop {
 /// Remember the response's nonce with [`DpopNonces::remember`], then retry
 /// the request exactly once with a new proof.
 pub fn is_resource_nonce_challenge(status: u16, headers: &HeaderMap) -> bool {
-    status == 401
-        && headers
-            .get_all(reqwest::header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .any(|value| {
-                let value = value.trim_start();
-                let scheme_is_dpop = value
-                    .get(..4)
-                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("dpop"));
-                let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
-                scheme_is_dpop && compact.contains(r#"error="use_dpop_nonce""#)
-            })
+    status == 401 && crate::wire::www_authenticate_error(headers, Some("DPoP"), "use_dpop_nonce")
 }
 
 /// Whether a token endpoint response is RFC 9449's nonce challenge: HTTP 400

@@ -19,7 +19,7 @@ use authmux_core::dpop::DPOP;
 use authmux_core::wire::HeaderMap;
 use authmux_core::{Token, is_resource_nonce_challenge};
 use http::Extensions;
-use reqwest_middleware::reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest_middleware::reqwest::header::AUTHORIZATION;
 use reqwest_middleware::reqwest::{Request, Response, StatusCode};
 use reqwest_middleware::{Middleware, Next};
 use tracing::Instrument as _;
@@ -112,15 +112,7 @@ impl Authenticate {
         if self.client.provider() == "mention-me" {
             return true;
         }
-        response
-            .headers()
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .any(|value| {
-                let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
-                compact.contains(r#"error="invalid_token""#)
-            })
+        authmux_core::wire::www_authenticate_error(response.headers(), None, "invalid_token")
     }
 }
 

@@ -363,3 +363,71 @@ async fn a_token_failure_fails_the_request_without_sending_it_or_a_secret() {
     assert!(text.contains("mention-me"), "{text}");
     assert!(!text.contains(SECRET), "{text}");
 }
+
+#[tokio::test]
+async fn elsewhere_only_an_invalid_token_challenge_triggers_a_refresh() {
+    let server = MockServer::start_async().await;
+    let issue =
+        |token: &str| json!({"token_type": "Bearer", "access_token": token, "expires_in": "3600"});
+    let first = server
+        .mock_async(|when, then| {
+            when.method(POST).path("/api/v2/oauth2/token");
+            then.status(200).json_body(issue("l-old"));
+        })
+        .await;
+    first.up_to_n_times_async(1).await;
+    let second = server
+        .mock_async(|when, then| {
+            when.method(POST).path("/api/v2/oauth2/token");
+            then.status(200).json_body(issue("l-new"));
+        })
+        .await;
+    let fresh = server
+        .mock_async(|when, then| {
+            when.method(GET)
+                .path("/api/v2/users")
+                .header("authorization", "Bearer l-new");
+            then.status(200);
+        })
+        .await;
+    let challenged = server
+        .mock_async(|when, then| {
+            when.method(GET).path("/api/v2/users");
+            then.status(401).header(
+                "www-authenticate",
+                r#"Bearer error="invalid_token", error_description="expired""#,
+            );
+        })
+        .await;
+    let plain = server
+        .mock_async(|when, then| {
+            when.method(GET).path("/api/v2/groups");
+            then.status(401);
+        })
+        .await;
+    let registry = registry(&server);
+    let learning = http(&registry, "learning");
+
+    // A 401 without an invalid_token challenge is not about the token.
+    let response = learning
+        .get(server.url("/api/v2/groups"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 401);
+    assert_eq!(plain.calls_async().await, 1, "not retried");
+    assert_eq!(second.calls_async().await, 0, "no refresh");
+
+    let response = learning
+        .get(server.url("/api/v2/users"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(challenged.calls_async().await, 1);
+    assert_eq!(fresh.calls_async().await, 1);
+    assert_eq!(
+        (first.calls_async().await, second.calls_async().await),
+        (1, 1)
+    );
+}
