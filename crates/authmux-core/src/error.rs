@@ -30,8 +30,12 @@ pub enum ErrorKind {
     /// The provider failed (HTTP 5xx).
     Server,
     /// The provider answered with something that is not a usable token
-    /// response: HTML, truncated JSON, a body over the size cap, a redirect.
+    /// response: HTML, truncated JSON, a body over the size cap, a redirect,
+    /// a token that had expired on arrival.
     InvalidResponse,
+    /// A bug outside the provider: the token source panicked. The cache
+    /// treats it as a failed fetch and cools down.
+    Internal,
 }
 
 impl ErrorKind {
@@ -55,6 +59,7 @@ impl ErrorKind {
             Self::RateLimited => "rate limited by the token endpoint",
             Self::Server => "the token endpoint failed",
             Self::InvalidResponse => "invalid response from the token endpoint",
+            Self::Internal => "internal error",
         }
     }
 }
@@ -74,7 +79,13 @@ pub fn is_transient(kind: ErrorKind, status: Option<u16>, oauth_code: Option<&st
         (_, Some(408 | 429 | 500..=599)) => true,
         (ErrorKind::Transport | ErrorKind::Timeout, _) => true,
         (ErrorKind::RateLimited | ErrorKind::Server, _) => true,
-        (ErrorKind::Config | ErrorKind::Refused | ErrorKind::InvalidResponse, _) => false,
+        (
+            ErrorKind::Config
+            | ErrorKind::Refused
+            | ErrorKind::InvalidResponse
+            | ErrorKind::Internal,
+            _,
+        ) => false,
     }
 }
 
@@ -400,6 +411,7 @@ mod tests {
             (InvalidResponse, Some(302), None, false),
             (InvalidResponse, Some(502), None, true),
             (Config, None, None, false),
+            (Internal, None, None, false),
         ];
         for &(kind, status, code, transient) in table {
             assert_eq!(

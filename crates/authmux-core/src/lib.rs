@@ -85,6 +85,6 @@ pub use dpop::{Dpop, DpopNonces, DpopProver, is_resource_nonce_challenge};
 pub use error::{Error, ErrorKind, OAuthError, RateLimit};
 pub use secret::ClientSecret;
 pub use source::{SharedTokenSource, TokenIdentity, TokenSource};
-pub use token::{Token, TokenType};
+pub use token::{MAX_LIFETIME, Token, TokenType};
 
 pub use secrecy::{ExposeSecret, SecretString};

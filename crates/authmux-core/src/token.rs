@@ -76,6 +76,9 @@ pub struct Token {
 
 static NEXT_TOKEN_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The longest lifetime a token may have; longer ones are capped.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
 impl Token {
     /// Starts building a token around `access_token`.
     pub fn builder(access_token: impl Into<String>) -> TokenBuilder {
@@ -138,14 +141,21 @@ impl Token {
         self.expires_at - self.issued_at
     }
 
-    /// The time left before the token expires (zero once it has).
+    /// The time left before the token expires, on tokio's clock; zero once
+    /// [`is_expired`](Self::is_expired) says so.
     pub fn expires_in(&self) -> Duration {
+        if self.is_expired() {
+            return Duration::ZERO;
+        }
         self.expires_at.saturating_duration_since(Instant::now())
     }
 
-    /// Whether the token has expired.
+    /// Whether the token has expired, by tokio's monotonic clock or by the
+    /// wall clock. The monotonic clock stops while the system is suspended
+    /// and the wall clock does not, so a token that expired during a
+    /// suspend is expired here as soon as the system resumes.
     pub fn is_expired(&self) -> bool {
-        Instant::now() >= self.expires_at
+        Instant::now() >= self.expires_at || SystemTime::now() >= self.expires_at_utc
     }
 
     /// The granted scope as sent (space-separated), if the response had one.
@@ -277,13 +287,16 @@ impl TokenBuilder {
         self
     }
 
-    /// How long the token lasts from when it was issued. Required.
+    /// How long the token lasts from when it was issued. Required; capped
+    /// at [`MAX_LIFETIME`].
     pub fn lifetime(mut self, lifetime: Duration) -> Self {
         self.lifetime = Some(lifetime);
         self
     }
 
-    /// When the token was received; now unless set.
+    /// When the token's lifetime starts counting; now unless set. The wire
+    /// layer passes the moment the request was sent, so a slow answer does
+    /// not stretch the lifetime.
     pub fn issued_at(mut self, issued_at: Instant) -> Self {
         self.issued_at = Some(issued_at);
         self
@@ -324,13 +337,16 @@ impl TokenBuilder {
             )?;
         authorization.set_sensitive(true);
         let issued_at = self.issued_at.unwrap_or_else(Instant::now);
+        let lifetime = lifetime.min(MAX_LIFETIME);
+        let expires_at = issued_at.checked_add(lifetime).unwrap_or(issued_at);
         let now = Instant::now();
-        let expires_at = issued_at + lifetime;
+        let wall_now = SystemTime::now();
         let expires_at_utc = if expires_at >= now {
-            SystemTime::now() + (expires_at - now)
+            wall_now.checked_add(expires_at - now)
         } else {
-            SystemTime::now() - (now - expires_at)
-        };
+            wall_now.checked_sub(now - expires_at)
+        }
+        .unwrap_or(wall_now);
         Ok(Token {
             id: NEXT_TOKEN_ID.fetch_add(1, Ordering::Relaxed),
             access_token: self.access_token,

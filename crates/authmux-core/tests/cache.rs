@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use authmux_core::{CachePolicy, Clock, ErrorKind, ManagedToken, RetryPolicy};
+use authmux_core::{CachePolicy, Clock, ErrorKind, ManagedToken};
 use common::{ScriptedSource, Step, refused, server_error};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, advance};
@@ -160,12 +160,19 @@ async fn aborted_tasks_never_leave_the_cache_stuck() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_panicking_source_fails_the_waiters_and_the_next_call_fetches_again() {
+async fn a_panicking_source_is_a_failed_fetch_that_cools_down() {
     let source = ScriptedSource::scripted([Step::Panic], Step::Token(HOUR), Duration::ZERO);
     let cache = cache(&source);
     let error = cache.get().await.expect_err("the fetch panicked");
+    assert_eq!(error.kind(), ErrorKind::Internal);
     assert_eq!(error.client(), Some("api"));
-    let token = cache.get().await.expect("not stuck");
+    assert_eq!(error.provider(), Some("scripted"));
+    // Cooling down: the source is not asked again at once.
+    let cooled = cache.get().await.expect_err("cooling down");
+    assert_eq!(cooled.cooldown_remaining(), Some(secs(1)));
+    assert_eq!(source.calls(), 1);
+    settle(secs(1)).await;
+    let token = cache.get().await.expect("fetched after the cool-down");
     assert_eq!(token.secret_str(), "token-2");
 }
 
@@ -272,7 +279,7 @@ async fn a_retry_after_past_the_deadline_ends_the_fetch_and_sets_the_cool_down()
     let limited = server_error().with_retry_after(secs(120));
     let source = ScriptedSource::scripted([Step::Fail(limited)], Step::Token(HOUR), Duration::ZERO);
     let mut policy = CachePolicy::default();
-    policy.retry = RetryPolicy::default();
+    policy.max_retry_after = Some(secs(600));
     let cache = cache_with(&source, policy);
     let started = Instant::now();
     let error = cache.get().await.expect_err("gives up at once");
@@ -281,6 +288,45 @@ async fn a_retry_after_past_the_deadline_ends_the_fetch_and_sets_the_cool_down()
     let cooled = cache.get().await.expect_err("cooling down for Retry-After");
     assert_eq!(cooled.cooldown_remaining(), Some(secs(120)));
     assert_eq!(source.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_of_any_size_is_capped_and_never_panics() {
+    for requested in [Duration::MAX, secs(u64::MAX), secs(30 * 24 * 3600)] {
+        let limited = server_error().with_retry_after(requested);
+        let source =
+            ScriptedSource::scripted([Step::Fail(limited)], Step::Token(HOUR), Duration::ZERO);
+        let cache = cache(&source);
+        let error = cache.get().await.expect_err("503");
+        assert_eq!(error.retry_after(), Some(requested), "kept as sent");
+        // The cool-down is capped at cooldown_max (30 s), not 30 days.
+        let cooled = cache.get().await.expect_err("cooling down");
+        assert_eq!(cooled.cooldown_remaining(), Some(secs(30)));
+        assert_eq!(source.calls(), 1);
+        settle(secs(30)).await;
+        let token = cache.get().await.expect("asks again after the cap");
+        assert_eq!(token.secret_str(), "token-2");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_does_not_lock_out_a_client_whose_token_expired() {
+    let mut policy = no_jitter();
+    policy.expiry_margin = secs(10);
+    let limited = server_error().with_retry_after(secs(30 * 24 * 3600));
+    let source = ScriptedSource::scripted(
+        [Step::Token(secs(120)), Step::Fail(limited)],
+        Step::Token(HOUR),
+        Duration::ZERO,
+    );
+    let cache = cache_with(&source, policy);
+    assert_eq!(cache.get().await.expect("token").secret_str(), "token-1");
+    // Past the token's expiry: the refresh fails with a 30-day Retry-After.
+    settle(secs(125)).await;
+    cache.get().await.expect_err("the refresh failed");
+    settle(secs(31)).await;
+    let token = cache.get().await.expect("a new token within the cap");
+    assert_eq!(token.secret_str(), "token-3");
 }
 
 #[tokio::test(start_paused = true)]
@@ -335,12 +381,43 @@ async fn a_burst_of_401s_causes_one_refresh() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_token_with_no_lifetime_is_never_cached() {
+async fn a_token_expired_on_arrival_is_never_handed_out() {
     let source = ScriptedSource::tokens(Duration::ZERO, Duration::ZERO);
     let cache = cache(&source);
-    assert_eq!(cache.get().await.expect("token").secret_str(), "token-1");
-    assert_eq!(cache.get().await.expect("token").secret_str(), "token-2");
+    let error = cache.get().await.expect_err("expired on arrival");
+    assert_eq!(error.kind(), ErrorKind::InvalidResponse);
+    assert!(
+        error.to_string().starts_with("client \"api\" (scripted): "),
+        "{error}"
+    );
     assert!(cache.cached().is_none());
+    // A failed fetch like any other: it cools down.
+    cache.get().await.expect_err("cooling down");
+    assert_eq!(source.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_ahead_is_spaced_by_the_cool_down_whatever_the_answer() {
+    let source = ScriptedSource::scripted(
+        [Step::Token(secs(100))],
+        Step::Token(Duration::ZERO),
+        Duration::ZERO,
+    );
+    let cache = cache_with(&source, no_jitter());
+    let first = cache.get().await.expect("token").id();
+    // Inside the refresh window (it opens at 50 s for a 100 s token).
+    settle(secs(60)).await;
+    for _ in 0..50 {
+        assert_eq!(cache.get().await.expect("still usable").id(), first);
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(source.calls(), 2, "one refresh attempt, not one per call");
+    settle(secs(1)).await;
+    cache.get().await.expect("still usable");
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(source.calls(), 3, "the next attempt after the cool-down");
 }
 
 #[tokio::test(start_paused = true)]

@@ -210,16 +210,45 @@ async fn jwt_exp_caps_a_longer_expires_in() {
 }
 
 #[tokio::test]
-async fn zero_or_negative_expires_in_gives_a_token_with_no_lifetime() {
-    for expires_in in [json!(0), json!(-30), json!("0")] {
+async fn a_token_expired_on_arrival_is_an_invalid_response() {
+    let past_jwt = jwt(&json!({"exp": unix_now() - 60}));
+    for body in [
+        json!({"access_token": "t", "expires_in": 0}),
+        json!({"access_token": "t", "expires_in": -3600}),
+        json!({"access_token": "t", "expires_in": "0"}),
+        json!({"access_token": "t", "expires_in": 0.001}),
+        json!({"access_token": past_jwt, "token_type": "bearer"}),
+        json!({"access_token": past_jwt, "token_type": "bearer", "expires_in": 3600}),
+    ] {
         let server = MockServer::start_async().await;
-        let body = json!({"access_token": "t", "expires_in": expires_in});
         answer(&server, 200, &body.to_string()).await;
-        assert_eq!(
-            fetch(&server).await.expect("token").lifetime(),
-            Duration::ZERO
-        );
+        let error = fetch(&server).await.expect_err("unusable token");
+        assert_eq!(error.kind(), ErrorKind::InvalidResponse, "{body}");
+        assert_eq!(error.status(), Some(200));
+        assert!(!error.is_transient(), "{error}");
     }
+}
+
+#[tokio::test]
+async fn a_slow_answer_does_not_stretch_the_lifetime() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.method(POST).path(PATH);
+            then.status(200)
+                .delay(Duration::from_millis(600))
+                .json_body(json!({"access_token": "t", "expires_in": 60}));
+        })
+        .await;
+    let token = fetch(&server).await.expect("token");
+    let arrived = tokio::time::Instant::now();
+    // The lifetime counts from when the request left, at least the
+    // server's delay before the answer arrived.
+    assert_eq!(token.lifetime(), Duration::from_secs(60));
+    assert!(
+        arrived.duration_since(token.issued_at()) >= Duration::from_millis(600),
+        "issued_at is the request's departure"
+    );
 }
 
 #[tokio::test]

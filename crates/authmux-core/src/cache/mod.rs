@@ -8,13 +8,16 @@ pub use policy::{CachePolicy, RetryPolicy, Schedule};
 use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arc_swap::{ArcSwapOption, Guard};
-use tokio::sync::watch;
+use futures_util::FutureExt as _;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
@@ -34,8 +37,6 @@ struct Slot {
     schedule: Schedule,
 }
 
-type FlightResult = Option<Result<Arc<Slot>, Error>>;
-
 /// What a caller of the slow path wants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Want {
@@ -47,22 +48,108 @@ enum Want {
     New,
 }
 
+/// How long past its fetch deadline a flight may stay silent before its
+/// waiters give up on it and start another.
+const OVERDUE_GRACE: Duration = Duration::from_millis(250);
+
+/// Far enough ahead to mean "never" without overflowing an `Instant`.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// `at + by`, saturating at [`FAR_FUTURE`] instead of panicking.
+fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by)
+        .or_else(|| at.checked_add(FAR_FUTURE))
+        .unwrap_or(at)
+}
+
+fn ticks(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// How a flight ended.
+enum Outcome {
+    /// The fetch finished (or failed) and was recorded.
+    Done(Result<Arc<Slot>, Error>),
+    /// Nobody will finish it: its task was dropped, or it is overdue (its
+    /// runtime stopped being polled, or the process forked).
+    Abandoned,
+}
+
+/// One fetch in flight, shared by every waiter.
+struct Flight {
+    /// The process generation it started in; a forked child abandons it.
+    generation: u64,
+    /// When waiters stop waiting for it.
+    overdue_at: Instant,
+    /// Whether waiters must enforce `overdue_at` themselves, because the
+    /// clock has no upkeep thread to do it for them.
+    waiters_bound_themselves: bool,
+    outcome: OnceLock<Outcome>,
+    finished: Notify,
+}
+
+impl Flight {
+    fn is_live(&self) -> bool {
+        self.outcome.get().is_none() && self.generation == Clock::generation()
+    }
+
+    /// Publishes the outcome unless one is already published. Returns
+    /// whether this call published it.
+    fn finish(&self, outcome: Outcome) -> bool {
+        let published = self.outcome.set(outcome).is_ok();
+        if published {
+            self.finished.notify_waiters();
+        }
+        published
+    }
+
+    async fn wait(&self) -> &Outcome {
+        loop {
+            let notified = self.finished.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(outcome) = self.outcome.get() {
+                return outcome;
+            }
+            if self.generation != Clock::generation() {
+                self.finish(Outcome::Abandoned);
+                continue;
+            }
+            if self.waiters_bound_themselves {
+                if tokio::time::timeout_at(self.overdue_at, notified)
+                    .await
+                    .is_err()
+                {
+                    self.finish(Outcome::Abandoned);
+                }
+            } else {
+                notified.await;
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct FlightState {
     /// The fetch in flight, shared by every waiter.
-    flight: Option<watch::Receiver<FlightResult>>,
+    flight: Option<Arc<Flight>>,
     /// Consecutive failed fetches.
     failures: u32,
     last_error: Option<Error>,
-    retry_not_before: Option<Instant>,
+    /// The end of the cool-down, in clock ticks.
+    retry_not_before: Option<u64>,
 }
 
 struct Shared {
     current: ArcSwapOption<Slot>,
-    /// Mirrors `state.flight.is_some()`, so the hot path never locks.
+    /// Whether a flight may be live, so the hot path never locks when one
+    /// is. It may say `true` for a flight that was just abandoned; the
+    /// locked check decides.
     flight_active: AtomicBool,
-    /// Mirrors `state.retry_not_before` in clock ticks (0 when none).
-    retry_not_before: AtomicU64,
+    /// No refresh ahead starts before this tick: the end of the cool-down,
+    /// and one cool-down after the last refresh ahead started, whatever its
+    /// answer.
+    refresh_quiet_until: AtomicU64,
     state: Mutex<FlightState>,
     source: SharedTokenSource,
     client: Arc<str>,
@@ -141,7 +228,7 @@ impl ManagedTokenBuilder {
             shared: Arc::new(Shared {
                 current: ArcSwapOption::empty(),
                 flight_active: AtomicBool::new(false),
-                retry_not_before: AtomicU64::new(0),
+                refresh_quiet_until: AtomicU64::new(0),
                 state: Mutex::new(FlightState::default()),
                 source: self.source,
                 client,
@@ -201,23 +288,12 @@ impl ManagedToken {
     #[inline(always)]
     pub fn cached(&self) -> Option<TokenGuard> {
         let guard = self.shared.current.load();
-        let (fresh, usable, seen) = {
-            let slot = guard.as_ref()?;
-            let now = self.shared.clock.recent();
-            (
-                now < slot.fresh_until,
-                now < slot.usable_until,
-                Arc::as_ptr(slot),
-            )
-        };
-        if fresh {
+        if let Some(slot) = guard.as_ref()
+            && self.shared.clock.recent() < slot.fresh_until
+        {
             return Some(TokenGuard(GuardInner::Cached(guard)));
         }
-        if usable {
-            self.shared.refresh_ahead(seen);
-            return Some(TokenGuard(GuardInner::Cached(guard)));
-        }
-        None
+        self.shared.cached_not_fresh(guard)
     }
 
     /// Fetches a new token whatever is cached (joining a fetch already in
@@ -329,10 +405,16 @@ async fn refresher(weak: Weak<Shared>) {
                 .load()
                 .as_ref()
                 .map_or(now, |slot| slot.schedule.refresh_at);
-            let cooling = shared.lock_state().retry_not_before.unwrap_or(now);
+            let cooling = match shared.lock_state().retry_not_before {
+                Some(until) => later(
+                    now,
+                    Duration::from_nanos(until.saturating_sub(shared.clock.now())),
+                ),
+                None => now,
+            };
             // Never spin: a token too short-lived to cache would otherwise
             // be fetched back to back.
-            let spaced = last_run.map_or(now, |last| last + shared.policy.cooldown);
+            let spaced = last_run.map_or(now, |last| later(last, shared.policy.cooldown));
             due.max(cooling).max(spaced)
         };
         tokio::time::sleep_until(wake_at).await;
@@ -352,114 +434,202 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts the background refresh for the slot at `seen`, unless one is
-    /// running, the cache is cooling down, or the slot was replaced.
+    /// The hot path's other cases: a token in its refresh window (served,
+    /// and refreshed in the background), or none that may be served.
     #[cold]
     #[inline(never)]
+    fn cached_not_fresh(self: &Arc<Self>, guard: Guard<Option<Arc<Slot>>>) -> Option<TokenGuard> {
+        let slot = guard.as_ref()?;
+        let now = self.clock.trusted_recent();
+        if now >= slot.usable_until {
+            return None;
+        }
+        if now >= slot.fresh_until {
+            self.refresh_ahead(Arc::as_ptr(slot));
+        }
+        Some(TokenGuard(GuardInner::Cached(guard)))
+    }
+
+    /// Starts the background refresh for the slot at `seen`, unless one is
+    /// running, refreshes are spaced out, or the slot was replaced.
     fn refresh_ahead(self: &Arc<Self>, seen: *const Slot) {
         if self.flight_active.load(Ordering::Acquire)
-            || self.clock.recent() < self.retry_not_before.load(Ordering::Acquire)
+            || self.clock.trusted_recent() < self.refresh_quiet_until.load(Ordering::Acquire)
         {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let mut state = self.lock_state();
         let still_current = self
             .current
             .load()
             .as_ref()
             .is_some_and(|slot| std::ptr::eq(Arc::as_ptr(slot), seen));
-        if state.flight.is_none() && still_current {
-            tracing::debug!(client = %self.client, "refresh window open; refreshing in the background");
-            self.start_flight(&mut state, &runtime);
+        if still_current {
+            self.refresh_ahead_locked(&mut state, self.clock.now());
         }
+    }
+
+    /// Starts a background refresh unless a flight is live or refreshes
+    /// are spaced out.
+    fn refresh_ahead_locked(self: &Arc<Self>, state: &mut FlightState, now: u64) {
+        let live = state.flight.as_ref().is_some_and(|flight| flight.is_live());
+        if live || now < self.refresh_quiet_until.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        tracing::debug!(client = %self.client, "refresh window open; refreshing in the background");
+        self.start_flight(state, &runtime, now);
+        // Whatever this refresh brings, the next one waits a cool-down.
+        self.refresh_quiet_until.fetch_max(
+            now.saturating_add(ticks(self.policy.cooldown)),
+            Ordering::AcqRel,
+        );
     }
 
     /// The slow path: waits for a token, sharing one fetch with every caller.
     async fn acquire(self: &Arc<Self>, want: Want) -> Result<TokenGuard, Error> {
-        let mut receiver = {
-            let mut state = self.lock_state();
-            let now = Instant::now();
-            if want != Want::New
-                && let Some(slot) = self.current.load_full()
-            {
-                let acceptable = match want {
-                    Want::Usable => now < slot.schedule.stale_at,
-                    Want::NotDue | Want::New => now < slot.schedule.refresh_at,
-                };
-                if acceptable {
-                    return Ok(TokenGuard(GuardInner::Owned(slot)));
-                }
-            }
-            match &state.flight {
-                Some(receiver) => receiver.clone(),
-                None => {
-                    if let (Some(until), Some(error)) = (state.retry_not_before, &state.last_error)
-                        && now < until
-                    {
-                        return Err(error.clone().cooling_down(until - now));
-                    }
-                    let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-                        Error::config("authmux needs a tokio runtime to fetch tokens")
-                            .with_client(&self.client)
-                    })?;
-                    self.start_flight(&mut state, &runtime)
-                }
-            }
-        };
-        let outcome = receiver.wait_for(Option::is_some).await;
-        match outcome.as_deref() {
-            Ok(Some(Ok(slot))) => {
-                // Borrow the cached copy when it is this flight's token: no
-                // shared reference count to bump for each of many waiters.
-                let current = self.current.load();
-                if current
-                    .as_ref()
-                    .is_some_and(|current| Arc::ptr_eq(current, slot))
+        let mut abandoned = 0;
+        loop {
+            let flight = {
+                let mut state = self.lock_state();
+                let now = self.clock.now();
+                if want != Want::New
+                    && let Some(slot) = self.current.load_full()
                 {
-                    Ok(TokenGuard(GuardInner::Cached(current)))
-                } else {
-                    Ok(TokenGuard(GuardInner::Owned(Arc::clone(slot))))
+                    let acceptable = match want {
+                        Want::Usable => now < slot.usable_until,
+                        Want::NotDue | Want::New => now < slot.fresh_until,
+                    };
+                    if acceptable {
+                        if now >= slot.fresh_until {
+                            // Reached when the coarse clock is not trusted
+                            // (no upkeep yet, or just after a fork).
+                            self.refresh_ahead_locked(&mut state, now);
+                        }
+                        return Ok(TokenGuard(GuardInner::Owned(slot)));
+                    }
+                }
+                match state.flight.as_ref().filter(|flight| flight.is_live()) {
+                    Some(flight) => Arc::clone(flight),
+                    None => {
+                        if let (Some(until), Some(error)) =
+                            (state.retry_not_before, &state.last_error)
+                            && now < until
+                        {
+                            return Err(error
+                                .clone()
+                                .cooling_down(Duration::from_nanos(until - now)));
+                        }
+                        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                            Error::config("authmux needs a tokio runtime to fetch tokens")
+                                .with_client(&self.client)
+                        })?;
+                        self.start_flight(&mut state, &runtime, now)
+                    }
+                }
+            };
+            match flight.wait().await {
+                Outcome::Done(Ok(slot)) => {
+                    // Borrow the cached copy when it is this flight's token:
+                    // no shared reference count to bump for each of many
+                    // waiters.
+                    let current = self.current.load();
+                    return Ok(
+                        if current
+                            .as_ref()
+                            .is_some_and(|current| Arc::ptr_eq(current, slot))
+                        {
+                            TokenGuard(GuardInner::Cached(current))
+                        } else {
+                            TokenGuard(GuardInner::Owned(Arc::clone(slot)))
+                        },
+                    );
+                }
+                Outcome::Done(Err(error)) => return Err(error.clone()),
+                Outcome::Abandoned => {
+                    abandoned += 1;
+                    if abandoned > 1 {
+                        return Err(self.abandoned_error());
+                    }
+                    tracing::warn!(
+                        client = %self.client,
+                        "the token fetch in flight was abandoned; starting another"
+                    );
                 }
             }
-            Ok(Some(Err(error))) => Err(error.clone()),
-            Ok(None) | Err(_) => Err(Error::new(
-                ErrorKind::Transport,
-                "the token fetch was abandoned (runtime shutting down, or the source panicked)",
-            )
-            .with_client(&self.client)
-            .with_provider(self.source.provider())),
         }
     }
 
-    /// Starts the one fetch, on its own task so that no caller can cancel it.
+    fn abandoned_error(&self) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "the token fetch was abandoned: its runtime stopped running it, or it outlived the {} s fetch deadline",
+                self.policy.retry.deadline.as_secs_f64()
+            ),
+        )
+        .with_client(&self.client)
+        .with_provider(self.source.provider())
+    }
+
+    /// Starts the one fetch, on its own task so that no caller can cancel
+    /// it, with a watchdog that abandons it once overdue.
     fn start_flight(
         self: &Arc<Self>,
         state: &mut FlightState,
         runtime: &tokio::runtime::Handle,
-    ) -> watch::Receiver<FlightResult> {
-        let (sender, receiver) = watch::channel(None);
-        state.flight = Some(receiver.clone());
+        now: u64,
+    ) -> Arc<Flight> {
+        let overdue_after = self.policy.retry.deadline.saturating_add(OVERDUE_GRACE);
+        let overdue_tick = now.saturating_add(ticks(overdue_after));
+        let mut flight = Flight {
+            generation: Clock::generation(),
+            overdue_at: later(Instant::now(), overdue_after),
+            waiters_bound_themselves: true,
+            outcome: OnceLock::new(),
+            finished: Notify::new(),
+        };
+        let flight = Arc::new_cyclic(|weak_flight: &Weak<Flight>| {
+            let weak_flight = weak_flight.clone();
+            let weak_shared = Arc::downgrade(self);
+            flight.waiters_bound_themselves = !self.clock.watchdog(
+                overdue_tick,
+                Box::new(move || {
+                    let Some(flight) = weak_flight.upgrade() else {
+                        return;
+                    };
+                    if flight.finish(Outcome::Abandoned)
+                        && let Some(shared) = weak_shared.upgrade()
+                    {
+                        tracing::warn!(client = %shared.client, "the token fetch is overdue; abandoning it");
+                        shared.flight_active.store(false, Ordering::Release);
+                    }
+                }),
+            );
+            flight
+        });
+        state.flight = Some(Arc::clone(&flight));
         self.flight_active.store(true, Ordering::Release);
         let span = tracing::info_span!(
             "authmux.fetch",
             client = %self.client,
             provider = %self.source.provider(),
         );
-        let flight = FlightGuard {
+        let guard = FlightGuard {
             shared: Arc::clone(self),
-            sender: Some(sender),
+            flight: Arc::clone(&flight),
+            published: false,
         };
-        runtime.spawn(flight.run().instrument(span));
-        receiver
+        runtime.spawn(guard.run().instrument(span));
+        flight
     }
 
     /// One fetch: attempts with backoff under the overall deadline.
     async fn fetch_with_retries(&self) -> Result<Token, Error> {
         let retry = &self.policy.retry;
-        let deadline = Instant::now() + retry.deadline;
+        let deadline = later(Instant::now(), retry.deadline);
         let mut attempt = 1;
         loop {
             let outcome = tokio::time::timeout_at(deadline, self.source.fetch_token())
@@ -484,8 +654,8 @@ impl Shared {
             }
             let delay = retry
                 .backoff(attempt, rand::random::<f64>())
-                .max(error.retry_after().unwrap_or_default());
-            if Instant::now() + delay >= deadline {
+                .max(self.server_wait(&error));
+            if later(Instant::now(), delay) >= deadline {
                 return Err(error);
             }
             tracing::warn!(
@@ -499,10 +669,37 @@ impl Shared {
         }
     }
 
+    /// The part of the server's requested wait that is honoured.
+    fn server_wait(&self, error: &Error) -> Duration {
+        error
+            .retry_after()
+            .map_or(Duration::ZERO, |wait| self.policy.server_wait(wait))
+    }
+
     /// Records a fetch's outcome in the cache and the cool-down state.
-    fn record(&self, outcome: Result<Token, Error>) -> Result<Arc<Slot>, Error> {
-        let now = Instant::now();
+    fn record(
+        &self,
+        flight: &Arc<Flight>,
+        outcome: Result<Token, Error>,
+    ) -> Result<Arc<Slot>, Error> {
+        let outcome = outcome.and_then(|token| {
+            if token.is_expired() {
+                Err(Error::new(
+                    ErrorKind::InvalidResponse,
+                    "the token had already expired when it arrived",
+                )
+                .with_client(&self.client)
+                .with_provider(self.source.provider()))
+            } else {
+                Ok(token)
+            }
+        });
         let mut state = self.lock_state();
+        let now = self.clock.now();
+        let latest = state
+            .flight
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, flight));
         match outcome {
             Ok(token) => {
                 let schedule = self.policy.schedule(&token, rand::random::<f64>());
@@ -512,75 +709,108 @@ impl Shared {
                     schedule,
                     token,
                 });
-                if schedule.stale_at > now {
+                // A flight that was given up on may still land; it must not
+                // replace a token that lasts longer.
+                let outlived = self
+                    .current
+                    .load()
+                    .as_ref()
+                    .is_some_and(|current| current.schedule.expires_at > schedule.expires_at);
+                if now >= slot.usable_until {
+                    tracing::debug!("token too short-lived to cache; handed to waiters only");
+                } else if latest || !outlived {
+                    self.clock.wake_at(slot.fresh_until);
+                    self.clock.wake_at(slot.usable_until);
                     self.current.store(Some(Arc::clone(&slot)));
                     tracing::debug!(
                         lifetime_s = slot.token.lifetime().as_secs(),
-                        refresh_in_s = schedule.refresh_at.saturating_duration_since(now).as_secs(),
+                        refresh_in_s = schedule
+                            .refresh_at
+                            .saturating_duration_since(Instant::now())
+                            .as_secs(),
                         "token cached"
                     );
-                } else {
-                    tracing::debug!("token too short-lived to cache; handed to waiters only");
                 }
-                state.failures = 0;
-                state.last_error = None;
-                state.retry_not_before = None;
-                self.retry_not_before.store(0, Ordering::Release);
+                if latest {
+                    state.failures = 0;
+                    state.last_error = None;
+                    state.retry_not_before = None;
+                }
                 Ok(slot)
             }
             Err(error) => {
-                state.failures = state.failures.saturating_add(1);
-                let pause = self
-                    .policy
-                    .cooldown_for(state.failures)
-                    .max(error.retry_after().unwrap_or_default());
-                let until = now + pause;
-                state.retry_not_before = Some(until);
-                state.last_error = Some(error.clone());
-                self.retry_not_before
-                    .store(self.clock.deadline(until).max(1), Ordering::Release);
-                tracing::warn!(
-                    error = %error,
-                    failures = state.failures,
-                    cooldown_ms = pause.as_millis() as u64,
-                    "token fetch failed"
-                );
+                if latest {
+                    state.failures = state.failures.saturating_add(1);
+                    let pause = self
+                        .policy
+                        .cooldown_for(state.failures)
+                        .max(self.server_wait(&error));
+                    let until = now.saturating_add(ticks(pause));
+                    state.retry_not_before = Some(until);
+                    state.last_error = Some(error.clone());
+                    self.refresh_quiet_until.fetch_max(until, Ordering::AcqRel);
+                    self.clock.wake_at(until);
+                    tracing::warn!(
+                        error = %error,
+                        failures = state.failures,
+                        cooldown_ms = pause.as_millis() as u64,
+                        "token fetch failed"
+                    );
+                }
                 Err(error)
             }
         }
     }
+
+    /// Clears the flight if it is still the current one.
+    fn clear_flight(&self, flight: &Arc<Flight>) {
+        let mut state = self.lock_state();
+        if state
+            .flight
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, flight))
+        {
+            state.flight = None;
+            self.flight_active.store(false, Ordering::Release);
+        }
+    }
 }
 
-/// Owns a flight: runs the fetch, publishes the result, and clears the
-/// flight even if the task is dropped or the source panics.
+/// Owns a flight: runs the fetch, records and publishes the result, and
+/// frees the cache for the next flight even if the task is dropped.
 struct FlightGuard {
     shared: Arc<Shared>,
-    sender: Option<watch::Sender<FlightResult>>,
+    flight: Arc<Flight>,
+    published: bool,
 }
 
 impl FlightGuard {
     async fn run(mut self) {
-        let outcome = self.shared.fetch_with_retries().await;
-        let result = self.shared.record(outcome);
-        self.clear();
-        if let Some(sender) = self.sender.take() {
-            sender.send_replace(Some(result));
-        }
-    }
-
-    fn clear(&self) {
-        let mut state = self.shared.lock_state();
-        state.flight = None;
-        self.shared.flight_active.store(false, Ordering::Release);
+        let outcome = AssertUnwindSafe(self.shared.fetch_with_retries())
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Internal,
+                    "the token source panicked while fetching",
+                )
+                .with_client(&self.shared.client)
+                .with_provider(self.shared.source.provider()))
+            });
+        let result = self.shared.record(&self.flight, outcome);
+        self.shared.clear_flight(&self.flight);
+        self.published = true;
+        self.flight.finish(Outcome::Done(result));
     }
 }
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        if self.sender.is_some() {
-            // Abandoned mid-fetch: free the cache for the next caller. The
-            // dropped sender wakes every waiter with an error.
-            self.clear();
+        if !self.published {
+            // Dropped mid-fetch (its runtime shut down): free the cache for
+            // the next caller and release every waiter.
+            self.shared.clear_flight(&self.flight);
+            self.flight.finish(Outcome::Abandoned);
         }
     }
 }

@@ -40,6 +40,12 @@ pub struct CachePolicy {
     /// The longest pause after failed fetches. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub cooldown_max: Duration,
+    /// The longest wait taken from a server's `Retry-After` (or a provider's
+    /// rate-limit reset), between retries and as a cool-down. A server that
+    /// asks for 30 days does not lock the client out for 30 days. Defaults
+    /// to [`cooldown_max`](Self::cooldown_max).
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Option<Duration>,
 }
 
 impl Default for CachePolicy {
@@ -52,6 +58,7 @@ impl Default for CachePolicy {
             retry: RetryPolicy::default(),
             cooldown: Duration::from_secs(1),
             cooldown_max: Duration::from_secs(30),
+            max_retry_after: None,
         }
     }
 }
@@ -134,6 +141,12 @@ impl CachePolicy {
         exponential(self.cooldown, self.cooldown_max, failures)
     }
 
+    /// How much of a server's requested wait is honoured: at most
+    /// [`max_retry_after`](Self::max_retry_after).
+    pub fn server_wait(&self, requested: Duration) -> Duration {
+        requested.min(self.max_retry_after.unwrap_or(self.cooldown_max))
+    }
+
     /// Schedules `token`; `unit` is uniform in `[0, 1)` and picks the jitter.
     pub fn schedule(&self, token: &Token, unit: f64) -> Schedule {
         let issued_at = token.issued_at();
@@ -141,9 +154,12 @@ impl CachePolicy {
         let lifetime = token.lifetime();
         let window = self.refresh_window_for(lifetime);
         let jitter = window.mul_f64(self.jitter_fraction.clamp(0.0, 1.0) * unit.clamp(0.0, 1.0));
-        let stale_at = expires_at - self.expiry_margin_for(lifetime);
+        let stale_at = expires_at
+            .checked_sub(self.expiry_margin_for(lifetime))
+            .unwrap_or(issued_at)
+            .max(issued_at);
         let refresh_at = expires_at
-            .checked_sub(window + jitter)
+            .checked_sub(window.saturating_add(jitter))
             .unwrap_or(issued_at)
             .max(issued_at)
             .min(stale_at);
@@ -224,5 +240,23 @@ mod tests {
         assert_eq!(policy.cooldown_for(1), Duration::from_secs(1));
         assert_eq!(policy.cooldown_for(3), Duration::from_secs(4));
         assert_eq!(policy.cooldown_for(40), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn server_waits_are_capped_by_cooldown_max_unless_configured() {
+        let mut policy = CachePolicy::default();
+        assert_eq!(
+            policy.server_wait(Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(policy.server_wait(Duration::MAX), Duration::from_secs(30));
+        assert_eq!(
+            policy.server_wait(Duration::from_secs(30 * 24 * 3600)),
+            Duration::from_secs(30)
+        );
+        policy.cooldown_max = Duration::from_secs(90);
+        assert_eq!(policy.server_wait(Duration::MAX), Duration::from_secs(90));
+        policy.max_retry_after = Some(Duration::from_secs(600));
+        assert_eq!(policy.server_wait(Duration::MAX), Duration::from_secs(600));
     }
 }

@@ -9,7 +9,7 @@ pub use request::{
     BodyEncoding, ClientAuth, DEFAULT_LIFETIME, TokenRequest, TokenRequestBuilder, is_loopback,
     validate_url,
 };
-pub use response::EndpointResponse;
+pub use response::{EndpointResponse, MIN_LIFETIME};
 
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -234,7 +234,7 @@ impl HttpClient {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "token endpoint answered"
         );
-        Ok(EndpointResponse::new(status, headers, body))
+        Ok(EndpointResponse::new(status, headers, body).with_sent_at(started))
     }
 }
 

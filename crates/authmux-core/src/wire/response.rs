@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::time::Instant;
+
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use serde_json::{Map, Value};
 
@@ -11,8 +13,11 @@ use super::TokenRequest;
 use crate::error::{Error, ErrorKind, OAuthError, RateLimit, sanitize_server_text};
 use crate::token::{Token, TokenType, decode_jwt_payload};
 
-/// The longest lifetime a response may claim; anything longer is capped.
-const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+use crate::token::MAX_LIFETIME;
+
+/// The shortest lifetime a response may give a token. Anything shorter
+/// would expire before a caller could use it, so it is an error.
+pub const MIN_LIFETIME: Duration = Duration::from_secs(1);
 
 /// A token endpoint's raw answer: status, headers and body.
 ///
@@ -22,6 +27,7 @@ pub struct EndpointResponse {
     status: u16,
     headers: HeaderMap,
     body: Vec<u8>,
+    sent_at: Option<Instant>,
 }
 
 impl fmt::Debug for EndpointResponse {
@@ -40,7 +46,21 @@ impl EndpointResponse {
             status,
             headers,
             body,
+            sent_at: None,
         }
+    }
+
+    /// Records when the request was sent. A token's lifetime counts from
+    /// then, so a slow answer does not stretch it; without it, the lifetime
+    /// counts from when the response is parsed.
+    pub fn with_sent_at(mut self, sent_at: Instant) -> Self {
+        self.sent_at = Some(sent_at);
+        self
+    }
+
+    /// When the request was sent, if recorded.
+    pub fn sent_at(&self) -> Option<Instant> {
+        self.sent_at
     }
 
     /// The HTTP status.
@@ -144,9 +164,18 @@ impl EndpointResponse {
             ),
             _ => None,
         };
-        let lifetime = lifetime(expires_in, jwt_remaining(&access_token), default_lifetime);
+        let received = Instant::now();
+        let sent_at = self.sent_at.unwrap_or(received).min(received);
+        let lifetime = lifetime(
+            expires_in,
+            jwt_remaining(&access_token),
+            default_lifetime,
+            received - sent_at,
+        )
+        .map_err(|what| Error::new(ErrorKind::InvalidResponse, what).with_status(self.status))?;
         Token::builder(access_token)
             .token_type(token_type)
+            .issued_at(sent_at)
             .lifetime(lifetime)
             .scope(scope)
             .extra(fields)
@@ -274,25 +303,52 @@ fn jwt_remaining(access_token: &str) -> Option<f64> {
     Some(exp - now)
 }
 
-/// The token's lifetime: `expires_in`, capped by the JWT's `exp`; without
-/// `expires_in`, the JWT's `exp`; without either, `default`.
+/// The token's lifetime, counted from when the request was sent, which was
+/// `in_transit` before the response arrived: `expires_in`, capped by the
+/// JWT's `exp`; without `expires_in`, the JWT's `exp`; without either,
+/// `default`.
 ///
-/// A JWT that looks expired by the local clock while `expires_in` says
-/// otherwise points at clock skew, so `expires_in` wins then.
-fn lifetime(expires_in: Option<f64>, jwt_remaining: Option<f64>, default: Duration) -> Duration {
+/// A token that would expire within [`MIN_LIFETIME`] of arriving cannot be
+/// used, so it is an error, as is a JWT whose `exp` has passed.
+fn lifetime(
+    expires_in: Option<f64>,
+    jwt_remaining: Option<f64>,
+    default: Duration,
+    in_transit: Duration,
+) -> Result<Duration, String> {
+    let min = MIN_LIFETIME.as_secs_f64();
+    if let Some(remaining) = jwt_remaining
+        && remaining < min
+    {
+        return Err(format!(
+            "the token's JWT exp is {:.0} s in the past by the local clock; it cannot be used (if the token is new, check this machine's clock)",
+            (-remaining).max(0.0).ceil()
+        ));
+    }
+    if let Some(expires_in) = expires_in
+        && expires_in < min
+    {
+        return Err(format!(
+            "expires_in {expires_in} leaves no time to use the token"
+        ));
+    }
+    // The JWT's `exp` is read now, on arrival; `expires_in` counts from
+    // when the request left.
+    let in_transit_s = in_transit.as_secs_f64();
     let seconds = match (expires_in, jwt_remaining) {
-        (Some(expires_in), Some(jwt)) if jwt > 0.0 => expires_in.min(jwt),
-        (Some(expires_in), Some(_)) => {
-            tracing::warn!("the JWT exp is in the past by the local clock; trusting expires_in");
-            expires_in
-        }
+        (Some(expires_in), Some(jwt)) => expires_in.min(jwt + in_transit_s),
         (Some(expires_in), None) => expires_in,
-        (None, Some(jwt)) if jwt > 0.0 => jwt,
-        (None, _) => return default,
+        (None, Some(jwt)) => jwt + in_transit_s,
+        (None, None) => default.as_secs_f64(),
     };
-    Duration::try_from_secs_f64(seconds.max(0.0))
+    if seconds - in_transit_s < min {
+        return Err(format!(
+            "the token expired in transit: expires_in {seconds} but the answer took {in_transit_s:.1} s"
+        ));
+    }
+    Ok(Duration::try_from_secs_f64(seconds)
         .unwrap_or(MAX_LIFETIME)
-        .min(MAX_LIFETIME)
+        .min(MAX_LIFETIME))
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -320,19 +376,65 @@ mod tests {
     fn lifetime_rules() {
         let default = Duration::from_secs(300);
         let secs = Duration::from_secs;
-        assert_eq!(lifetime(Some(3600.0), None, default), secs(3600));
-        assert_eq!(lifetime(Some(3600.0), Some(1800.0), default), secs(1800));
-        assert_eq!(lifetime(Some(60.0), Some(1800.0), default), secs(60));
-        assert_eq!(lifetime(Some(3600.0), Some(-5.0), default), secs(3600));
-        assert_eq!(lifetime(None, Some(900.0), default), secs(900));
-        assert_eq!(lifetime(None, Some(-1.0), default), default);
-        assert_eq!(lifetime(None, None, default), default);
-        assert_eq!(lifetime(Some(-10.0), None, default), Duration::ZERO);
-        assert_eq!(lifetime(Some(1e30), None, default), MAX_LIFETIME);
+        let now = Duration::ZERO;
+        let ok = |expires_in, jwt| lifetime(expires_in, jwt, default, now).expect("usable");
+        assert_eq!(ok(Some(3600.0), None), secs(3600));
+        assert_eq!(ok(Some(3600.0), Some(1800.0)), secs(1800));
+        assert_eq!(ok(Some(60.0), Some(1800.0)), secs(60));
+        assert_eq!(ok(None, Some(900.0)), secs(900));
+        assert_eq!(ok(None, None), default);
+        assert_eq!(ok(Some(1e30), None), MAX_LIFETIME);
+        assert_eq!(ok(Some(59.5), None), Duration::from_millis(59_500));
+    }
+
+    #[test]
+    fn tokens_expired_on_arrival_are_errors() {
+        let default = Duration::from_secs(300);
+        for (expires_in, jwt) in [
+            (Some(0.0), None),
+            (Some(-3600.0), None),
+            (Some(0.001), None),
+            (Some(0.999), Some(3600.0)),
+            (None, Some(-1.0)),
+            (None, Some(0.5)),
+            (Some(3600.0), Some(-5.0)),
+        ] {
+            let error =
+                lifetime(expires_in, jwt, default, Duration::ZERO).expect_err("expired on arrival");
+            assert!(!error.is_empty());
+        }
+    }
+
+    #[test]
+    fn lifetime_counts_from_the_request() {
+        let default = Duration::from_secs(300);
+        let transit = Duration::from_millis(2500);
+        // expires_in counts from the request: 4 s, of which 2.5 s are gone.
         assert_eq!(
-            lifetime(Some(59.5), None, default),
-            Duration::from_millis(59_500)
+            lifetime(Some(4.0), None, default, transit),
+            Ok(Duration::from_secs(4))
         );
+        // A JWT's exp is read on arrival: 100 s left then is 102.5 s from
+        // the request.
+        assert_eq!(
+            lifetime(None, Some(100.0), default, transit),
+            Ok(Duration::from_millis(102_500))
+        );
+        assert!(lifetime(Some(3.0), None, default, transit).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lifetime_starts_when_the_request_left() {
+        let sent = Instant::now();
+        tokio::time::advance(Duration::from_millis(2500)).await;
+        let body = br#"{"access_token":"t","expires_in":4}"#.to_vec();
+        let token = EndpointResponse::new(200, HeaderMap::new(), body)
+            .with_sent_at(sent)
+            .parse(Duration::from_secs(300), &[])
+            .expect("token");
+        assert_eq!(token.issued_at(), sent);
+        assert_eq!(token.expires_at(), sent + Duration::from_secs(4));
+        assert_eq!(token.expires_in(), Duration::from_millis(1500));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum Step {
     Fail(Error),
     /// A panic inside the source.
     Panic,
+    /// A fetch that never completes.
+    Hang,
 }
 
 /// A token source that answers from a script, after an optional delay, and
@@ -88,6 +90,7 @@ impl TokenSource for ScriptedSource {
                 .build(),
             Step::Fail(error) => Err(error),
             Step::Panic => panic!("scripted panic"),
+            Step::Hang => std::future::pending().await,
         }
     }
 }
