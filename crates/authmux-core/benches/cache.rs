@@ -8,11 +8,13 @@ mod common;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use authmux_core::{CachePolicy, ManagedToken};
+use arc_swap::ArcSwapOption;
+use authmux_core::{CachePolicy, ExposeSecret, ManagedToken};
 use common::ScriptedSource;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -26,12 +28,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Polls `get()` once: on a fresh token it completes at once.
+/// Polls `get()` once (what `.await` does on a ready future) and reads the
+/// token's text: on a fresh token it completes at once.
 #[inline]
 fn get_now(cache: &ManagedToken, cx: &mut Context<'_>) -> u64 {
     let mut future = pin!(cache.get());
     match future.as_mut().poll(cx) {
-        Poll::Ready(Ok(token)) => token.id(),
+        Poll::Ready(Ok(token)) => {
+            black_box(token.secret().expose_secret());
+            token.id()
+        }
         _ => panic!("a fresh token must be served without waiting"),
     }
 }
@@ -42,13 +48,42 @@ fn warm_cache(runtime: &tokio::runtime::Runtime) -> ManagedToken {
     cache
 }
 
+/// The bare primitives the hot path is built on: an `ArcSwapOption` load, a
+/// relaxed load of a shared "now", one comparison, and the text.
+struct FloorSlot {
+    fresh_until: u64,
+    text: String,
+}
+
+static FLOOR_NOW: AtomicU64 = AtomicU64::new(1);
+
+#[inline]
+fn floor_now(floor: &ArcSwapOption<FloorSlot>) -> usize {
+    let guard = floor.load();
+    match guard.as_ref() {
+        Some(slot) if FLOOR_NOW.load(Ordering::Relaxed) < slot.fresh_until => {
+            black_box(slot.text.as_str()).len()
+        }
+        _ => panic!("the floor slot is always fresh"),
+    }
+}
+
 fn cache_hit(c: &mut Criterion) {
     let runtime = runtime();
     let cache = warm_cache(&runtime);
+    let floor = ArcSwapOption::from_pointee(FloorSlot {
+        fresh_until: u64::MAX - 1,
+        text: "token-1".to_owned(),
+    });
     let mut cx = Context::from_waker(Waker::noop());
-    c.bench_function("cache_hit", |b| {
+    let mut group = c.benchmark_group("cache_hit");
+    group.bench_function("get_await_then_text", |b| {
         b.iter(|| black_box(get_now(black_box(&cache), &mut cx)))
     });
+    group.bench_function("floor_arcswap_load_relaxed_load_compare", |b| {
+        b.iter(|| black_box(floor_now(black_box(&floor))))
+    });
+    group.finish();
 }
 
 fn cache_hit_contended(c: &mut Criterion) {
@@ -162,19 +197,60 @@ fn stampede(c: &mut Criterion) {
             total
         })
     });
+    // tokio's own floor for waking many waiters: 10,000 tasks that take a
+    // `tokio::sync::Mutex` in turn, the first holding it for 50 ms.
+    let mut mutex_p99s = Vec::new();
+    group.bench_function("10k_tokio_mutex_waiters_50ms", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let cell = Arc::new(tokio::sync::Mutex::new(None::<u64>));
+                let (elapsed, mut latencies) = runtime.block_on(async {
+                    let started = Instant::now();
+                    let callers: Vec<_> = (0..10_000)
+                        .map(|_| {
+                            let cell = Arc::clone(&cell);
+                            tokio::spawn(async move {
+                                let called = Instant::now();
+                                let mut value = cell.lock().await;
+                                if value.is_none() {
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    *value = Some(1);
+                                }
+                                black_box(*value);
+                                drop(value);
+                                called.elapsed()
+                            })
+                        })
+                        .collect();
+                    let mut latencies = Vec::with_capacity(callers.len());
+                    for caller in callers {
+                        latencies.push(caller.await.unwrap());
+                    }
+                    (started.elapsed(), latencies)
+                });
+                latencies.sort();
+                mutex_p99s.push(latencies[latencies.len() * 99 / 100]);
+                total += elapsed;
+            }
+            total
+        })
+    });
     group.finish();
-    if p99s.is_empty() || floor_p99s.is_empty() {
+    if p99s.is_empty() || floor_p99s.is_empty() || mutex_p99s.is_empty() {
         return;
     }
     p99s.sort();
     floor_p99s.sort();
+    mutex_p99s.sort();
     eprintln!(
         "stampede: fetches per run {:?}..={:?}, median p99 caller latency {:?} (source takes 50 ms); \
-         bare tokio watch with 10k waiters: median p99 {:?}",
+         10k waiters on a bare tokio watch: median p99 {:?}; on a tokio Mutex: median p99 {:?}",
         fetches.iter().min().unwrap(),
         fetches.iter().max().unwrap(),
         p99s[p99s.len() / 2],
-        floor_p99s[floor_p99s.len() / 2]
+        floor_p99s[floor_p99s.len() / 2],
+        mutex_p99s[mutex_p99s.len() / 2]
     );
 }
 

@@ -367,20 +367,29 @@ impl fmt::Debug for Get<'_> {
 impl Future for Get<'_> {
     type Output = Result<TokenGuard, Error>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let slow = match &mut this.slow {
-            Some(slow) => slow,
-            None => {
-                if let Some(token) = this.cache.cached() {
-                    return Poll::Ready(Ok(token));
-                }
-                this.slow
-                    .insert(Box::pin(Shared::acquire(&this.cache.shared, Want::Usable)))
-            }
-        };
-        slow.as_mut().poll(cx)
+        if this.slow.is_none()
+            && let Some(token) = this.cache.cached()
+        {
+            return Poll::Ready(Ok(token));
+        }
+        this.poll_slow(cx)
+    }
+}
+
+impl<'a> Get<'a> {
+    /// Waits for the shared fetch, starting to wait on the first call. Kept
+    /// out of line so that the ready path stays a few instructions.
+    #[cold]
+    #[inline(never)]
+    fn poll_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<TokenGuard, Error>> {
+        let cache: &'a ManagedToken = self.cache;
+        self.slow
+            .get_or_insert_with(|| Box::pin(Shared::acquire(&cache.shared, Want::Usable)))
+            .as_mut()
+            .poll(cx)
     }
 }
 
