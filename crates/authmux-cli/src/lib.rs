@@ -817,6 +817,7 @@ mod tests {
             ("http://127.0.0.1:8080/x", true),
             ("http://localhost/x", true),
             ("http://[::1]/x", true),
+            ("http://api.attacker.localhost/x", false),
             ("http://api.example.com/x", false),
             ("http://10.0.0.1/x", false),
         ] {
