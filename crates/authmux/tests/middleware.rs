@@ -431,3 +431,100 @@ async fn elsewhere_only_an_invalid_token_challenge_triggers_a_refresh() {
         (1, 1)
     );
 }
+
+/// Auth0's token endpoint on `server`, answering a DPoP-bound token.
+async fn bound_token(server: &MockServer) -> httpmock::Mock<'_> {
+    server
+        .mock_async(|when, then| {
+            when.method(POST).path("/oauth/token").header_exists("dpop");
+            then.status(200).json_body(
+                json!({"access_token": "bound", "token_type": "DPoP", "expires_in": 3600}),
+            );
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_nonce_challenge_after_another_challenge_in_the_field_is_retried() {
+    let server = MockServer::start_async().await;
+    bound_token(&server).await;
+    let challenge = server
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/things").is_true(|request| {
+                proof_claims(request).is_some_and(|claims| claims.get("nonce").is_none())
+            });
+            then.status(401)
+                .header(
+                    "www-authenticate",
+                    r#"Bearer realm="api", DPoP algs="ES256", error=use_dpop_nonce"#,
+                )
+                .header("dpop-nonce", "rs-nonce-2");
+        })
+        .await;
+    let answered = server
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/things").is_true(|request| {
+                proof_claims(request).is_some_and(|claims| claims["nonce"] == "rs-nonce-2")
+            });
+            then.status(200);
+        })
+        .await;
+    let registry = registry(&server);
+    let response = http(&registry, "bound")
+        .get(server.url("/v1/things"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(challenge.calls_async().await, 1);
+    assert_eq!(answered.calls_async().await, 1);
+}
+
+#[tokio::test]
+async fn an_unquoted_invalid_token_challenge_triggers_a_refresh() {
+    let server = MockServer::start_async().await;
+    let issue =
+        |token: &str| json!({"token_type": "Bearer", "access_token": token, "expires_in": "3600"});
+    let first = server
+        .mock_async(|when, then| {
+            when.method(POST).path("/api/v2/oauth2/token");
+            then.status(200).json_body(issue("l-old"));
+        })
+        .await;
+    first.up_to_n_times_async(1).await;
+    let second = server
+        .mock_async(|when, then| {
+            when.method(POST).path("/api/v2/oauth2/token");
+            then.status(200).json_body(issue("l-new"));
+        })
+        .await;
+    let fresh = server
+        .mock_async(|when, then| {
+            when.method(GET)
+                .path("/api/v2/users")
+                .header("authorization", "Bearer l-new");
+            then.status(200);
+        })
+        .await;
+    let challenged = server
+        .mock_async(|when, then| {
+            when.method(GET).path("/api/v2/users");
+            then.status(401)
+                .header("www-authenticate", r#"Basic realm="legacy""#)
+                .header("www-authenticate", "Bearer realm=api, error=invalid_token");
+        })
+        .await;
+    let registry = registry(&server);
+    let response = http(&registry, "learning")
+        .get(server.url("/api/v2/users"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(challenged.calls_async().await, 1);
+    assert_eq!(fresh.calls_async().await, 1);
+    assert_eq!(
+        (first.calls_async().await, second.calls_async().await),
+        (1, 1)
+    );
+}

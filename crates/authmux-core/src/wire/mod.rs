@@ -2,9 +2,11 @@
 //! ([`TokenRequest`]), a shared HTTP client ([`HttpClient`]) and lenient
 //! response parsing.
 
+mod challenge;
 mod request;
 mod response;
 
+pub use challenge::www_authenticate_error;
 pub use request::{
     BodyEncoding, ClientAuth, DEFAULT_LIFETIME, TokenRequest, TokenRequestBuilder, is_loopback,
     validate_url,
@@ -331,26 +333,4 @@ pub fn require(field: &str, value: &str) -> Result<(), Error> {
         return Err(Error::config(format!("{field}: must not be empty")));
     }
     Ok(())
-}
-
-/// Whether a response's `WWW-Authenticate` carries `error="<error>"`, under
-/// `scheme` (case-insensitive) when one is given: `Bearer
-/// error="invalid_token"` (RFC 6750) or `DPoP error="use_dpop_nonce"`
-/// (RFC 9449).
-pub fn www_authenticate_error(headers: &HeaderMap, scheme: Option<&str>, error: &str) -> bool {
-    let wanted = format!("error=\"{error}\"");
-    headers
-        .get_all(reqwest::header::WWW_AUTHENTICATE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|value| {
-            let value = value.trim_start();
-            let scheme_matches = scheme.is_none_or(|scheme| {
-                value
-                    .get(..scheme.len())
-                    .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
-            });
-            let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
-            scheme_matches && compact.contains(&wanted)
-        })
 }
