@@ -409,7 +409,8 @@ async fn request(
         }
     };
     let http = reqwest_middleware::ClientBuilder::new(http)
-        .with(Authenticate::new(client.clone()))
+        // Not followed by the middleware either: like curl without -L.
+        .with(Authenticate::new(client.clone()).max_redirects(0))
         .build();
 
     let Outgoing {
