@@ -829,16 +829,27 @@ async fn a_token_server_error_exits_4() {
     api.assert_calls_async(0).await;
 }
 
-#[tokio::test]
-async fn a_rejected_token_is_replaced_once_and_the_request_sent_again() {
-    let server = MockServer::start_async().await;
-    let stale = serve_bearer_token(&server, "stale", Some(1)).await;
-    let fresh = serve_bearer_token(&server, "fresh", None).await;
+/// The mocks of a token that the API rejects once.
+struct Rejection<'a> {
+    /// The token endpoint's first answer, `stale`.
+    stale: httpmock::Mock<'a>,
+    /// Its later answers, `fresh`.
+    fresh: httpmock::Mock<'a>,
+    /// `POST /api/things` with `payload` and the fresh token: 200 `accepted`.
+    ok: httpmock::Mock<'a>,
+    /// Any other call to `/api/things`: Mention Me's 401.
+    rejected: httpmock::Mock<'a>,
+}
+
+async fn rejection<'a>(server: &'a MockServer, stale: &str, fresh: &str) -> Rejection<'a> {
+    let stale = serve_bearer_token(server, stale, Some(1)).await;
+    let authorization = format!("Bearer {fresh}");
+    let fresh = serve_bearer_token(server, fresh, None).await;
     let ok = server
         .mock_async(|when, then| {
             when.method(Method::POST)
                 .path("/api/things")
-                .header("authorization", "Bearer fresh")
+                .header("authorization", authorization)
                 .body("payload");
             then.status(200).body("accepted");
         })
@@ -850,6 +861,23 @@ async fn a_rejected_token_is_replaced_once_and_the_request_sent_again() {
                 .json_body(json!({"code": "401", "message": "Expired token."}));
         })
         .await;
+    Rejection {
+        stale,
+        fresh,
+        ok,
+        rejected,
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_replaced_once_and_the_request_sent_again() {
+    let server = MockServer::start_async().await;
+    let Rejection {
+        stale,
+        fresh,
+        ok,
+        rejected,
+    } = rejection(&server, "stale", "fresh").await;
     let scratch = Scratch::new();
     let config = scratch.config(&mention_me_config(&server));
 
@@ -1044,27 +1072,13 @@ async fn a_stalled_api_or_token_endpoint_exits_4_when_the_timeout_runs_out() {
 #[tokio::test]
 async fn verbose_logs_the_fetch_and_the_refresh_without_secrets() {
     let server = MockServer::start_async().await;
-    let stale = serve_bearer_token(&server, "stale-token-5e1", Some(1)).await;
-    let fresh = serve_bearer_token(&server, "fresh-token-6f2", None).await;
-    server
-        .mock_async(|when, then| {
-            when.path("/api/things")
-                .header("authorization", "Bearer fresh-token-6f2");
-            then.status(200).body("accepted");
-        })
-        .await;
-    server
-        .mock_async(|when, then| {
-            when.path("/api/things");
-            then.status(401)
-                .json_body(json!({"code": "401", "message": "Expired token."}));
-        })
-        .await;
+    let Rejection { stale, fresh, .. } =
+        rejection(&server, "stale-token-5e1", "fresh-token-6f2").await;
     let scratch = Scratch::new();
     let config = scratch.config(&mention_me_config(&server));
 
     let url = server.url("/api/things?key=query-value");
-    let output = request(&scratch, &config, &url, &["-v"]).await;
+    let output = request(&scratch, &config, &url, &["-v", "-d", "payload"]).await;
 
     let (code, stdout, stderr) = parts(&output);
     assert_eq!(code, Some(0), "stderr: {stderr}");

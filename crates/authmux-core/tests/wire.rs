@@ -630,22 +630,29 @@ fn assert_origin_only(error: &Error, origin: &str) {
     assert!(!all.contains("/oauth/token"), "{all}");
 }
 
-#[tokio::test]
-async fn a_refused_connection_names_the_origin_and_the_cause() {
-    let address = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port");
-    let origin = format!("http://{address}");
-    let request = TokenRequest::builder(secret_looking_url(&origin))
+/// The transport error of a token request to `origin`, checked to name the
+/// origin and nothing more of the URL.
+async fn unreachable(origin: &str) -> Error {
+    let request = TokenRequest::builder(secret_looking_url(origin))
         .build()
         .expect("valid request");
     let error = HttpClient::new()
         .expect("client")
         .fetch_token(&request)
         .await
-        .expect_err("refused");
+        .expect_err("unreachable");
     assert_eq!(error.kind(), ErrorKind::Transport);
-    assert_origin_only(&error, &origin);
+    assert_origin_only(&error, origin);
+    error
+}
+
+#[tokio::test]
+async fn a_refused_connection_names_the_origin_and_the_cause() {
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let origin = format!("http://{address}");
+    let error = unreachable(&origin).await;
     assert!(
         error
             .to_string()
@@ -694,15 +701,6 @@ async fn a_tls_failure_names_the_origin_and_the_cause() {
     // httpmock speaks plain HTTP, so a TLS handshake with it fails.
     let server = MockServer::start_async().await;
     let origin = format!("https://{}", server.address());
-    let request = TokenRequest::builder(secret_looking_url(&origin))
-        .build()
-        .expect("valid request");
-    let error = HttpClient::new()
-        .expect("client")
-        .fetch_token(&request)
-        .await
-        .expect_err("no TLS");
-    assert_eq!(error.kind(), ErrorKind::Transport);
-    assert_origin_only(&error, &origin);
+    let error = unreachable(&origin).await;
     assert!(error.to_string().contains(": TLS error: "), "{error}");
 }

@@ -187,6 +187,16 @@ impl Authenticate {
         authmux_core::wire::www_authenticate_error(response.headers(), None, "invalid_token")
     }
 
+    /// The client's current token; its error fails the request.
+    async fn token(&self) -> reqwest_middleware::Result<Token> {
+        let token = self
+            .client
+            .token()
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        Ok(token.clone())
+    }
+
     /// Sends one authenticated request, with its nonce and token retries.
     async fn send_authenticated(
         &self,
@@ -195,12 +205,7 @@ impl Authenticate {
         next: &Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         let api_headers = self.client.api_headers();
-        let token = self
-            .client
-            .token()
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?
-            .clone();
+        let token = self.token().await?;
         let mut retry = request.try_clone();
         let mut request = request;
         authorize(&mut request, &token, &api_headers)?;
@@ -225,12 +230,7 @@ impl Authenticate {
             };
             self.client.cache().invalidate(&token);
             tracing::debug!("token rejected; retrying once with a fresh token");
-            let fresh = self
-                .client
-                .token()
-                .await
-                .map_err(reqwest_middleware::Error::middleware)?
-                .clone();
+            let fresh = self.token().await?;
             authorize(&mut again, &fresh, &api_headers)?;
             response = self.send(again, extensions, next).await?;
             remember_nonce(&fresh, &response);

@@ -318,10 +318,15 @@ async fn dpop_tokens_carry_proofs_and_a_resource_nonce_challenge_is_retried_once
     assert_eq!(answered.calls_async().await, 1);
 }
 
-#[tokio::test]
-async fn tokens_stay_inside_the_scope() {
-    let server = MockServer::start_async().await;
-    let tokens = mention_me_token(&server, "t-1", None).await;
+/// Sends a GET for `/elsewhere` on `server` through the client that
+/// `http` builds, to `url` (`/elsewhere` itself unless given), and checks
+/// that it went without a token and that none was even fetched.
+async fn assert_sent_without_a_token(
+    server: &MockServer,
+    url: Option<String>,
+    http: impl FnOnce(&Registry) -> ClientWithMiddleware,
+) {
+    let tokens = mention_me_token(server, "t-1", None).await;
     let outside = server
         .mock_async(|when, then| {
             when.method(GET)
@@ -330,21 +335,25 @@ async fn tokens_stay_inside_the_scope() {
             then.status(200);
         })
         .await;
-    let registry = registry(&server);
-    let client = registry.client("mm").expect("configured").clone();
-    let scoped = with(
-        Authenticate::new(client)
-            .allow("https://api.mention-me.com/api/")
-            .expect("url"),
-    );
-    let response = scoped
-        .get(server.url("/elsewhere"))
-        .send()
-        .await
-        .expect("sent");
+    let registry = registry(server);
+    let url = url.unwrap_or_else(|| server.url("/elsewhere"));
+    let response = http(&registry).get(url).send().await.expect("sent");
     assert_eq!(response.status(), 200);
     assert_eq!(outside.calls_async().await, 1);
     assert_eq!(tokens.calls_async().await, 0, "no token was even fetched");
+}
+
+#[tokio::test]
+async fn tokens_stay_inside_the_scope() {
+    let server = MockServer::start_async().await;
+    assert_sent_without_a_token(&server, None, |registry| {
+        with(
+            authenticate(registry, "mm")
+                .allow("https://api.mention-me.com/api/")
+                .expect("url"),
+        )
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -376,9 +385,11 @@ async fn a_token_failure_fails_the_request_without_sending_it_or_a_secret() {
     assert!(!text.contains(SECRET), "{text}");
 }
 
-#[tokio::test]
-async fn elsewhere_only_an_invalid_token_challenge_triggers_a_refresh() {
-    let server = MockServer::start_async().await;
+/// 360Learning's token endpoint issuing `l-old` once, then `l-new`, and
+/// `/api/v2/users` accepting `l-new`: (first issue, second issue, accepted).
+async fn learning_refresh(
+    server: &MockServer,
+) -> (httpmock::Mock<'_>, httpmock::Mock<'_>, httpmock::Mock<'_>) {
     let issue =
         |token: &str| json!({"token_type": "Bearer", "access_token": token, "expires_in": "3600"});
     let first = server
@@ -402,15 +413,45 @@ async fn elsewhere_only_an_invalid_token_challenge_triggers_a_refresh() {
             then.status(200);
         })
         .await;
+    (first, second, fresh)
+}
+
+/// Answers `/api/v2/users` with a 401 and these `WWW-Authenticate` fields
+/// unless the token is `l-new`, sends one GET through the `learning`
+/// client, and checks that the token was refreshed and the request retried,
+/// once each.
+async fn assert_refreshed_after(challenges: &'static [&'static str]) {
+    let server = MockServer::start_async().await;
+    let (first, second, fresh) = learning_refresh(&server).await;
     let challenged = server
         .mock_async(|when, then| {
             when.method(GET).path("/api/v2/users");
-            then.status(401).header(
-                "www-authenticate",
-                r#"Bearer error="invalid_token", error_description="expired""#,
-            );
+            let mut then = then.status(401);
+            for challenge in challenges {
+                then = then.header("www-authenticate", *challenge);
+            }
         })
         .await;
+    let registry = registry(&server);
+    let response = http(&registry, "learning")
+        .get(server.url("/api/v2/users"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200, "{challenges:?}");
+    assert_eq!(challenged.calls_async().await, 1, "{challenges:?}");
+    assert_eq!(fresh.calls_async().await, 1, "{challenges:?}");
+    assert_eq!(
+        (first.calls_async().await, second.calls_async().await),
+        (1, 1),
+        "{challenges:?}"
+    );
+}
+
+#[tokio::test]
+async fn elsewhere_only_an_invalid_token_challenge_triggers_a_refresh() {
+    let server = MockServer::start_async().await;
+    let (_, second, _) = learning_refresh(&server).await;
     let plain = server
         .mock_async(|when, then| {
             when.method(GET).path("/api/v2/groups");
@@ -418,10 +459,9 @@ async fn elsewhere_only_an_invalid_token_challenge_triggers_a_refresh() {
         })
         .await;
     let registry = registry(&server);
-    let learning = http(&registry, "learning");
 
     // A 401 without an invalid_token challenge is not about the token.
-    let response = learning
+    let response = http(&registry, "learning")
         .get(server.url("/api/v2/groups"))
         .send()
         .await
@@ -430,18 +470,7 @@ async fn elsewhere_only_an_invalid_token_challenge_triggers_a_refresh() {
     assert_eq!(plain.calls_async().await, 1, "not retried");
     assert_eq!(second.calls_async().await, 0, "no refresh");
 
-    let response = learning
-        .get(server.url("/api/v2/users"))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 200);
-    assert_eq!(challenged.calls_async().await, 1);
-    assert_eq!(fresh.calls_async().await, 1);
-    assert_eq!(
-        (first.calls_async().await, second.calls_async().await),
-        (1, 1)
-    );
+    assert_refreshed_after(&[r#"Bearer error="invalid_token", error_description="expired""#]).await;
 }
 
 /// Auth0's token endpoint on `server`, answering a DPoP-bound token.
@@ -494,83 +523,33 @@ async fn a_nonce_challenge_after_another_challenge_in_the_field_is_retried() {
 
 #[tokio::test]
 async fn an_unquoted_invalid_token_challenge_triggers_a_refresh() {
-    let server = MockServer::start_async().await;
-    let issue =
-        |token: &str| json!({"token_type": "Bearer", "access_token": token, "expires_in": "3600"});
-    let first = server
-        .mock_async(|when, then| {
-            when.method(POST).path("/api/v2/oauth2/token");
-            then.status(200).json_body(issue("l-old"));
-        })
-        .await;
-    first.up_to_n_times_async(1).await;
-    let second = server
-        .mock_async(|when, then| {
-            when.method(POST).path("/api/v2/oauth2/token");
-            then.status(200).json_body(issue("l-new"));
-        })
-        .await;
-    let fresh = server
-        .mock_async(|when, then| {
-            when.method(GET)
-                .path("/api/v2/users")
-                .header("authorization", "Bearer l-new");
-            then.status(200);
-        })
-        .await;
-    let challenged = server
-        .mock_async(|when, then| {
-            when.method(GET).path("/api/v2/users");
-            then.status(401)
-                .header("www-authenticate", r#"Basic realm="legacy""#)
-                .header("www-authenticate", "Bearer realm=api, error=invalid_token");
-        })
-        .await;
-    let registry = registry(&server);
-    let response = http(&registry, "learning")
-        .get(server.url("/api/v2/users"))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 200);
-    assert_eq!(challenged.calls_async().await, 1);
-    assert_eq!(fresh.calls_async().await, 1);
-    assert_eq!(
-        (first.calls_async().await, second.calls_async().await),
-        (1, 1)
-    );
+    assert_refreshed_after(&[
+        r#"Basic realm="legacy""#,
+        "Bearer realm=api, error=invalid_token",
+    ])
+    .await;
+    assert_refreshed_after(&["Basic realm=legacy, Bearer error=invalid_token"]).await;
 }
 
 #[tokio::test]
 async fn a_name_under_localhost_is_not_loopback_and_gets_no_token() {
     let server = MockServer::start_async().await;
-    let tokens = mention_me_token(&server, "t-1", None).await;
-    let bare = server
-        .mock_async(|when, then| {
-            when.method(GET)
-                .path("/things")
-                .header_missing("authorization");
-            then.status(200);
-        })
-        .await;
-    let registry = registry(&server);
-    // The name resolves to the mock server here; elsewhere it goes to DNS.
-    let inner = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve("api.attacker.localhost", *server.address())
-        .build()
-        .expect("client");
-    let http = ClientBuilder::new(inner)
-        .with(authenticate(&registry, "mm"))
-        .build();
     let url = format!(
-        "http://api.attacker.localhost:{}/things",
+        "http://api.attacker.localhost:{}/elsewhere",
         server.address().port()
     );
-    let response = http.get(url).send().await.expect("sent");
-    assert_eq!(response.status(), 200);
-    assert_eq!(bare.calls_async().await, 1);
-    assert_eq!(tokens.calls_async().await, 0, "no token was even fetched");
+    assert_sent_without_a_token(&server, Some(url), |registry| {
+        // The name resolves to the mock server here; elsewhere it goes to DNS.
+        let inner = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve("api.attacker.localhost", *server.address())
+            .build()
+            .expect("client");
+        ClientBuilder::new(inner)
+            .with(authenticate(registry, "mm"))
+            .build()
+    })
+    .await;
 }
 
 /// A mock answering `status` on `path` whether or not a token came with it,
