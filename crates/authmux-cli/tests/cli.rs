@@ -1152,3 +1152,70 @@ async fn a_redirect_is_the_answer_and_is_not_followed() {
     );
     target.assert_calls_async(0).await;
 }
+
+/// The `nonce` claim of a request's DPoP proof, if it has one.
+fn proof_nonce(request: &httpmock::prelude::HttpMockRequest) -> Option<String> {
+    let proof = request.headers().get("dpop")?.to_str().ok()?.to_owned();
+    let payload = URL_SAFE_NO_PAD.decode(proof.split('.').nth(1)?).ok()?;
+    let claims: Value = serde_json::from_slice(&payload).ok()?;
+    claims.get("nonce")?.as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_dpop_nonce_challenge_after_another_challenge_is_answered() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.method(Method::POST)
+                .path("/oauth/token")
+                .header_exists("dpop");
+            then.status(200).json_body(
+                json!({"access_token": "t-bound", "token_type": "DPoP", "expires_in": 3600}),
+            );
+        })
+        .await;
+    let challenge = server
+        .mock_async(|when, then| {
+            when.path("/api/things")
+                .is_true(|request| proof_nonce(request).is_none());
+            then.status(401)
+                .header(
+                    "www-authenticate",
+                    r#"Bearer realm="api", DPoP algs="ES256", error=use_dpop_nonce"#,
+                )
+                .header("dpop-nonce", "api-nonce-1");
+        })
+        .await;
+    let answered = server
+        .mock_async(|when, then| {
+            when.path("/api/things")
+                .header("authorization", "DPoP t-bound")
+                .is_true(|request| proof_nonce(request).as_deref() == Some("api-nonce-1"));
+            then.status(200).body("bound");
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&format!(
+        r#"
+[clients.mm]
+provider = "auth0"
+domain = "{}"
+client_id = "bound-client"
+client_secret = "{SECRET}"
+audience = "https://api.example.com"
+dpop = true
+"#,
+        server.base_url()
+    ));
+
+    let output = request(&scratch, &config, &server.url("/api/things"), &[]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "not exit 5: stderr: {stderr}");
+    assert_eq!(stdout, "bound");
+    assert_eq!(
+        (challenge.calls_async().await, answered.calls_async().await),
+        (1, 1)
+    );
+    assert_no_credentials(&output, "t-bound");
+}
