@@ -87,7 +87,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.base_url()
     )))?;
     let registry = Registry::new(&config)?;
-    let api = reqwest_middleware::ClientBuilder::new(reqwest_middleware::reqwest::Client::new())
+    // authmux follows redirects itself, checking each hop; the inner client
+    // must not follow them with the token on its own.
+    let inner = reqwest_middleware::reqwest::Client::builder()
+        .redirect(reqwest_middleware::reqwest::redirect::Policy::none())
+        .build()?;
+    let api = reqwest_middleware::ClientBuilder::new(inner)
         .with(Authenticate::new(registry.client("referrals")?.clone()))
         .build();
 

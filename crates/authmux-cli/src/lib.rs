@@ -9,8 +9,7 @@
 //! $ curl -H "Authorization: Bearer $(authmux token api)" https://api.example.com/things
 //! $ authmux token referrals --json
 //! {"client":"referrals","provider":"mention-me","token_type":"Bearer",…}
-//! $ authmux request api https://api.example.com/things -v
-//! HTTP 200 OK
+//! $ authmux request api https://api.example.com/things --timeout 10s
 //! [{"id":1}]
 //! ```
 //!
@@ -18,10 +17,18 @@
 //! [`authmux::middleware::Authenticate`]: the token goes in `Authorization`
 //! (with a DPoP proof when the token is DPoP-bound), the provider's API
 //! headers are added, and a 401 that rejects the token is retried once with a
-//! fresh one. The response body is written to stdout byte for byte; `-v`
-//! adds the status line on stderr, never a header. The token only goes over
-//! HTTPS or to a loopback host (another `http://` URL is a usage error), and
-//! redirects are not followed.
+//! fresh one. The response body is written to stdout byte for byte. The
+//! token only goes over HTTPS or to a loopback host (another `http://` URL
+//! is a usage error), and redirects are not followed. The whole command,
+//! token fetch included, has `--timeout` (30 s unless given); running out of
+//! it exits 4.
+//!
+//! # Logging
+//!
+//! `-v` on `authmux request` prints the response's status line and turns on
+//! authmux's debug events (token fetches, refreshes, retries) on stderr;
+//! `RUST_LOG` (`RUST_LOG=authmux=debug`, say) does so for any command. The
+//! events never carry a secret or a token, nor a header.
 //!
 //! The config file is `--config FILE`, else `$AUTHMUX_CONFIG`, else
 //! `./authmux.toml`; `AUTHMUX_CLIENTS__<NAME>__<KEY>` variables override it.
@@ -48,6 +55,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use authmux::middleware::Authenticate;
 use authmux::{Config, ConfigError, ErrorKind, ExposeSecret, Registry, Token};
@@ -89,21 +97,24 @@ Examples:
   authmux request api https://api.example.com/things -X POST \\
       -H 'Content-Type: application/json' -d '{\"name\":\"x\"}'
   authmux request api https://api.example.com/import -d @batch.json -v
+  authmux request api https://api.example.com/slow --timeout 2m
+  RUST_LOG=authmux=trace authmux request api https://api.example.com/things
 
 The token is only sent over HTTPS, or over plain HTTP to a loopback host
-(localhost, 127.0.0.1, ::1). A token rejected with a 401 is replaced and the
+(localhost, 127.0.0.0/8, ::1). A token rejected with a 401 is replaced and the
 request sent once more. Redirects are not followed. No Content-Type is
 added: give one with -H. An Authorization header given with -H is sent
-as is, and no token is fetched. Neither the token nor the secret is ever
-printed, not even with -v.
+as is, and no token is fetched. The whole command, token fetch included,
+gives up after --timeout. Neither the token nor the secret is ever
+printed, not even with -v or RUST_LOG.
 
 Exit codes:
   0  the response's status was 2xx
   1  the output could not be written
   2  usage or configuration error (an unknown client included)
   3  the provider refused the token request
-  4  no token for another reason, or the request could not be sent
-     or its response read
+  4  no token for another reason, the request could not be sent or its
+     response read, or --timeout ran out
   5  the response's status was not 2xx (its body is still printed)";
 
 /// Shown under `authmux check --help`.
@@ -187,9 +198,38 @@ pub struct RequestArgs {
     )]
     pub data: Option<String>,
 
-    /// Print the response's status line, such as `HTTP 200 OK`, on stderr.
+    /// Print the response's status line, such as `HTTP 200 OK`, and
+    /// authmux's debug events (fetches, refreshes, retries) on stderr.
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// Give up after this long, token fetch included: "500ms", "30s", "2m".
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Sends log events to stderr: those `RUST_LOG` selects, and with `-v` on
+/// `authmux request`, authmux's own at debug level. Without either nothing is
+/// logged, so an error stays the one line on stderr. Does nothing if a
+/// global subscriber is set already.
+pub fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::LevelFilter;
+
+    let verbose = matches!(&cli.command, Command::Request(args) if args.verbose);
+    let mut filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::OFF.into())
+        .from_env_lossy();
+    if verbose {
+        // Every authmux crate's target starts with "authmux".
+        if let Ok(directive) = "authmux=debug".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
 }
 
 /// How the process ends. The numbers are part of the command line's
@@ -409,16 +449,45 @@ async fn request(
         }
     };
     let http = reqwest_middleware::ClientBuilder::new(http)
-        .with(Authenticate::new(client.clone()))
+        // Not followed by the middleware either: like curl without -L.
+        .with(Authenticate::new(client.clone()).max_redirects(0))
         .build();
+    let origin = outgoing.url.origin().ascii_serialization();
+    let exchange = exchange(&http, client, outgoing, args.verbose, stdout, stderr);
+    match tokio::time::timeout(args.timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => {
+            stdout.flush()?;
+            fail(
+                stderr,
+                &format!(
+                    "client {:?} ({}): no complete answer from {origin} within {} (--timeout)",
+                    client.name(),
+                    client.provider(),
+                    humantime::format_duration(args.timeout)
+                ),
+            )?;
+            Ok(Exit::Unavailable)
+        }
+    }
+}
 
+/// Sends the request, token fetch included, and writes the response out.
+async fn exchange(
+    http: &reqwest_middleware::ClientWithMiddleware,
+    client: &authmux::Client,
+    outgoing: Outgoing,
+    verbose: bool,
+    stdout: &mut impl Write,
+    stderr: &mut impl Write,
+) -> io::Result<Exit> {
     let Outgoing {
         method,
         url,
         headers,
         body,
     } = outgoing;
-    let mut builder = http.request(method, url).headers(headers);
+    let mut builder = http.request(method, url.clone()).headers(headers);
     if let Some(body) = body {
         // Bytes in memory can be sent again, so a rejected token is retried.
         builder = builder.body(body);
@@ -426,13 +495,13 @@ async fn request(
     let mut response = match builder.send().await {
         Ok(response) => response,
         Err(error) => {
-            let (exit, message) = send_failure(client.name(), &shown_url, error);
+            let (exit, message) = send_failure(client, error);
             fail(stderr, &message)?;
             return Ok(exit);
         }
     };
     let status = response.status();
-    if args.verbose {
+    if verbose {
         writeln!(stderr, "{}", status_line(status))?;
     }
     loop {
@@ -444,8 +513,9 @@ async fn request(
                 fail(
                     stderr,
                     &format!(
-                        "client {:?}: reading the response from {shown_url} failed: {}",
+                        "client {:?}: reading the response from {} failed: {}",
                         client.name(),
+                        url.origin().ascii_serialization(),
                         chain(&error.without_url())
                     ),
                 )?;
@@ -538,24 +608,28 @@ fn shown(url: &Url) -> String {
     format!("{}{}", url.origin().ascii_serialization(), url.path())
 }
 
-/// The exit and the message for a request that got no response.
-fn send_failure(client: &str, url: &str, error: reqwest_middleware::Error) -> (Exit, String) {
-    match error {
+/// The exit and the message for a request that got no response. A
+/// transport failure names the API's origin and the cause, never the path
+/// or query, which may carry credentials.
+fn send_failure(client: &authmux::Client, error: reqwest_middleware::Error) -> (Exit, String) {
+    let error = match error {
         // The middleware's own failures: above all, no token to be had.
         reqwest_middleware::Error::Middleware(error) => {
             match error.downcast_ref::<authmux::Error>() {
-                Some(error) => (Exit::for_kind(error.kind()), error.to_string()),
-                None => (Exit::Unavailable, format!("client {client:?}: {error:#}")),
+                Some(error) => error.clone(),
+                None => {
+                    return (
+                        Exit::Unavailable,
+                        format!("client {:?}: {error:#}", client.name()),
+                    );
+                }
             }
         }
-        reqwest_middleware::Error::Reqwest(error) => (
-            Exit::Unavailable,
-            format!(
-                "client {client:?}: request to {url} failed: {}",
-                chain(&error.without_url())
-            ),
-        ),
-    }
+        reqwest_middleware::Error::Reqwest(error) => authmux::core::wire::transport_error(error),
+    };
+    let name: std::sync::Arc<str> = std::sync::Arc::from(client.name());
+    let error = error.with_client(&name).with_provider(client.provider());
+    (Exit::for_kind(error.kind()), error.to_string())
 }
 
 /// `HTTP 200 OK`, or `HTTP 599` for a status without a standard reason.
@@ -710,6 +784,8 @@ mod tests {
             "-d",
             "-5",
             "-v",
+            "--timeout",
+            "2m 5s",
         ]);
         assert_eq!(args.client, "api");
         assert_eq!(args.url, "https://api.example.com/x");
@@ -721,6 +797,10 @@ mod tests {
             "data may start with a dash"
         );
         assert!(args.verbose);
+        assert_eq!(args.timeout, Duration::from_secs(125));
+        let defaults = request_args(&["api", "https://api.example.com/x"]);
+        assert_eq!(defaults.timeout, Duration::from_secs(30));
+        assert!(!defaults.verbose);
     }
 
     #[test]
@@ -817,6 +897,7 @@ mod tests {
             ("http://127.0.0.1:8080/x", true),
             ("http://localhost/x", true),
             ("http://[::1]/x", true),
+            ("http://api.attacker.localhost/x", false),
             ("http://api.example.com/x", false),
             ("http://10.0.0.1/x", false),
         ] {

@@ -46,10 +46,11 @@ impl Drop for Scratch {
 }
 
 /// The binary, run in `dir`, without any `AUTHMUX_*` variable of the host:
-/// the config reads those case-insensitively, so all spellings go.
+/// the config reads those case-insensitively, so all spellings go. Nor
+/// with the host's `RUST_LOG`, which would add log lines to stderr.
 fn authmux(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_authmux"));
-    command.current_dir(dir);
+    command.current_dir(dir).env_remove("RUST_LOG");
     for (key, _) in std::env::vars_os() {
         if key
             .to_str()
@@ -74,6 +75,14 @@ async fn run(dir: &Path, args: &[&str]) -> Output {
     let mut command = authmux(dir);
     command.args(args);
     output(command).await
+}
+
+/// The lines of `stderr` that are errors, not log events.
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|line| line.starts_with("authmux: "))
+        .collect()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -739,7 +748,10 @@ async fn a_non_2xx_response_exits_5_and_its_body_is_still_printed() {
     let (code, stdout, stderr) = parts(&verbose);
     assert_eq!(code, Some(5), "stderr: {stderr}");
     assert_eq!(stdout, r#"{"error":"no such thing"}"#);
-    assert_eq!(stderr, "HTTP 404 Not Found\n");
+    assert!(
+        stderr.lines().any(|line| line == "HTTP 404 Not Found"),
+        "{stderr}"
+    );
     assert_no_credentials(&verbose, "t-404");
     api.assert_calls_async(2).await;
 }
@@ -762,7 +774,7 @@ async fn verbose_prints_the_status_line_of_a_success_too() {
     let (code, stdout, stderr) = parts(&output);
     assert_eq!(code, Some(0), "stderr: {stderr}");
     assert_eq!(stdout, "ok");
-    assert_eq!(stderr, "HTTP 200 OK\n");
+    assert!(stderr.lines().any(|line| line == "HTTP 200 OK"), "{stderr}");
     assert_no_credentials(&output, "t-verbose");
 }
 
@@ -785,8 +797,8 @@ async fn a_refused_token_exits_3_and_the_api_is_never_called() {
     let (code, stdout, stderr) = parts(&output);
     assert_eq!(code, Some(3), "stderr: {stderr}");
     assert_eq!(stdout, "");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.starts_with("authmux: "), "{stderr}");
+    // -v adds log events; the error is still one line.
+    assert_eq!(error_lines(&stderr).len(), 1, "one error line: {stderr}");
     assert!(stderr.contains("\"mm\""), "{stderr}");
     assert!(stderr.contains("mention-me"), "{stderr}");
     assert!(stderr.contains("invalid_client"), "{stderr}");
@@ -817,16 +829,27 @@ async fn a_token_server_error_exits_4() {
     api.assert_calls_async(0).await;
 }
 
-#[tokio::test]
-async fn a_rejected_token_is_replaced_once_and_the_request_sent_again() {
-    let server = MockServer::start_async().await;
-    let stale = serve_bearer_token(&server, "stale", Some(1)).await;
-    let fresh = serve_bearer_token(&server, "fresh", None).await;
+/// The mocks of a token that the API rejects once.
+struct Rejection<'a> {
+    /// The token endpoint's first answer, `stale`.
+    stale: httpmock::Mock<'a>,
+    /// Its later answers, `fresh`.
+    fresh: httpmock::Mock<'a>,
+    /// `POST /api/things` with `payload` and the fresh token: 200 `accepted`.
+    ok: httpmock::Mock<'a>,
+    /// Any other call to `/api/things`: Mention Me's 401.
+    rejected: httpmock::Mock<'a>,
+}
+
+async fn rejection<'a>(server: &'a MockServer, stale: &str, fresh: &str) -> Rejection<'a> {
+    let stale = serve_bearer_token(server, stale, Some(1)).await;
+    let authorization = format!("Bearer {fresh}");
+    let fresh = serve_bearer_token(server, fresh, None).await;
     let ok = server
         .mock_async(|when, then| {
             when.method(Method::POST)
                 .path("/api/things")
-                .header("authorization", "Bearer fresh")
+                .header("authorization", authorization)
                 .body("payload");
             then.status(200).body("accepted");
         })
@@ -838,6 +861,23 @@ async fn a_rejected_token_is_replaced_once_and_the_request_sent_again() {
                 .json_body(json!({"code": "401", "message": "Expired token."}));
         })
         .await;
+    Rejection {
+        stale,
+        fresh,
+        ok,
+        rejected,
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_replaced_once_and_the_request_sent_again() {
+    let server = MockServer::start_async().await;
+    let Rejection {
+        stale,
+        fresh,
+        ok,
+        rejected,
+    } = rejection(&server, "stale", "fresh").await;
     let scratch = Scratch::new();
     let config = scratch.config(&mention_me_config(&server));
 
@@ -943,11 +983,16 @@ async fn an_unreachable_api_exits_4() {
     assert_eq!(code, Some(4), "stderr: {stderr}");
     assert_eq!(stdout, "");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains("\"mm\""), "{stderr}");
+    assert!(stderr.contains("\"mm\" (mention-me)"), "{stderr}");
     assert!(
-        stderr.contains(&format!("127.0.0.1:{port}/api/things")),
+        stderr.contains(&format!("could not reach http://127.0.0.1:{port}: ")),
         "{stderr}"
     );
+    assert!(
+        stderr.to_ascii_lowercase().contains("connection refused"),
+        "the cause is named: {stderr}"
+    );
+    assert!(!stderr.contains("/api/things"), "{stderr}");
     assert!(!stderr.contains("query-value"), "{stderr}");
     assert_no_credentials(&output, "t-unreachable");
 }
@@ -980,4 +1025,197 @@ async fn an_authorization_header_given_is_sent_as_is_without_a_token() {
     assert_eq!(stdout, "ok");
     api.assert_calls_async(1).await;
     tokens.assert_calls_async(0).await;
+}
+
+#[tokio::test]
+async fn a_stalled_api_or_token_endpoint_exits_4_when_the_timeout_runs_out() {
+    let server = MockServer::start_async().await;
+    serve_bearer_token(&server, "t-stalled", None).await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/stalled");
+            then.status(200).delay(Duration::from_secs(60)).body("late");
+        })
+        .await;
+    let stalled_tokens = MockServer::start_async().await;
+    stalled_tokens
+        .mock_async(|when, then| {
+            when.method(Method::POST);
+            then.status(200)
+                .delay(Duration::from_secs(60))
+                .json_body(json!({"access_token": "late", "expires_in": 3600}));
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let other = Scratch::new();
+    let stalled_config = other.config(&mention_me_config(&stalled_tokens));
+
+    // A separate process with a real socket: paused time cannot drive it,
+    // so each run waits 300 ms of real time.
+    for (scratch, config, url) in [
+        (&scratch, &config, server.url("/api/stalled")),
+        (&other, &stalled_config, server.url("/api/things")),
+    ] {
+        let output = request(scratch, config, &url, &["--timeout", "300ms"]).await;
+        let (code, stdout, stderr) = parts(&output);
+        assert_eq!(code, Some(4), "{url}: stderr: {stderr}");
+        assert_eq!(stdout, "", "{url}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains("\"mm\" (mention-me)"), "{stderr}");
+        assert!(stderr.contains("within 300ms (--timeout)"), "{stderr}");
+        assert!(!stderr.contains("/api/"), "no path: {stderr}");
+        assert_no_credentials(&output, "t-stalled");
+    }
+}
+
+#[tokio::test]
+async fn verbose_logs_the_fetch_and_the_refresh_without_secrets() {
+    let server = MockServer::start_async().await;
+    let Rejection { stale, fresh, .. } =
+        rejection(&server, "stale-token-5e1", "fresh-token-6f2").await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+
+    let url = server.url("/api/things?key=query-value");
+    let output = request(&scratch, &config, &url, &["-v", "-d", "payload"]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(stdout, "accepted");
+    for event in [
+        "token endpoint answered",
+        "token cached",
+        "token rejected; retrying once with a fresh token",
+        "HTTP 200 OK",
+    ] {
+        assert!(stderr.contains(event), "{event:?} is logged: {stderr}");
+    }
+    assert!(error_lines(&stderr).is_empty(), "{stderr}");
+    assert!(!stderr.contains("query-value"), "{stderr}");
+    assert_no_credentials(&output, "stale-token-5e1");
+    assert_no_credentials(&output, "fresh-token-6f2");
+    assert_eq!(
+        (stale.calls_async().await, fresh.calls_async().await),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn rust_log_turns_on_logging_for_any_command() {
+    let server = MockServer::start_async().await;
+    serve_bearer_token(&server, "t-logged", None).await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let mut command = authmux(&scratch.dir);
+    command
+        .args(["token", "mm", "--config", config])
+        .env("RUST_LOG", "authmux_core=debug");
+    let output = output(command).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(stdout, "t-logged\n");
+    assert!(stderr.contains("token endpoint answered"), "{stderr}");
+    assert!(!stderr.contains("t-logged"), "{stderr}");
+    assert_no_secret(&output);
+}
+
+#[tokio::test]
+async fn a_redirect_is_the_answer_and_is_not_followed() {
+    let server = MockServer::start_async().await;
+    serve_bearer_token(&server, "t-redirect", None).await;
+    let target = server
+        .mock_async(|when, then| {
+            when.path("/api/elsewhere");
+            then.status(200);
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/moved");
+            then.status(302).header("location", "/api/elsewhere");
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+
+    let output = request(&scratch, &config, &server.url("/api/moved"), &["-v"]).await;
+
+    let (code, _, stderr) = parts(&output);
+    assert_eq!(code, Some(5), "stderr: {stderr}");
+    assert!(
+        stderr.lines().any(|line| line == "HTTP 302 Found"),
+        "{stderr}"
+    );
+    target.assert_calls_async(0).await;
+}
+
+/// The `nonce` claim of a request's DPoP proof, if it has one.
+fn proof_nonce(request: &httpmock::prelude::HttpMockRequest) -> Option<String> {
+    let proof = request.headers().get("dpop")?.to_str().ok()?.to_owned();
+    let payload = URL_SAFE_NO_PAD.decode(proof.split('.').nth(1)?).ok()?;
+    let claims: Value = serde_json::from_slice(&payload).ok()?;
+    claims.get("nonce")?.as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_dpop_nonce_challenge_after_another_challenge_is_answered() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.method(Method::POST)
+                .path("/oauth/token")
+                .header_exists("dpop");
+            then.status(200).json_body(
+                json!({"access_token": "t-bound", "token_type": "DPoP", "expires_in": 3600}),
+            );
+        })
+        .await;
+    let challenge = server
+        .mock_async(|when, then| {
+            when.path("/api/things")
+                .is_true(|request| proof_nonce(request).is_none());
+            then.status(401)
+                .header(
+                    "www-authenticate",
+                    r#"Bearer realm="api", DPoP algs="ES256", error=use_dpop_nonce"#,
+                )
+                .header("dpop-nonce", "api-nonce-1");
+        })
+        .await;
+    let answered = server
+        .mock_async(|when, then| {
+            when.path("/api/things")
+                .header("authorization", "DPoP t-bound")
+                .is_true(|request| proof_nonce(request).as_deref() == Some("api-nonce-1"));
+            then.status(200).body("bound");
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&format!(
+        r#"
+[clients.mm]
+provider = "auth0"
+domain = "{}"
+client_id = "bound-client"
+client_secret = "{SECRET}"
+audience = "https://api.example.com"
+dpop = true
+"#,
+        server.base_url()
+    ));
+
+    let output = request(&scratch, &config, &server.url("/api/things"), &[]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "not exit 5: stderr: {stderr}");
+    assert_eq!(stdout, "bound");
+    assert_eq!(
+        (challenge.calls_async().await, answered.calls_async().await),
+        (1, 1)
+    );
+    assert_no_credentials(&output, "t-bound");
 }

@@ -246,6 +246,11 @@ mod tests {
             401,
             r#"dpop algs="ES256", error = "use_dpop_nonce""#
         ));
+        assert!(challenge(
+            401,
+            r#"Bearer realm="x", DPoP algs="ES256", error="use_dpop_nonce""#
+        ));
+        assert!(challenge(401, "DPoP error=use_dpop_nonce"));
         assert!(!challenge(400, r#"DPoP error="use_dpop_nonce""#));
         assert!(!challenge(401, r#"Bearer error="invalid_token""#));
         assert!(!challenge(401, r#"DPoP error="invalid_token""#));

@@ -142,6 +142,7 @@ struct Inner {
     retry_after: Option<Duration>,
     rate_limit: RateLimit,
     cooling_down: Option<Duration>,
+    endpoint: Option<Arc<str>>,
     source: Option<Source>,
 }
 
@@ -162,6 +163,7 @@ impl Error {
                 retry_after: None,
                 rate_limit: RateLimit::default(),
                 cooling_down: None,
+                endpoint: None,
                 source: None,
             }),
         }
@@ -184,6 +186,18 @@ impl Error {
     /// The cause must not carry secrets in its own `Display` or `Debug`.
     pub fn with_source(self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.edit(|inner| inner.source = Some(Arc::new(source)))
+    }
+
+    /// Names the server that could not be reached: `url`'s origin only
+    /// (`https://tenant.auth0.com`, a port when it is not the default),
+    /// never its path or query, which may carry credentials. A transport
+    /// error or a timeout then reads `could not reach https://…: …`.
+    pub fn with_endpoint(self, url: &url::Url) -> Self {
+        let origin = url.origin();
+        if !origin.is_tuple() {
+            return self;
+        }
+        self.edit(|inner| inner.endpoint = Some(Arc::from(origin.ascii_serialization())))
     }
 
     /// Attaches the HTTP status of the response.
@@ -277,6 +291,12 @@ impl Error {
         self.inner.cooling_down
     }
 
+    /// The origin of the server the error is about, if one was named with
+    /// [`with_endpoint`](Self::with_endpoint): scheme, host and port only.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.inner.endpoint.as_deref()
+    }
+
     /// The configured client name, once the error has passed through a cache.
     pub fn client(&self) -> Option<&str> {
         self.inner.client.as_deref()
@@ -302,18 +322,22 @@ impl fmt::Display for Error {
             (None, Some(provider)) => write!(f, "{provider}: ")?,
             (None, None) => {}
         }
-        if inner.kind == ErrorKind::Config {
-            write!(f, "{}", inner.message)?;
-        } else {
-            write!(f, "{}", inner.kind.describe())?;
-            if !inner.message.is_empty() {
-                write!(f, ": {}", inner.message)?;
-            }
+        match (inner.kind, &inner.endpoint) {
+            (ErrorKind::Config, _) => write!(f, "{}", inner.message)?,
+            (ErrorKind::Transport, Some(endpoint)) => write!(f, "could not reach {endpoint}")?,
+            (ErrorKind::Timeout, Some(endpoint)) => write!(f, "timed out waiting for {endpoint}")?,
+            (kind, _) => write!(f, "{}", kind.describe())?,
+        }
+        if inner.kind != ErrorKind::Config && !inner.message.is_empty() {
+            write!(f, ": {}", inner.message)?;
         }
         if let Some(status) = inner.status {
             write!(f, " (HTTP {status}")?;
             if let Some(oauth) = &inner.oauth {
-                write!(f, " {}", oauth.code)?;
+                // Mention Me's `{"code":"401",…}` would read `HTTP 401 401`.
+                if oauth.code != status.to_string() {
+                    write!(f, " {}", oauth.code)?;
+                }
                 if let Some(description) = &oauth.description {
                     write!(f, ": {description}")?;
                 }
@@ -351,6 +375,9 @@ impl fmt::Debug for Error {
         }
         if inner.cooling_down.is_some() {
             debug.field("cooling_down", &inner.cooling_down);
+        }
+        if inner.endpoint.is_some() {
+            debug.field("endpoint", &inner.endpoint);
         }
         debug.field("source", &inner.source).finish()
     }
@@ -452,6 +479,66 @@ mod tests {
         let cooled = error.cooling_down(Duration::from_millis(4_200));
         assert!(cooled.is_transient());
         assert!(cooled.to_string().ends_with("; not retrying for 5s"));
+    }
+
+    #[test]
+    fn a_status_is_not_repeated_as_the_oauth_code() {
+        let error = Error::new(ErrorKind::Refused, "")
+            .with_status(401)
+            .with_oauth(OAuthError {
+                code: "401".into(),
+                description: Some("Expired token.".into()),
+                uri: None,
+            })
+            .with_provider("mention-me");
+        assert_eq!(
+            error.to_string(),
+            "mention-me: the token endpoint refused the request (HTTP 401: Expired token.)"
+        );
+        let bare = Error::new(ErrorKind::Refused, "")
+            .with_status(403)
+            .with_oauth(OAuthError {
+                code: "403".into(),
+                ..OAuthError::default()
+            });
+        assert_eq!(
+            bare.to_string(),
+            "the token endpoint refused the request (HTTP 403)"
+        );
+    }
+
+    #[test]
+    fn an_endpoint_is_named_by_its_origin_only() {
+        let url = url::Url::parse("https://user:pw@tenant.auth0.com/oauth/token?key=s3cr3t#x")
+            .expect("a URL");
+        let client: Arc<str> = Arc::from("api");
+        let error = Error::new(ErrorKind::Transport, "dns error: no such host")
+            .with_endpoint(&url)
+            .with_client(&client)
+            .with_provider("auth0");
+        assert_eq!(
+            error.to_string(),
+            "client \"api\" (auth0): could not reach https://tenant.auth0.com: dns error: no such host"
+        );
+        assert_eq!(error.endpoint(), Some("https://tenant.auth0.com"));
+        let debug = format!("{error:?}");
+        for hidden in ["/oauth", "s3cr3t", "pw@"] {
+            assert!(!debug.contains(hidden), "{debug}");
+        }
+        let port = url::Url::parse("http://127.0.0.1:8080/a/b").expect("a URL");
+        let timeout =
+            Error::new(ErrorKind::Timeout, "no complete response in time").with_endpoint(&port);
+        assert_eq!(
+            timeout.to_string(),
+            "timed out waiting for http://127.0.0.1:8080: no complete response in time"
+        );
+        let opaque = url::Url::parse("data:text/plain,secret").expect("a URL");
+        assert_eq!(
+            Error::new(ErrorKind::Transport, "x")
+                .with_endpoint(&opaque)
+                .endpoint(),
+            None
+        );
     }
 
     #[test]

@@ -57,10 +57,13 @@ impl ClientSecret {
                 Error::config(format!("{field}: environment variable {env} {why}"))
             })?,
             Self::File { file } => std::fs::read_to_string(file).map_err(|error| {
+                // `No such file or directory (os error 2)`: the OS's words,
+                // not the terse `entity not found` of the error kind.
+                let text = error.to_string();
+                let why = text.split(" (os error ").next().unwrap_or(&text);
                 Error::config(format!(
-                    "{field}: cannot read {}: {}",
-                    file.display(),
-                    error.kind()
+                    "{field}: cannot read client secret file {}: {why}",
+                    file.display()
                 ))
             })?,
         };
@@ -171,5 +174,26 @@ mod tests {
                 .to_string(),
             "client_secret: must not be empty"
         );
+    }
+
+    #[test]
+    fn a_missing_secret_file_is_named_with_the_cause() {
+        let path = std::env::temp_dir()
+            .join(format!("authmux-missing-{}", std::process::id()))
+            .join("secret");
+        let missing = ClientSecret::File { file: path.clone() };
+        let error = missing
+            .resolve("clients.api.client_secret")
+            .expect_err("missing")
+            .to_string();
+        let expected = format!(
+            "clients.api.client_secret: cannot read client secret file {}: ",
+            path.display()
+        );
+        assert!(error.starts_with(&expected), "{error}");
+        #[cfg(target_os = "linux")]
+        assert!(error.ends_with(": No such file or directory"), "{error}");
+        assert!(!error.contains("entity not found"), "{error}");
+        assert!(!error.contains("os error"), "{error}");
     }
 }

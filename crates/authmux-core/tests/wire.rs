@@ -508,6 +508,12 @@ async fn a_slow_server_hits_the_timeout() {
         .expect_err("timeout");
     assert_eq!(error.kind(), ErrorKind::Timeout);
     assert!(error.is_transient());
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("timed out waiting for {}: ", server.base_url())),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -633,4 +639,97 @@ async fn a_secret_echoed_in_its_form_encoded_shape_is_scrubbed_too() {
     assert!(!text.contains("p%40ss+w%26rd%3D9"), "{text}");
     assert!(!text.contains(special), "{text}");
     assert!(text.contains("client_secret=[redacted]"), "{text}");
+}
+
+/// A token URL whose path and query look like credentials, as some
+/// deployments' do; no error may show either.
+fn secret_looking_url(origin: &str) -> String {
+    format!("{origin}/tenant-s3cr3t-path/oauth/token?key=s3cr3t-query")
+}
+
+fn assert_origin_only(error: &Error, origin: &str) {
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!("could not reach {origin}: ")),
+        "{text}"
+    );
+    assert_eq!(error.endpoint(), Some(origin));
+    let all = format!("{error} {error:?}");
+    assert!(!all.contains("s3cr3t"), "{all}");
+    assert!(!all.contains("/oauth/token"), "{all}");
+}
+
+/// The transport error of a token request to `origin`, checked to name the
+/// origin and nothing more of the URL.
+async fn unreachable(origin: &str) -> Error {
+    let request = TokenRequest::builder(secret_looking_url(origin))
+        .build()
+        .expect("valid request");
+    let error = HttpClient::new()
+        .expect("client")
+        .fetch_token(&request)
+        .await
+        .expect_err("unreachable");
+    assert_eq!(error.kind(), ErrorKind::Transport);
+    assert_origin_only(&error, origin);
+    error
+}
+
+#[tokio::test]
+async fn a_refused_connection_names_the_origin_and_the_cause() {
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let origin = format!("http://{address}");
+    let error = unreachable(&origin).await;
+    assert!(
+        error
+            .to_string()
+            .to_ascii_lowercase()
+            .contains("connection refused"),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("connection failed"), "{error}");
+}
+
+/// A resolver that knows no name.
+struct NoSuchHost;
+
+impl reqwest::dns::Resolve for NoSuchHost {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let message = format!("no such host {}", name.as_str());
+        Box::pin(async move { Err(message.into()) })
+    }
+}
+
+#[tokio::test]
+async fn a_dns_failure_names_the_origin_and_the_cause() {
+    let client = reqwest::Client::builder()
+        .dns_resolver(NoSuchHost)
+        .build()
+        .expect("client");
+    let failure = client
+        .get(secret_looking_url("https://tenant.auth0.com"))
+        .send()
+        .await
+        .expect_err("no such host");
+    let error = authmux_core::wire::transport_error(failure);
+    assert_eq!(error.kind(), ErrorKind::Transport);
+    assert!(error.is_transient());
+    assert_origin_only(&error, "https://tenant.auth0.com");
+    assert!(
+        error
+            .to_string()
+            .contains(": dns error: error resolving DNS: no such host tenant.auth0.com"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_tls_failure_names_the_origin_and_the_cause() {
+    // httpmock speaks plain HTTP, so a TLS handshake with it fails.
+    let server = MockServer::start_async().await;
+    let origin = format!("https://{}", server.address());
+    let error = unreachable(&origin).await;
+    assert!(error.to_string().contains(": TLS error: "), "{error}");
 }

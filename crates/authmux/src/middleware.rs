@@ -1,11 +1,22 @@
 //! Authenticated requests: a [`reqwest_middleware`] layer that attaches a
 //! client's token to every request, recovers from a rejected token once,
-//! and answers DPoP nonce challenges once.
+//! answers DPoP nonce challenges once, and follows redirects itself so that
+//! the token never leaves the allowed URLs.
+//!
+//! The inner reqwest client must not follow redirects: reqwest keeps
+//! `Authorization` on a redirect to the same origin, and the middleware
+//! cannot see hops the inner client takes on its own. Build it with
+//! [`redirect::Policy::none()`](reqwest_middleware::reqwest::redirect::Policy::none):
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use reqwest_middleware::reqwest;
+//!
 //! let registry = authmux::Registry::load(None)?;
-//! let http = reqwest_middleware::ClientBuilder::new(reqwest_middleware::reqwest::Client::new())
+//! let inner = reqwest::Client::builder()
+//!     .redirect(reqwest::redirect::Policy::none())
+//!     .build()?;
+//! let http = reqwest_middleware::ClientBuilder::new(inner)
 //!     .with(authmux::middleware::Authenticate::new(registry.client("api")?.clone()))
 //!     .build();
 //! let response = http.get("https://api.example.com/things").send().await?;
@@ -14,18 +25,26 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
 use authmux_core::dpop::DPOP;
 use authmux_core::wire::HeaderMap;
 use authmux_core::{Token, is_resource_nonce_challenge};
 use http::Extensions;
-use reqwest_middleware::reqwest::header::AUTHORIZATION;
-use reqwest_middleware::reqwest::{Request, Response, StatusCode};
+use reqwest_middleware::reqwest::header::{
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, LOCATION,
+    PROXY_AUTHORIZATION, TRANSFER_ENCODING,
+};
+use reqwest_middleware::reqwest::{Method, Request, Response, StatusCode};
 use reqwest_middleware::{Middleware, Next};
 use tracing::Instrument as _;
 use url::Url;
 
 use crate::Client;
+
+/// How many redirects of an authenticated request are followed unless
+/// [`Authenticate::max_redirects`] says otherwise; reqwest's own default.
+pub const DEFAULT_MAX_REDIRECTS: usize = 10;
 
 /// Which URLs get the token: sending a token to a third party by mistake
 /// hands it over.
@@ -34,7 +53,8 @@ enum Scope {
     /// HTTPS URLs and loopback hosts only.
     #[default]
     SecureOnly,
-    /// URLs starting with one of these prefixes (origin plus path prefix).
+    /// URLs under one of these prefixes: the same origin, and a path equal
+    /// to the prefix's or below it, whole segments only.
     Prefixes(Vec<Url>),
 }
 
@@ -44,7 +64,8 @@ enum Scope {
 /// * sets `Authorization` from the token's ready header value (`Bearer …` or
 ///   `DPoP …`), marked sensitive, unless the caller set one;
 /// * adds a fresh DPoP proof (with `ath` and the origin's nonce) when the
-///   token is DPoP-bound;
+///   token is DPoP-bound, and keeps the `DPoP-Nonce` of every response, per
+///   origin, for the next proof;
 /// * adds the provider's API headers (360Learning's `360-api-version`),
 ///   keeping any the caller set.
 ///
@@ -56,10 +77,32 @@ enum Scope {
 /// of such 401s leads to one token fetch. A DPoP `use_dpop_nonce` 401 is
 /// retried once with the new nonce. Requests whose body cannot be cloned
 /// are not retried. There is never more than one retry of each kind.
+///
+/// # Redirects
+///
+/// The middleware follows the redirects (301, 302, 303, 307 and 308) of the
+/// requests it authenticates, up to [`DEFAULT_MAX_REDIRECTS`] hops, and
+/// checks each hop: with [`allow`](Self::allow) prefixes, a hop under one
+/// of them gets the token and a proof made for its own URL; without them,
+/// only a hop to the origin of the first request does. Any other hop gets
+/// neither the token nor the proof, nor the caller's `Cookie` and
+/// `Proxy-Authorization` once it leaves the origin.
+/// 303, and 301 or 302 after a POST, become a GET without a body, as in
+/// browsers and reqwest. A request whose body cannot be cloned is not
+/// redirected: its redirect response is returned. Requests the middleware
+/// does not authenticate (out of scope, or with the caller's own
+/// `Authorization`) are passed on as they are.
+///
+/// The inner client must be built with `redirect::Policy::none()`;
+/// otherwise reqwest follows same-origin redirects with the token before
+/// the middleware sees them. When an authenticated request comes back from
+/// another URL than the one sent, the inner client followed a redirect, and
+/// the request fails with a configuration error saying so.
 #[derive(Clone)]
 pub struct Authenticate {
     client: Client,
     scope: Scope,
+    max_redirects: usize,
 }
 
 impl fmt::Debug for Authenticate {
@@ -67,6 +110,7 @@ impl fmt::Debug for Authenticate {
         f.debug_struct("Authenticate")
             .field("client", &self.client.name())
             .field("scope", &self.scope)
+            .field("max_redirects", &self.max_redirects)
             .finish()
     }
 }
@@ -77,17 +121,29 @@ impl Authenticate {
         Self {
             client,
             scope: Scope::default(),
+            max_redirects: DEFAULT_MAX_REDIRECTS,
         }
     }
 
-    /// Attaches the token only to URLs under `prefix` (its scheme, host and
-    /// port, and the start of its path). May be given more than once.
+    /// Attaches the token only to URLs under `prefix`: its scheme, host and
+    /// port, and a path that is the prefix's or below it, by whole segments
+    /// (`https://api.example.com/v1` covers `/v1` and `/v1/things`, not
+    /// `/v1-internal`). May be given more than once.
     pub fn allow(mut self, prefix: &str) -> Result<Self, crate::Error> {
         let prefix = Url::parse(prefix).map_err(|error| {
             crate::Error::config(format!(
                 "middleware prefix {prefix:?} is not a URL: {error}"
             ))
         })?;
+        if !matches!(prefix.scheme(), "http" | "https")
+            || prefix.query().is_some()
+            || prefix.fragment().is_some()
+        {
+            return Err(crate::Error::config(format!(
+                "middleware prefix {:?} must be an http(s) URL without a query or fragment",
+                prefix.origin().ascii_serialization()
+            )));
+        }
         match &mut self.scope {
             Scope::Prefixes(prefixes) => prefixes.push(prefix),
             scope => *scope = Scope::Prefixes(vec![prefix]),
@@ -95,12 +151,28 @@ impl Authenticate {
         Ok(self)
     }
 
+    /// Follows at most `max` redirects of an authenticated request
+    /// ([`DEFAULT_MAX_REDIRECTS`] unless set); after that, or with 0, the
+    /// redirect response itself is returned.
+    pub fn max_redirects(mut self, max: usize) -> Self {
+        self.max_redirects = max;
+        self
+    }
+
+    /// Whether a redirect hop to `url`, from a request first sent to
+    /// `first`, gets the token. Without an allow-list, HTTPS alone is no
+    /// reason to follow a redirect to another host with the token.
+    fn hop_in_scope(&self, first: &Url, url: &Url) -> bool {
+        match &self.scope {
+            Scope::SecureOnly => url.origin() == first.origin(),
+            Scope::Prefixes(_) => self.in_scope(url),
+        }
+    }
+
     fn in_scope(&self, url: &Url) -> bool {
         match &self.scope {
             Scope::SecureOnly => url.scheme() == "https" || authmux_core::wire::is_loopback(url),
-            Scope::Prefixes(prefixes) => prefixes.iter().any(|prefix| {
-                prefix.origin() == url.origin() && url.path().starts_with(prefix.path())
-            }),
+            Scope::Prefixes(prefixes) => prefixes.iter().any(|prefix| under(prefix, url)),
         }
     }
 
@@ -114,6 +186,143 @@ impl Authenticate {
         }
         authmux_core::wire::www_authenticate_error(response.headers(), None, "invalid_token")
     }
+
+    /// The client's current token; its error fails the request.
+    async fn token(&self) -> reqwest_middleware::Result<Token> {
+        let token = self
+            .client
+            .token()
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        Ok(token.clone())
+    }
+
+    /// Sends one authenticated request, with its nonce and token retries.
+    async fn send_authenticated(
+        &self,
+        request: Request,
+        extensions: &mut Extensions,
+        next: &Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let api_headers = self.client.api_headers();
+        let token = self.token().await?;
+        let mut retry = request.try_clone();
+        let mut request = request;
+        authorize(&mut request, &token, &api_headers)?;
+        let mut response = self.send(request, extensions, next).await?;
+        let learned = remember_nonce(&token, &response);
+
+        if learned
+            && is_resource_nonce_challenge(response.status().as_u16(), response.headers())
+            && let Some(mut again) = retry.take()
+        {
+            tracing::debug!("resource server asked for a DPoP nonce; retrying once");
+            retry = again.try_clone();
+            authorize(&mut again, &token, &api_headers)?;
+            response = self.send(again, extensions, next).await?;
+            remember_nonce(&token, &response);
+        }
+
+        if self.token_rejected(&response) {
+            let Some(mut again) = retry else {
+                tracing::debug!("token rejected, but the request body cannot be sent again");
+                return Ok(response);
+            };
+            self.client.cache().invalidate(&token);
+            tracing::debug!("token rejected; retrying once with a fresh token");
+            let fresh = self.token().await?;
+            authorize(&mut again, &fresh, &api_headers)?;
+            response = self.send(again, extensions, next).await?;
+            remember_nonce(&fresh, &response);
+        }
+        Ok(response)
+    }
+
+    /// Sends an authenticated request through the rest of the stack, and
+    /// refuses the answer if the inner client followed a redirect.
+    async fn send(
+        &self,
+        request: Request,
+        extensions: &mut Extensions,
+        next: &Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let sent = request.url().clone();
+        let response = next.clone().run(request, extensions).await?;
+        if response.url() != &sent {
+            let name: Arc<str> = Arc::from(self.client.name());
+            let error = crate::Error::config(format!(
+                "the inner HTTP client followed a redirect from {} to {} with the token; \
+                 build it with redirect::Policy::none() so that authmux checks every hop",
+                sent.origin().ascii_serialization(),
+                response.url().origin().ascii_serialization()
+            ))
+            .with_client(&name)
+            .with_provider(self.client.provider());
+            return Err(reqwest_middleware::Error::middleware(error));
+        }
+        Ok(response)
+    }
+}
+
+/// Whether `url` is under `prefix`: the same origin, and the prefix's path
+/// or a path below it, by whole segments.
+fn under(prefix: &Url, url: &Url) -> bool {
+    if prefix.origin() != url.origin() {
+        return false;
+    }
+    let base = prefix.path().trim_end_matches('/');
+    url.path()
+        .strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Keeps the response's `DPoP-Nonce` for its origin, if the token is
+/// DPoP-bound (RFC 9449 §8.2 and §9: a server may send a new one with any
+/// response). Returns whether the response had one.
+fn remember_nonce(token: &Token, response: &Response) -> bool {
+    token
+        .dpop()
+        .is_some_and(|dpop| dpop.nonces().remember(response.url(), response.headers()))
+}
+
+/// The request that follows `response` if it is a redirect: `template` (a
+/// copy of the request as the caller made it, before any token) sent to
+/// the `Location`, with the method and headers a redirect calls for.
+fn redirected(mut template: Request, response: &Response) -> Option<Request> {
+    let status = response.status();
+    let becomes_get = match status {
+        StatusCode::SEE_OTHER => template.method() != Method::HEAD,
+        StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND => template.method() == Method::POST,
+        StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => false,
+        _ => return None,
+    };
+    let location = response.headers().get(LOCATION)?.to_str().ok()?;
+    let target = response.url().join(location).ok()?;
+    if !matches!(target.scheme(), "http" | "https") {
+        return None;
+    }
+    let headers = template.headers_mut();
+    if becomes_get {
+        for name in [
+            CONTENT_TYPE,
+            CONTENT_LENGTH,
+            CONTENT_ENCODING,
+            TRANSFER_ENCODING,
+        ] {
+            headers.remove(name);
+        }
+    }
+    if target.origin() != response.url().origin() {
+        for name in [COOKIE, PROXY_AUTHORIZATION] {
+            headers.remove(name);
+        }
+    }
+    if becomes_get {
+        *template.method_mut() = Method::GET;
+        *template.body_mut() = None;
+    }
+    *template.url_mut() = target;
+    Some(template)
 }
 
 /// Sets the token's headers on `request`, keeping headers the caller set.
@@ -165,50 +374,41 @@ impl Middleware for Authenticate {
             host = request.url().host_str().unwrap_or(""),
         );
         async move {
-            let api_headers = self.client.api_headers();
-            let token = self
-                .client
-                .token()
-                .await
-                .map_err(reqwest_middleware::Error::middleware)?
-                .clone();
-            let mut retry = request.try_clone();
+            let first = request.url().clone();
             let mut request = request;
-            authorize(&mut request, &token, &api_headers)?;
-            let mut response = next.clone().run(request, extensions).await?;
-
-            if let Some(dpop) = token.dpop()
-                && is_resource_nonce_challenge(response.status().as_u16(), response.headers())
-                && dpop.nonces().remember(response.url(), response.headers())
-                && let Some(mut again) = retry.take()
-            {
-                tracing::debug!("resource server asked for a DPoP nonce; retrying once");
-                retry = again.try_clone();
-                authorize(&mut again, &token, &api_headers)?;
-                response = next.clone().run(again, extensions).await?;
-            }
-
-            if self.token_rejected(&response) {
-                let Some(mut again) = retry else {
-                    tracing::debug!("token rejected, but the request body cannot be sent again");
+            let mut hops = 0;
+            loop {
+                let template = if hops < self.max_redirects {
+                    request.try_clone()
+                } else {
+                    None
+                };
+                let response = if self.hop_in_scope(&first, request.url()) {
+                    self.send_authenticated(request, extensions, &next).await?
+                } else {
+                    tracing::debug!(
+                        host = request.url().host_str().unwrap_or(""),
+                        "redirected outside the allowed URLs; sent without the token"
+                    );
+                    next.clone().run(request, extensions).await?
+                };
+                let Some(following) = template.and_then(|template| redirected(template, &response))
+                else {
+                    tracing::debug!(
+                        status = response.status().as_u16(),
+                        "authenticated request done"
+                    );
                     return Ok(response);
                 };
-                self.client.cache().invalidate(&token);
-                tracing::debug!("token rejected; retrying once with a fresh token");
-                let fresh = self
-                    .client
-                    .token()
-                    .await
-                    .map_err(reqwest_middleware::Error::middleware)?
-                    .clone();
-                authorize(&mut again, &fresh, &api_headers)?;
-                response = next.run(again, extensions).await?;
+                hops += 1;
+                tracing::debug!(
+                    status = response.status().as_u16(),
+                    hop = hops,
+                    host = following.url().host_str().unwrap_or(""),
+                    "following a redirect"
+                );
+                request = following;
             }
-            tracing::debug!(
-                status = response.status().as_u16(),
-                "authenticated request done"
-            );
-            Ok(response)
         }
         .instrument(span)
         .await

@@ -79,7 +79,11 @@ async fn a_request_with_a_refresh_logs_no_secret_and_no_token() {
     )))
     .expect("valid config");
     let registry = Registry::new(&config).expect("valid registry");
-    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    let inner = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let http = reqwest_middleware::ClientBuilder::new(inner)
         .with(Authenticate::new(
             registry.client("mm").expect("configured").clone(),
         ))

@@ -2,9 +2,11 @@
 //! ([`TokenRequest`]), a shared HTTP client ([`HttpClient`]) and lenient
 //! response parsing.
 
+mod challenge;
 mod request;
 mod response;
 
+pub use challenge::www_authenticate_error;
 pub use request::{
     BodyEncoding, ClientAuth, DEFAULT_LIFETIME, TokenRequest, TokenRequestBuilder, is_loopback,
     validate_url,
@@ -256,22 +258,94 @@ fn body_too_large(status: u16, max_body: usize) -> Error {
     .with_status(status)
 }
 
-fn transport_error(error: reqwest::Error) -> Error {
-    let kind = if error.is_timeout() {
-        ErrorKind::Timeout
-    } else {
-        ErrorKind::Transport
-    };
-    let message = if error.is_timeout() {
-        "no complete response in time"
-    } else if error.is_connect() {
-        "connection failed"
+/// Turns a reqwest failure into a one-line [`Error`]: a timeout, or a
+/// transport error that names the server by its origin (never the path or
+/// query, which may carry credentials) and the root cause, read down the
+/// [`source`](std::error::Error::source) chain:
+///
+/// ```text
+/// could not reach https://tenant.auth0.com: dns error: failed to lookup address information: …
+/// could not reach http://127.0.0.1:8080: tcp connect error: Connection refused (os error 111)
+/// could not reach https://tenant.auth0.com: TLS error: invalid peer certificate: UnknownIssuer
+/// ```
+///
+/// The reqwest error stays reachable as the source, without its URL.
+pub fn transport_error(error: reqwest::Error) -> Error {
+    let (cause, tls) = root_cause(&error);
+    let (kind, message) = if error.is_timeout() {
+        (
+            ErrorKind::Timeout,
+            "no complete response in time".to_owned(),
+        )
     } else if error.is_body() || error.is_decode() {
-        "the connection broke while reading the response"
+        (
+            ErrorKind::Transport,
+            join("the connection broke while reading the response", &cause),
+        )
+    } else if tls {
+        (ErrorKind::Transport, join("TLS error", &cause))
+    } else if cause.is_empty() {
+        (ErrorKind::Transport, "the request failed".to_owned())
     } else {
-        "the request failed"
+        (ErrorKind::Transport, cause)
     };
-    Error::new(kind, message).with_source(error.without_url())
+    let mut converted = Error::new(kind, message);
+    if let Some(url) = error.url() {
+        converted = converted.with_endpoint(url);
+    }
+    converted.with_source(error.without_url())
+}
+
+fn join(what: &str, cause: &str) -> String {
+    if cause.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what}: {cause}")
+    }
+}
+
+/// The causes below a reqwest error, joined by `: `, and whether one of them
+/// is a rustls error. hyper's `client error (…)` layer, which only names
+/// the stage, is left out, and so is a cause that its parent's text
+/// already ends with.
+fn root_cause(error: &reqwest::Error) -> (String, bool) {
+    use std::error::Error as _;
+    let mut text = String::new();
+    let mut tls = false;
+    let mut source = error.source();
+    while let Some(cause) = source {
+        tls |= is_tls(cause);
+        let cause_text = cause.to_string();
+        if !cause_text.starts_with("client error (") && !text.ends_with(&cause_text) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    let text = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    (text, tls)
+}
+
+/// Whether `error` is a rustls error, or an I/O error wrapping one (as the
+/// TLS stream and the connector report them).
+fn is_tls(mut error: &(dyn std::error::Error + 'static)) -> bool {
+    loop {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        match error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => error = inner,
+            None => return false,
+        }
+    }
 }
 
 /// The simplest [`TokenSource`](crate::TokenSource): sends one fixed
@@ -331,26 +405,4 @@ pub fn require(field: &str, value: &str) -> Result<(), Error> {
         return Err(Error::config(format!("{field}: must not be empty")));
     }
     Ok(())
-}
-
-/// Whether a response's `WWW-Authenticate` carries `error="<error>"`, under
-/// `scheme` (case-insensitive) when one is given: `Bearer
-/// error="invalid_token"` (RFC 6750) or `DPoP error="use_dpop_nonce"`
-/// (RFC 9449).
-pub fn www_authenticate_error(headers: &HeaderMap, scheme: Option<&str>, error: &str) -> bool {
-    let wanted = format!("error=\"{error}\"");
-    headers
-        .get_all(reqwest::header::WWW_AUTHENTICATE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|value| {
-            let value = value.trim_start();
-            let scheme_matches = scheme.is_none_or(|scheme| {
-                value
-                    .get(..scheme.len())
-                    .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
-            });
-            let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
-            scheme_matches && compact.contains(&wanted)
-        })
 }

@@ -411,13 +411,16 @@ fn basic_authorization(
     Ok(value)
 }
 
-/// Whether `url` names a loopback host (`localhost`, 127.0.0.0/8, `::1`).
+/// Whether `url` names a loopback host: `localhost` itself, 127.0.0.0/8 or
+/// `::1`.
+///
+/// A name under `.localhost` (`idp.example.localhost`) is not loopback:
+/// unless the resolver special-cases it (glibc without nss-myhostname does
+/// not), it is looked up in DNS like any other name, and plain HTTP to it
+/// would carry the secret across the network in clear text.
 pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
-        Some(Host::Domain(domain)) => {
-            domain.eq_ignore_ascii_case("localhost")
-                || domain.to_ascii_lowercase().ends_with(".localhost")
-        }
+        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
         Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
         None => false,
@@ -513,6 +516,7 @@ mod tests {
             "http://127.0.0.1:8080/token",
             "http://127.5.5.5/token",
             "http://localhost:1234/token",
+            "http://LocalHost:1234/token",
             "http://[::1]:9/token",
         ] {
             assert!(validate_url(ok, false).is_ok(), "{ok}");
@@ -525,5 +529,25 @@ mod tests {
         let error = validate_url("https://user:hunter2@idp.example/token", false)
             .expect_err("credentials in URL");
         assert!(!error.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn only_localhost_itself_and_loopback_addresses_are_loopback() {
+        for remote in [
+            "http://idp.attacker.localhost/token",
+            "http://LOCALHOST.attacker.localhost/token",
+            "http://localhost.attacker.example/token",
+            "http://127.0.0.1.nip.io/token",
+            "http://[::2]/token",
+            "http://0.0.0.0/token",
+        ] {
+            let url = Url::parse(remote).expect("a URL");
+            assert!(!is_loopback(&url), "{remote}");
+            let error = validate_url(remote, false).expect_err("not loopback");
+            assert!(error.to_string().contains("allow_insecure_http"), "{error}");
+        }
+        for local in ["http://localhost/", "http://127.0.0.9/", "http://[::1]/"] {
+            assert!(is_loopback(&Url::parse(local).expect("a URL")), "{local}");
+        }
     }
 }
