@@ -137,7 +137,7 @@ pub struct OAuth2Config {
     /// The client secret: inline, `{ env = "…" }` or `{ file = "…" }`.
     pub client_secret: ClientSecret,
     /// The scopes to ask for, sent space-separated as `scope`; none by default.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "scope_list")]
     pub scopes: Vec<String>,
     /// How the client authenticates: `"basic"` (the default) or `"post"`.
     #[serde(default = "default_auth_style")]
@@ -155,6 +155,29 @@ pub struct OAuth2Config {
     /// Accept a Bearer token when DPoP was asked for (an error otherwise).
     #[serde(default)]
     pub accept_bearer_downgrade: bool,
+}
+
+/// A list of scopes; a single string is refused with an example of the
+/// list it should be.
+fn scope_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct Scopes;
+    impl<'de> serde::de::Visitor<'de> for Scopes {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of scopes such as [\"read\", \"write\"]")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut scopes = Vec::new();
+            while let Some(scope) = seq.next_element()? {
+                scopes.push(scope);
+            }
+            Ok(scopes)
+        }
+    }
+    deserializer.deserialize_seq(Scopes)
 }
 
 /// RFC 6749 §2.3.1: every server must support Basic, while body
