@@ -26,7 +26,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::MAX_SERVER_TEXT;
@@ -76,8 +76,10 @@ impl Scrubber {
             |part: &str| form_urlencoded::byte_serialize(part.as_bytes()).collect::<String>();
         for id in [client_id.to_owned(), form(client_id)] {
             for secret in [secret.to_owned(), form(secret)] {
-                // Unpadded, so that an echo that drops the `=` matches too.
-                self.add(&STANDARD_NO_PAD.encode(format!("{id}:{secret}")));
+                let credential = format!("{id}:{secret}");
+                self.add(&STANDARD.encode(&credential));
+                // An echo that drops the `=` padding matches too.
+                self.add(&STANDARD_NO_PAD.encode(&credential));
             }
         }
     }
@@ -289,7 +291,6 @@ fn hex(digits: Option<&[u8]>) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::engine::general_purpose::STANDARD;
 
     const SECRET: &str = "p@ss w/rd\"+é&1";
 

@@ -493,6 +493,13 @@ mod tests {
             &format!("Basic {}", STANDARD.encode("my+id%3A1:p%40ss+w%25rd"))
         );
         assert!(!format!("{request:?}").contains("p@ss"));
+        // The request registered the credential: an echo of the header is
+        // scrubbed whole.
+        let echoed = format!("you sent {}", header.to_str().expect("ASCII"));
+        assert_eq!(
+            request.scrubber().scrub(&echoed),
+            "you sent Basic [redacted]"
+        );
     }
 
     #[test]
