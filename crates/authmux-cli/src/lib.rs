@@ -32,6 +32,11 @@
 //!
 //! The config file is `--config FILE`, else `$AUTHMUX_CONFIG`, else
 //! `./authmux.toml`; `AUTHMUX_CLIENTS__<NAME>__<KEY>` variables override it.
+//! Without `--config` and `$AUTHMUX_CONFIG`, a missing `./authmux.toml` is
+//! fine when the variables configure a client; otherwise the error names
+//! every place tried. `authmux check` lists the clients it could build and
+//! reports, one line each, every problem, such as a client whose provider
+//! this build lacks.
 //!
 //! # Exit codes
 //!
@@ -664,21 +669,23 @@ fn check(
 ) -> io::Result<Exit> {
     // Building the registry is the part that catches a missing secret
     // variable or a bad URL; it sends nothing.
-    let registry = match Config::load(config).and_then(|config| Registry::new(&config)) {
-        Ok(registry) => registry,
+    let built = Config::load(config)
+        .and_then(|loaded| Registry::new(&loaded).map(|registry| (loaded, registry)));
+    let (loaded, registry) = match built {
+        Ok(built) => built,
         Err(error) => {
             report_problems(stderr, &error)?;
             return Ok(Exit::Usage);
         }
     };
-    if registry.is_empty() {
-        // With no file named, a missing ./authmux.toml reads as an empty
-        // config; a check that passes on it would hide a wrong directory.
-        let path = Config::path(config);
-        fail(
-            stderr,
-            &format!("no clients configured (read {})", path.display()),
-        )?;
+    if registry.is_empty() && registry.unavailable().next().is_none() {
+        // A file was read (a missing one is an error that names the paths
+        // tried), but a check that passes on no client would hide a mistake.
+        let message = match loaded.file() {
+            Some(file) => format!("no clients configured in {}", file.display()),
+            None => "no clients configured".to_owned(),
+        };
+        fail(stderr, &message)?;
         return Ok(Exit::Usage);
     }
     let name_width = registry.names().map(str::len).max().unwrap_or(0);
@@ -697,7 +704,17 @@ fn check(
         )?;
     }
     stdout.flush()?;
-    Ok(Exit::Success)
+    // A client this build cannot serve is reported for itself; the others
+    // are listed above.
+    let mut exit = Exit::Success;
+    for (name, error) in registry.unavailable() {
+        fail(
+            stderr,
+            &format!("clients.{name}.provider: {}", error.message()),
+        )?;
+        exit = Exit::Usage;
+    }
+    Ok(exit)
 }
 
 /// Writes every problem of `error` on its own line.

@@ -541,16 +541,71 @@ async fn a_missing_config_file_is_a_usage_error() {
 }
 
 #[tokio::test]
-async fn check_without_any_client_fails() {
-    // No --config and no ./authmux.toml: an empty configuration.
+async fn without_any_config_every_place_tried_is_named() {
+    // No --config, no $AUTHMUX_CONFIG, no ./authmux.toml, no variable.
     let scratch = Scratch::new();
+    for args in [vec!["check"], vec!["token", "mm"]] {
+        let output = run(&scratch.dir, &args).await;
+
+        let (code, stdout, stderr) = parts(&output);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(stdout, "");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("$AUTHMUX_CONFIG (not set)"), "{stderr}");
+        assert!(
+            stderr.contains("./authmux.toml (no such file in "),
+            "{stderr}"
+        );
+        assert!(stderr.contains("AUTHMUX_CLIENTS__"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn check_of_a_file_without_clients_names_the_file() {
+    let scratch = Scratch::new();
+    scratch.config("[defaults]\ntimeout = \"5s\"\n");
 
     let output = run(&scratch.dir, &["check"]).await;
 
     let (code, stdout, stderr) = parts(&output);
     assert_eq!(code, Some(2), "stderr: {stderr}");
     assert_eq!(stdout, "");
-    assert!(stderr.contains("no clients"), "{stderr}");
+    assert_eq!(stderr, "authmux: no clients configured in authmux.toml\n");
+}
+
+#[tokio::test]
+async fn check_of_a_broken_file_gives_the_line_never_the_text() {
+    let scratch = Scratch::new();
+    scratch.config(&format!(
+        "[clients.mm]\nprovider = \"mention-me\"\nclient_secret = \"{SECRET}\nclient_id = \"id\"\n"
+    ));
+
+    let output = run(&scratch.dir, &["check"]).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.starts_with("authmux: authmux.toml: TOML syntax error at line 3, column "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_no_secret(&output);
+}
+
+#[tokio::test]
+async fn an_unrelated_authmux_variable_does_not_break_the_config() {
+    let server = MockServer::start_async().await;
+    let scratch = Scratch::new();
+    scratch.config(&mention_me_config(&server));
+    let mut command = authmux(&scratch.dir);
+    command.arg("check").env("AUTHMUX_LOG", "debug");
+
+    let output = output(command).await;
+
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(stdout.starts_with("mm "), "{stdout}");
 }
 
 #[tokio::test]

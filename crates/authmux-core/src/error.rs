@@ -2,8 +2,9 @@
 //!
 //! An [`Error`] is cheap to clone (one `Arc`), so a single failed fetch can be
 //! handed to every caller that waited on it. Its `Display` is one line that
-//! names the client and the provider; server-supplied text is truncated,
-//! stripped of control characters and scrubbed of the client secret.
+//! names the client and the provider; server-supplied text has passed
+//! through the request's [`Scrubber`](crate::Scrubber): cut short, made one
+//! line and scrubbed of every secret the request carried.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -146,7 +147,8 @@ struct Inner {
     source: Option<Source>,
 }
 
-/// The most characters of server-supplied text that an error keeps.
+/// The most characters of server-supplied text that an error keeps; see
+/// [`Scrubber::scrub`](crate::Scrubber::scrub).
 pub const MAX_SERVER_TEXT: usize = 200;
 
 impl Error {
@@ -392,27 +394,6 @@ impl std::error::Error for Error {
     }
 }
 
-/// Makes server-supplied text safe for a one-line message: control
-/// characters become spaces, each `secret` becomes `[redacted]`, and the
-/// result is cut to [`MAX_SERVER_TEXT`] characters.
-pub fn sanitize_server_text(text: &str, secrets: &[&str]) -> String {
-    let mut text: Cow<'_, str> = Cow::Borrowed(text);
-    for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
-        if text.contains(secret) {
-            text = Cow::Owned(text.replace(secret, "[redacted]"));
-        }
-    }
-    let mut out = String::with_capacity(text.len().min(MAX_SERVER_TEXT + 3));
-    let mut chars = text.trim().chars();
-    for c in chars.by_ref().take(MAX_SERVER_TEXT) {
-        out.push(if c.is_control() { ' ' } else { c });
-    }
-    if chars.next().is_some() {
-        out.push('…');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,16 +520,6 @@ mod tests {
                 .endpoint(),
             None
         );
-    }
-
-    #[test]
-    fn sanitize_strips_controls_secrets_and_length() {
-        let text = format!("line one\nline two s3cr3t {}", "x".repeat(500));
-        let clean = sanitize_server_text(&text, &["s3cr3t"]);
-        assert!(!clean.contains('\n'));
-        assert!(!clean.contains("s3cr3t"));
-        assert!(clean.contains("[redacted]"));
-        assert_eq!(clean.chars().count(), MAX_SERVER_TEXT + 1);
     }
 
     #[test]

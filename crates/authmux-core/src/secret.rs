@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 
 use crate::error::Error;
 
@@ -17,12 +17,10 @@ use crate::error::Error;
 /// client_secret = { file = "/run/secrets/auth0" }
 /// ```
 ///
-/// `Debug` names the variable or file, never the value.
-#[derive(Clone, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "a string, { env = \"VARIABLE\" } or { file = \"path\" }"
-)]
+/// A table names exactly one source: `{ env = "A", file = "b" }` is an
+/// error, never a silent choice. `Debug` names the variable or file, never
+/// the value.
+#[derive(Clone)]
 pub enum ClientSecret {
     /// The secret itself.
     Inline(SecretString),
@@ -80,6 +78,57 @@ fn non_empty(secret: SecretString, field: &str) -> Result<SecretString, Error> {
     Ok(secret)
 }
 
+impl<'de> Deserialize<'de> for ClientSecret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SourceVisitor)
+    }
+}
+
+/// Reads the three shapes of [`ClientSecret`]. An error never quotes a
+/// value that may be the secret.
+struct SourceVisitor;
+
+impl<'de> Visitor<'de> for SourceVisitor {
+    type Value = ClientSecret;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, { env = \"VARIABLE\" } or { file = \"path\" }")
+    }
+
+    fn visit_str<E: de::Error>(self, secret: &str) -> Result<ClientSecret, E> {
+        Ok(ClientSecret::inline(secret))
+    }
+
+    fn visit_string<E: de::Error>(self, secret: String) -> Result<ClientSecret, E> {
+        Ok(ClientSecret::Inline(SecretString::from(secret)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClientSecret, A::Error> {
+        const SOURCES: &[&str] = &["env", "file"];
+        let mut env: Option<String> = None;
+        let mut file: Option<PathBuf> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "env" if env.is_none() => env = Some(map.next_value()?),
+                "file" if file.is_none() => file = Some(map.next_value()?),
+                "env" => return Err(de::Error::duplicate_field("env")),
+                "file" => return Err(de::Error::duplicate_field("file")),
+                other => return Err(de::Error::unknown_field(other, SOURCES)),
+            }
+        }
+        match (env, file) {
+            (Some(env), None) => Ok(ClientSecret::Env { env }),
+            (None, Some(file)) => Ok(ClientSecret::File { file }),
+            (Some(_), Some(_)) => Err(de::Error::custom(
+                "both env and file are set; give one source only",
+            )),
+            (None, None) => Err(de::Error::custom(
+                "an empty table; expected { env = \"VARIABLE\" } or { file = \"path\" }",
+            )),
+        }
+    }
+}
+
 impl From<SecretString> for ClientSecret {
     fn from(secret: SecretString) -> Self {
         Self::Inline(secret)
@@ -101,7 +150,7 @@ mod tests {
     use super::*;
     use secrecy::ExposeSecret as _;
 
-    #[derive(Deserialize)]
+    #[derive(serde::Deserialize)]
     struct Config {
         client_secret: ClientSecret,
     }
@@ -158,14 +207,18 @@ mod tests {
 
     #[test]
     fn bad_shapes_and_empty_values_are_clear_errors() {
-        let error = match parse(r#"{"client_secret":{"vault":"x"}}"#) {
-            Ok(_) => panic!("a bad shape must not parse"),
-            Err(error) => error,
+        let error = |json: &str| match parse(json) {
+            Ok(_) => panic!("{json} must not parse"),
+            Err(error) => error.to_string(),
         };
-        assert!(
-            error.to_string().contains(r#"{ env = "VARIABLE" }"#),
-            "{error}"
-        );
+        let unknown = error(r#"{"client_secret":{"vault":"x"}}"#);
+        assert!(unknown.contains("unknown field `vault`"), "{unknown}");
+        let number = error(r#"{"client_secret":12345}"#);
+        assert!(number.contains(r#"{ env = "VARIABLE" }"#), "{number}");
+        let both = error(r#"{"client_secret":{"env":"OLD","file":"/run/new"}}"#);
+        assert!(both.contains("both env and file are set"), "{both}");
+        let empty = error(r#"{"client_secret":{}}"#);
+        assert!(empty.contains("an empty table"), "{empty}");
         let empty = parse(r#"{"client_secret":"  "}"#).expect("parses");
         assert_eq!(
             empty

@@ -109,7 +109,7 @@ use std::sync::OnceLock;
 use async_trait::async_trait;
 use authmux_core::wire::{ClientAuth, EndpointResponse, HttpClient, require, validate_url};
 use authmux_core::{
-    ClientSecret, Dpop, Error, ExposeSecret, SecretString, Token, TokenIdentity, TokenSource,
+    ClientSecret, Dpop, Error, ExposeSecret, Scrubber, Token, TokenIdentity, TokenSource,
 };
 use authmux_dpop::DpopConfig;
 use oauth2::basic::BasicClient;
@@ -137,7 +137,7 @@ pub struct OAuth2Config {
     /// The client secret: inline, `{ env = "…" }` or `{ file = "…" }`.
     pub client_secret: ClientSecret,
     /// The scopes to ask for, sent space-separated as `scope`; none by default.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "scope_list")]
     pub scopes: Vec<String>,
     /// How the client authenticates: `"basic"` (the default) or `"post"`.
     #[serde(default = "default_auth_style")]
@@ -155,6 +155,29 @@ pub struct OAuth2Config {
     /// Accept a Bearer token when DPoP was asked for (an error otherwise).
     #[serde(default)]
     pub accept_bearer_downgrade: bool,
+}
+
+/// A list of scopes; a single string is refused with an example of the
+/// list it should be.
+fn scope_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct Scopes;
+    impl<'de> serde::de::Visitor<'de> for Scopes {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of scopes such as [\"read\", \"write\"]")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut scopes = Vec::new();
+            while let Some(scope) = seq.next_element()? {
+                scopes.push(scope);
+            }
+            Ok(scopes)
+        }
+    }
+    deserializer.deserialize_seq(Scopes)
 }
 
 /// RFC 6749 §2.3.1: every server must support Basic, while body
@@ -303,15 +326,11 @@ impl OAuth2Builder {
             ))
             .set_auth_type(auth_type)
             .set_token_uri(TokenUrl::from_url(token_url.clone()));
-        // A server that quotes the request body quotes the secret encoded.
-        let encoded_secret: String =
-            url::form_urlencoded::byte_serialize(client_secret.expose_secret().as_bytes())
-                .collect();
-        let scrubbed = if encoded_secret == client_secret.expose_secret() {
-            vec![client_secret]
-        } else {
-            vec![client_secret, SecretString::from(encoded_secret)]
-        };
+        // The `oauth2` crate builds the request, so the core never sees the
+        // credential: register it here, as Basic, which also covers it sent
+        // in the body.
+        let mut scrubber = Scrubber::new();
+        scrubber.register_basic(&self.client_id, &client_secret);
         let dpop = match self.dpop {
             Some(dpop) => Some(dpop),
             None => self.dpop_config.dpop(self.accept_bearer_downgrade)?,
@@ -325,7 +344,7 @@ impl OAuth2Builder {
             client,
             token_url,
             client_id: self.client_id,
-            scrubbed,
+            scrubber,
             scopes,
             auth_style: self.auth_style,
             extra_params: self.extra_params,
@@ -379,9 +398,9 @@ pub struct OAuth2Provider {
     client: CredentialsClient,
     token_url: Url,
     client_id: String,
-    /// The client secret as sent, raw and form-urlencoded, to scrub from
-    /// error text.
-    scrubbed: Vec<SecretString>,
+    /// Knows the client secret and the Basic credential, in every shape a
+    /// server may echo them.
+    scrubber: Scrubber,
     scopes: Vec<String>,
     auth_style: ClientAuth,
     extra_params: BTreeMap<String, String>,
@@ -516,8 +535,7 @@ impl TokenSource for OAuth2Provider {
         let outcome = exchange.request_async(&transport).await;
         match (transport.received.into_inner(), outcome) {
             (Some(response), _) => {
-                let secrets: Vec<&str> = self.scrubbed.iter().map(|s| s.expose_secret()).collect();
-                let token = response.parse(self.http.default_lifetime(), &secrets)?;
+                let token = response.parse(self.http.default_lifetime(), &self.scrubber)?;
                 match &self.dpop {
                     Some(dpop) => dpop.bind(token),
                     None => Ok(token),

@@ -1,4 +1,17 @@
 //! The config file: `[defaults]` and one `[clients.<name>]` table per client.
+//!
+//! Every problem is reported at once, each as one line that starts with its
+//! full key path and says what was expected and what was found:
+//!
+//! ```text
+//! clients.gen.timeout: expected a duration such as "5s", found integer 5
+//! clients.gen.client_secert: unknown key; did you mean client_secret?
+//! authmux.toml: TOML syntax error at line 4, column 17: invalid basic string
+//! ```
+//!
+//! A message never quotes the file's text or a secret's value: a syntax
+//! error gives the line and column only, and a wrong value under a secret's
+//! key is described by its type alone.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -6,11 +19,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use authmux_core::{CachePolicy, Error};
+use figment::error::{Actual, Kind};
 use figment::providers::{Format, Serialized, Toml};
-use figment::value::{Dict, Map};
-use figment::{Figment, Metadata, Profile, Provider};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::Deserialize;
-use serde_json::Value;
+use serde::de::{self, DeserializeOwned, Unexpected, Visitor};
 
 /// The environment variable naming the config file.
 pub const CONFIG_ENV: &str = "AUTHMUX_CONFIG";
@@ -20,6 +34,11 @@ pub const DEFAULT_CONFIG_FILE: &str = "authmux.toml";
 
 /// The prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "AUTHMUX_";
+
+/// The top-level tables of a config. Only environment variables that start
+/// with [`ENV_PREFIX`], one of these in capitals and `__` are config:
+/// `AUTHMUX_CLIENTS__API__TIMEOUT`, `AUTHMUX_DEFAULTS__MAX_ATTEMPTS`.
+pub const SECTIONS: [&str; 2] = ["clients", "defaults"];
 
 /// Every provider authmux knows, compiled in or not.
 pub const PROVIDERS: [&str; 4] = ["mention-me", "360learning", "auth0", "oauth2"];
@@ -39,6 +58,24 @@ pub fn compiled_providers() -> Vec<&'static str> {
         .collect()
 }
 
+/// Why a client's provider cannot be used by this build, if it cannot:
+/// `provider "auth0" is not compiled in: enable feature "auth0" (compiled
+/// in: mention-me, oauth2)`.
+pub fn not_compiled_in(provider: &str) -> Option<String> {
+    let compiled = compiled_providers();
+    if compiled.contains(&provider) {
+        return None;
+    }
+    let compiled = if compiled.is_empty() {
+        "none".to_owned()
+    } else {
+        compiled.join(", ")
+    };
+    Some(format!(
+        "provider {provider:?} is not compiled in: enable feature {provider:?} (compiled in: {compiled})"
+    ))
+}
+
 /// Timing settings: the `[defaults]` table, each overridable per client.
 ///
 /// Durations are humantime strings: `"30s"`, `"5m"`, `"1h 30m"`.
@@ -47,25 +84,25 @@ pub fn compiled_providers() -> Vec<&'static str> {
 #[non_exhaustive]
 pub struct Settings {
     /// How long one token request may take (default 30 s).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
     /// How long to wait for a connection (default 10 s).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
     /// The smallest refresh window (default 60 s); see [`CachePolicy`].
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub refresh_window: Duration,
     /// A token is never served with less than this left (default 10 s).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub expiry_margin: Duration,
     /// Attempts per fetch, the first included (default 3).
-    #[serde(deserialize_with = "number_or_text")]
+    #[serde(deserialize_with = "whole_number")]
     pub max_attempts: u32,
     /// How long one fetch, retries included, may take (default 30 s).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub fetch_deadline: Duration,
     /// The lifetime assumed when a response gives none (default 5 m).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub default_lifetime: Duration,
 }
 
@@ -99,19 +136,49 @@ const SETTING_KEYS: [&str; 7] = [
 /// so `"true"` and `"false"` are read as booleans for these keys only.
 const BOOLEAN_KEYS: [&str; 3] = ["allow_insecure_http", "dpop", "accept_bearer_downgrade"];
 
-fn number_or_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum NumberOrText {
-        Number(u32),
-        Text(String),
+/// Keys whose value is one whole source: an override replaces the file's
+/// value instead of merging into it, so that
+/// `AUTHMUX_CLIENTS__API__CLIENT_SECRET__FILE` replaces `{ env = "OLD" }`.
+const WHOLE_VALUE_KEYS: [&str; 1] = ["client_secret"];
+
+/// A humantime duration: `"30s"`, `"5m"`, `"1h 30m"`.
+fn duration<'de, D: de::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    struct DurationText;
+    impl Visitor<'_> for DurationText {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration such as \"5s\"")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            humantime::parse_duration(text.trim())
+                .map_err(|_| E::invalid_value(Unexpected::Str(text), &self))
+        }
     }
-    match NumberOrText::deserialize(deserializer)? {
-        NumberOrText::Number(number) => Ok(number),
-        NumberOrText::Text(text) => text.trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!("expected a whole number, got {text:?}"))
-        }),
+    deserializer.deserialize_any(DurationText)
+}
+
+/// A whole number, written as a number or, from an environment variable,
+/// as text.
+fn whole_number<'de, D: de::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    struct WholeNumber;
+    impl Visitor<'_> for WholeNumber {
+        type Value = u32;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number such as 3")
+        }
+        fn visit_u64<E: de::Error>(self, number: u64) -> Result<u32, E> {
+            u32::try_from(number).map_err(|_| E::invalid_value(Unexpected::Unsigned(number), &self))
+        }
+        fn visit_i64<E: de::Error>(self, number: i64) -> Result<u32, E> {
+            u32::try_from(number).map_err(|_| E::invalid_value(Unexpected::Signed(number), &self))
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<u32, E> {
+            text.trim()
+                .parse()
+                .map_err(|_| E::invalid_value(Unexpected::Str(text), &self))
+        }
     }
+    deserializer.deserialize_any(WholeNumber)
 }
 
 impl Settings {
@@ -147,12 +214,15 @@ impl Settings {
 /// checked by the provider), and its timing settings.
 #[derive(Clone)]
 pub struct ClientConfig {
-    /// The provider's name, such as `auth0`.
+    /// The provider's name, such as `auth0`. It may name a provider that is
+    /// not compiled in; see [`not_compiled_in`].
     pub provider: String,
     /// The defaults with this client's overrides applied.
     pub settings: Settings,
+    /// The client's configured name.
+    name: String,
     /// The provider's own keys, as written.
-    fields: serde_json::Map<String, Value>,
+    fields: Dict,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -166,10 +236,21 @@ impl fmt::Debug for ClientConfig {
 }
 
 impl ClientConfig {
-    /// Deserializes the provider's keys into its config type. Errors are
-    /// prefixed with the key path of the client (`clients.api: …`).
-    pub fn provider_config<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_value(Value::Object(self.fields.clone()))
+    /// The client's configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Deserializes the provider's keys into its config type, reporting
+    /// every problem at once, each with its full key path
+    /// (`clients.api.audience: …`).
+    pub fn provider_config<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        let mut problems = Vec::new();
+        let mut known: Vec<&str> = SETTING_KEYS.to_vec();
+        known.push("provider");
+        let at = format!("clients.{}", self.name);
+        deserialize_all(&at, self.fields.clone(), &known, &mut problems)
+            .ok_or_else(|| ConfigError::new(problems))
     }
 }
 
@@ -180,6 +261,8 @@ pub struct Config {
     pub defaults: Settings,
     /// The clients, by name.
     pub clients: BTreeMap<String, ClientConfig>,
+    /// The config file that was read, if any.
+    file: Option<PathBuf>,
 }
 
 /// Every problem found in a configuration, each naming its key path.
@@ -222,15 +305,6 @@ impl From<ConfigError> for Error {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    defaults: Option<Value>,
-    #[serde(default)]
-    clients: BTreeMap<String, serde_json::Map<String, Value>>,
-}
-
 impl Config {
     /// Where the config file is: `explicit` if given, else `$AUTHMUX_CONFIG`,
     /// else `./authmux.toml`.
@@ -245,68 +319,149 @@ impl Config {
     }
 
     /// The default sources, merged in order: the TOML file at
-    /// [`Config::path`], then `AUTHMUX_`-prefixed environment variables with
-    /// `__` between keys (`AUTHMUX_CLIENTS__API__CLIENT_SECRET`).
+    /// [`Config::path`] (if it exists), then the `AUTHMUX_CLIENTS__…` and
+    /// `AUTHMUX_DEFAULTS__…` environment variables with `__` between keys
+    /// (`AUTHMUX_CLIENTS__API__CLIENT_SECRET`). A variable that sets any
+    /// part of a `client_secret` replaces the file's whole `client_secret`.
     pub fn figment(explicit: Option<&Path>) -> Figment {
-        Figment::new()
-            .merge(Toml::file(Self::path(explicit)))
-            .merge(EnvText::new(ENV_PREFIX))
+        Figment::from(Layered {
+            file: TomlFile::new(Self::path(explicit)),
+            env: EnvText::new(ENV_PREFIX),
+        })
     }
 
-    /// Loads [`Config::figment`], requiring the file to exist when a path is
-    /// given explicitly or by `$AUTHMUX_CONFIG`.
+    /// Loads [`Config::figment`]. The file must exist when a path is given
+    /// explicitly or by `$AUTHMUX_CONFIG`. Without either, a missing
+    /// `./authmux.toml` is fine if the environment configures a client;
+    /// otherwise the error names every place that was tried.
     pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
         let path = Self::path(explicit);
-        let named = explicit.is_some() || std::env::var_os(CONFIG_ENV).is_some();
-        if named && !path.is_file() {
+        let named_by_variable =
+            explicit.is_none() && std::env::var_os(CONFIG_ENV).is_some_and(|path| !path.is_empty());
+        let found = path.is_file();
+        if !found && explicit.is_some() {
             return Err(ConfigError::new(vec![format!(
                 "{}: no such config file",
                 path.display()
             )]));
         }
-        Self::from(Self::figment(explicit))
+        if !found && named_by_variable {
+            return Err(ConfigError::new(vec![format!(
+                "{}: no such config file (named by ${CONFIG_ENV})",
+                path.display()
+            )]));
+        }
+        let mut config = Self::from(Self::figment(explicit))?;
+        if found {
+            config.file = Some(path);
+        } else if config.clients.is_empty() {
+            let here = std::env::current_dir()
+                .map(|dir| format!(" in {}", dir.display()))
+                .unwrap_or_default();
+            return Err(ConfigError::new(vec![format!(
+                "no configuration found: tried ${CONFIG_ENV} (not set) and \
+                 ./{DEFAULT_CONFIG_FILE} (no such file{here}), \
+                 and no {ENV_PREFIX}CLIENTS__<NAME>__<KEY> variable is set"
+            )]));
+        }
+        Ok(config)
+    }
+
+    /// The config file that [`Config::load`] read, if it read one.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Parses a configuration from TOML text alone. A syntax error gives
+    /// its line and column, never the text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from(TomlText {
+            name: "TOML".to_owned(),
+            text: text.to_owned(),
+        })
     }
 
     /// Extracts a configuration from any figment provider, checking every
     /// client and reporting every problem at once.
     pub fn from<T: Provider>(provider: T) -> Result<Self, ConfigError> {
-        let raw: RawConfig = Figment::from(provider).extract().map_err(|error| {
-            ConfigError::new(error.into_iter().map(|e| e.to_string()).collect())
-        })?;
+        let root: Dict = Figment::from(provider)
+            .extract()
+            .map_err(|error| ConfigError::new(error.into_iter().map(source_problem).collect()))?;
         let mut problems = Vec::new();
-        let defaults = match raw.defaults {
-            None => Settings::default(),
-            Some(value) => serde_json::from_value(value).unwrap_or_else(|error| {
-                problems.push(format!("defaults: {error}"));
-                Settings::default()
-            }),
-        };
+        let mut defaults = Settings::default();
+        let mut clients = Dict::new();
+        for (key, value) in root {
+            match key.as_str() {
+                "defaults" => {
+                    if let Some(settings) = table(&key, value, &mut problems)
+                        .and_then(|table| deserialize_all(&key, table, &[], &mut problems))
+                    {
+                        defaults = settings;
+                    }
+                }
+                "clients" => clients = table(&key, value, &mut problems).unwrap_or_default(),
+                _ => problems.push(format!(
+                    "{key}: unknown section{} (known: [clients.<name>], [defaults])",
+                    suggestion(&key, &SECTIONS)
+                        .map(|known| format!("; did you mean [{known}]?"))
+                        .unwrap_or_default()
+                )),
+            }
+        }
         defaults.validate("defaults", &mut problems);
-        let mut clients = BTreeMap::new();
-        for (name, table) in raw.clients {
-            if let Some(client) = client_config(&name, table, &defaults, &mut problems) {
-                clients.insert(name, client);
+        let mut built = BTreeMap::new();
+        for (name, value) in clients {
+            if let Some(client) = client_config(&name, value, &defaults, &mut problems) {
+                built.insert(name, client);
             }
         }
         if problems.is_empty() {
-            Ok(Self { defaults, clients })
+            Ok(Self {
+                defaults,
+                clients: built,
+                file: None,
+            })
         } else {
             Err(ConfigError::new(problems))
         }
     }
 }
 
+/// A problem of a source as a whole, such as a file that cannot be parsed.
+/// Other sources' multi-line messages may quote the file, so only their
+/// first line is kept.
+fn source_problem(error: figment::Error) -> String {
+    match error.kind {
+        Kind::Message(message) => message.lines().next().unwrap_or_default().to_owned(),
+        kind => problem(&[], &kind),
+    }
+}
+
+/// `value` as a table, or a problem at `at`.
+fn table(at: &str, value: Value, problems: &mut Vec<String>) -> Option<Dict> {
+    match value {
+        Value::Dict(_, table) => Some(table),
+        other => {
+            let kind = Kind::InvalidType(other.to_actual(), "a table".to_owned());
+            problems.push(problem(&[at.to_owned()], &kind));
+            None
+        }
+    }
+}
+
 fn client_config(
     name: &str,
-    mut fields: serde_json::Map<String, Value>,
+    value: Value,
     defaults: &Settings,
     problems: &mut Vec<String>,
 ) -> Option<ClientConfig> {
     let at = format!("clients.{name}");
+    let mut fields = table(&at, value, problems)?;
     let provider = match fields.remove("provider") {
-        Some(Value::String(provider)) => provider,
-        Some(_) => {
-            problems.push(format!("{at}.provider: must be a string"));
+        Some(Value::String(_, provider)) => provider,
+        Some(other) => {
+            let kind = Kind::InvalidType(other.to_actual(), "a provider name".to_owned());
+            problems.push(problem(&[at, "provider".to_owned()], &kind));
             return None;
         }
         None => {
@@ -319,90 +474,377 @@ fn client_config(
     };
     if !PROVIDERS.contains(&provider.as_str()) {
         problems.push(format!(
-            "{at}.provider: unknown provider {provider:?} (available: {})",
-            compiled_providers().join(", ")
+            "{at}.provider: unknown provider {provider:?}{} (available: {})",
+            suggestion(&provider, &PROVIDERS)
+                .map(|known| format!("; did you mean {known:?}?"))
+                .unwrap_or_default(),
+            PROVIDERS.join(", ")
         ));
         return None;
     }
-    if !compiled_providers().contains(&provider.as_str()) {
-        problems.push(format!(
-            "{at}.provider: {provider:?} is not compiled in; enable the {provider:?} feature \
-             (compiled in: {})",
-            compiled_providers().join(", ")
-        ));
-        return None;
-    }
-    let mut overrides = serde_json::Map::new();
+    let mut overrides = Dict::new();
     for key in SETTING_KEYS {
         if let Some(value) = fields.remove(key) {
             overrides.insert(key.to_owned(), value);
         }
     }
     for key in BOOLEAN_KEYS {
-        if let Some(Value::String(text)) = fields.get(key) {
+        if let Some(Value::String(tag, text)) = fields.get(key) {
+            let tag = *tag;
             match text.trim() {
-                "true" => fields.insert(key.to_owned(), Value::Bool(true)),
-                "false" => fields.insert(key.to_owned(), Value::Bool(false)),
+                "true" => fields.insert(key.to_owned(), Value::Bool(tag, true)),
+                "false" => fields.insert(key.to_owned(), Value::Bool(tag, false)),
                 _ => None,
             };
         }
     }
-    let settings = apply_overrides(defaults, overrides).unwrap_or_else(|error| {
-        problems.push(format!("{at}: {error}"));
-        defaults.clone()
-    });
+    let settings = deserialize_all::<Overrides>(&at, overrides, &[], problems)
+        .map(|overrides| overrides.apply(defaults))
+        .unwrap_or_else(|| defaults.clone());
     settings.validate(&at, problems);
     Some(ClientConfig {
         provider,
         settings,
+        name: name.to_owned(),
         fields,
     })
 }
 
-/// The defaults with a client's own timing keys laid over them.
-fn apply_overrides(
-    defaults: &Settings,
-    overrides: serde_json::Map<String, Value>,
-) -> Result<Settings, serde_json::Error> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Overrides {
-        #[serde(default, with = "humantime_serde::option")]
-        timeout: Option<Duration>,
-        #[serde(default, with = "humantime_serde::option")]
-        connect_timeout: Option<Duration>,
-        #[serde(default, with = "humantime_serde::option")]
-        refresh_window: Option<Duration>,
-        #[serde(default, with = "humantime_serde::option")]
-        expiry_margin: Option<Duration>,
-        #[serde(default, deserialize_with = "some_number_or_text")]
-        max_attempts: Option<u32>,
-        #[serde(default, with = "humantime_serde::option")]
-        fetch_deadline: Option<Duration>,
-        #[serde(default, with = "humantime_serde::option")]
-        default_lifetime: Option<Duration>,
+/// A client's own timing keys, laid over the defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Overrides {
+    #[serde(default, deserialize_with = "some_duration")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    refresh_window: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    expiry_margin: Option<Duration>,
+    #[serde(default, deserialize_with = "some_whole_number")]
+    max_attempts: Option<u32>,
+    #[serde(default, deserialize_with = "some_duration")]
+    fetch_deadline: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    default_lifetime: Option<Duration>,
+}
+
+fn some_duration<'de, D: de::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
+}
+
+fn some_whole_number<'de, D: de::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u32>, D::Error> {
+    whole_number(deserializer).map(Some)
+}
+
+impl Overrides {
+    fn apply(self, defaults: &Settings) -> Settings {
+        let mut settings = defaults.clone();
+        let pick = |value: Option<Duration>, default: Duration| value.unwrap_or(default);
+        settings.timeout = pick(self.timeout, settings.timeout);
+        settings.connect_timeout = pick(self.connect_timeout, settings.connect_timeout);
+        settings.refresh_window = pick(self.refresh_window, settings.refresh_window);
+        settings.expiry_margin = pick(self.expiry_margin, settings.expiry_margin);
+        settings.max_attempts = self.max_attempts.unwrap_or(settings.max_attempts);
+        settings.fetch_deadline = pick(self.fetch_deadline, settings.fetch_deadline);
+        settings.default_lifetime = pick(self.default_lifetime, settings.default_lifetime);
+        settings
     }
-    fn some_number_or_text<'de, D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<u32>, D::Error> {
-        number_or_text(deserializer).map(Some)
+}
+
+/// Deserializes `table`, found at key path `at`, as a `T`, reporting every
+/// problem rather than the first: a key that is unknown or has the wrong
+/// shape is reported and left out, a missing key is reported and filled
+/// with a stand-in, and the rest is tried again. `also_known` are keys
+/// that are valid here though `T` does not take them, for suggestions.
+/// Returns `T` only if there was no problem.
+fn deserialize_all<T: DeserializeOwned>(
+    at: &str,
+    mut table: Dict,
+    also_known: &[&str],
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    let before = problems.len();
+    let mut left_out: Vec<String> = Vec::new();
+    let mut stand_ins: Vec<String> = Vec::new();
+    // Each round leaves a key out or fills one in, so this ends.
+    loop {
+        let error = match Value::from(table.clone()).deserialize::<T>() {
+            Ok(value) => return (problems.len() == before).then_some(value),
+            Err(error) => error,
+        };
+        let mut path = vec![at.to_owned()];
+        path.extend(error.path.iter().cloned());
+        match (error.path.first(), error.kind) {
+            (None, Kind::MissingField(field)) => {
+                let field = field.into_owned();
+                if left_out.contains(&field) || stand_ins.contains(&field) {
+                    return None;
+                }
+                problems.push(format!("{at}.{field}: required"));
+                // Every required provider key takes a string.
+                table.insert(field.clone(), Value::from(String::new()));
+                stand_ins.push(field);
+            }
+            (Some(key), kind) => {
+                let key = key.clone();
+                if stand_ins.contains(&key) {
+                    return None;
+                }
+                problems.push(match kind {
+                    Kind::UnknownField(field, expected) => {
+                        let mut known: Vec<&str> = expected.to_vec();
+                        known.extend(also_known);
+                        unknown_key(&path, &field, &known)
+                    }
+                    kind => problem(&path, &kind),
+                });
+                table.remove(&key);
+                left_out.push(key);
+            }
+            (None, kind) => {
+                problems.push(problem(&path, &kind));
+                return None;
+            }
+        }
     }
-    let overrides: Overrides = serde_json::from_value(Value::Object(overrides))?;
-    let mut settings = defaults.clone();
-    let pick = |value: Option<Duration>, default: Duration| value.unwrap_or(default);
-    settings.timeout = pick(overrides.timeout, settings.timeout);
-    settings.connect_timeout = pick(overrides.connect_timeout, settings.connect_timeout);
-    settings.refresh_window = pick(overrides.refresh_window, settings.refresh_window);
-    settings.expiry_margin = pick(overrides.expiry_margin, settings.expiry_margin);
-    settings.max_attempts = overrides.max_attempts.unwrap_or(settings.max_attempts);
-    settings.fetch_deadline = pick(overrides.fetch_deadline, settings.fetch_deadline);
-    settings.default_lifetime = pick(overrides.default_lifetime, settings.default_lifetime);
-    Ok(settings)
+}
+
+/// An unknown key, with the known key it most likely misspells.
+fn unknown_key(path: &[String], field: &str, known: &[&str]) -> String {
+    let key = path.join(".");
+    match suggestion(field, known) {
+        Some(known) => format!("{key}: unknown key; did you mean {known}?"),
+        None => {
+            let mut known = known.to_vec();
+            known.sort_unstable();
+            known.dedup();
+            format!("{key}: unknown key (known keys: {})", known.join(", "))
+        }
+    }
+}
+
+/// The known name that `unknown` most likely misspells, if any is close.
+fn suggestion<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|candidate| (strsim::damerau_levenshtein(unknown, candidate), *candidate))
+        .filter(|(distance, _)| *distance <= (unknown.chars().count() / 3).max(1))
+        .min()
+        .map(|(_, candidate)| candidate)
+}
+
+/// One line for a deserialization problem at `path`: what was expected and
+/// what was found. Under a secret's key the value found is not shown.
+fn problem(path: &[String], kind: &Kind) -> String {
+    let key = path.join(".");
+    let secret = path.iter().any(|part| part.contains("secret"));
+    match kind {
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => format!(
+            "{key}: expected {}, found {}",
+            expectation(expected),
+            found(actual, secret)
+        ),
+        Kind::UnknownVariant(variant, expected) => {
+            let expected: Vec<String> = expected.iter().map(|name| format!("{name:?}")).collect();
+            format!(
+                "{key}: expected one of {}, found {variant:?}",
+                expected.join(", ")
+            )
+        }
+        Kind::MissingField(field) => format!("{key}.{field}: required"),
+        Kind::InvalidLength(length, expected) => {
+            format!(
+                "{key}: expected {}, found {length} items",
+                expectation(expected)
+            )
+        }
+        Kind::DuplicateField(field) => format!("{key}.{field}: given twice"),
+        Kind::Message(message) => {
+            let message: Vec<&str> = message.lines().collect();
+            format!("{key}: {}", message.join("; "))
+        }
+        _ if secret => format!("{key}: not a usable value"),
+        other => format!("{key}: {other}"),
+    }
+}
+
+/// serde's names of shapes in the words of a TOML file.
+fn expectation(expected: &str) -> String {
+    let words = match expected {
+        "a sequence" => "an array",
+        "a map" => "a table",
+        "a boolean" => "true or false",
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number",
+        other if other.starts_with("struct ") => "a table",
+        other => other,
+    };
+    words.to_owned()
+}
+
+/// What was found, as a TOML user would name it; without the value under a
+/// secret's key.
+fn found(actual: &Actual, secret: bool) -> String {
+    let (kind, value) = match actual {
+        Actual::Bool(value) => ("boolean", value.to_string()),
+        Actual::Unsigned(value) => ("integer", value.to_string()),
+        Actual::Signed(value) => ("integer", value.to_string()),
+        Actual::Float(value) => ("float", value.to_string()),
+        Actual::Char(value) => ("string", format!("{:?}", value.to_string())),
+        Actual::Str(value) => ("string", format!("{value:?}")),
+        Actual::Seq => return "an array".to_owned(),
+        Actual::Map => return "a table".to_owned(),
+        _ if secret => return "a value of another kind".to_owned(),
+        other => return other.to_string(),
+    };
+    if secret {
+        kind.to_owned()
+    } else {
+        format!("{kind} {value}")
+    }
+}
+
+/// The config file and the environment, with a secret's source in the
+/// environment replacing the file's whole source rather than merging into
+/// it.
+struct Layered {
+    file: TomlFile,
+    env: EnvText,
+}
+
+impl Provider for Layered {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("the config file and `AUTHMUX_` environment variables")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut file = self
+            .file
+            .data()?
+            .remove(&Profile::Default)
+            .unwrap_or_default();
+        let env = self
+            .env
+            .data()?
+            .remove(&Profile::Default)
+            .unwrap_or_default();
+        if let (Some(Value::Dict(_, file_clients)), Some(Value::Dict(_, env_clients))) =
+            (file.get_mut("clients"), env.get("clients"))
+        {
+            for (name, env_client) in env_clients {
+                if let (Some(Value::Dict(_, file_client)), Value::Dict(_, env_client)) =
+                    (file_clients.get_mut(name), env_client)
+                {
+                    for key in WHOLE_VALUE_KEYS {
+                        if env_client.contains_key(key) {
+                            file_client.remove(key);
+                        }
+                    }
+                }
+            }
+        }
+        Figment::new()
+            .merge(Serialized::defaults(file))
+            .merge(Serialized::defaults(env))
+            .data()
+    }
+}
+
+/// A TOML config file. A missing file is empty; a syntax error gives its
+/// line and column, never the line itself, which may hold a secret.
+#[derive(Debug, Clone)]
+pub struct TomlFile {
+    path: PathBuf,
+}
+
+impl TomlFile {
+    /// The file at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+}
+
+impl Provider for TomlFile {
+    fn metadata(&self) -> Metadata {
+        Metadata::from("TOML file", Source::File(self.path.clone()))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
+            Err(error) => {
+                return Err(figment::Error::from(format!(
+                    "{}: cannot read: {}",
+                    self.path.display(),
+                    error.kind()
+                )));
+            }
+        };
+        if let Some(problem) = syntax_error(&self.path.display().to_string(), &text) {
+            return Err(figment::Error::from(problem));
+        }
+        Toml::string(&text).data()
+    }
+}
+
+/// TOML text given directly, named `name` in errors.
+struct TomlText {
+    name: String,
+    text: String,
+}
+
+impl Provider for TomlText {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        if let Some(problem) = syntax_error(&self.name, &self.text) {
+            return Err(figment::Error::from(problem));
+        }
+        Toml::string(&self.text).data()
+    }
+}
+
+/// The syntax error of TOML text, if any, as one line that gives its line
+/// and column but never quotes the text.
+fn syntax_error(name: &str, text: &str) -> Option<String> {
+    let error = toml::from_str::<toml::Table>(text).err()?;
+    let at = error.span().map(|span| span.start).unwrap_or_default();
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    let message: Vec<&str> = error
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    Some(format!(
+        "{name}: TOML syntax error at line {line}, column {column}: {}",
+        message.join("; ")
+    ))
 }
 
 /// `AUTHMUX_`-prefixed environment variables, with `__` between keys and
 /// every value kept as text: a secret such as `00123` or `1.50` must reach
 /// the provider exactly as written, never reparsed as a number.
+///
+/// Only variables for a config section ([`SECTIONS`]) are read, so that
+/// `AUTHMUX_LOG` or `AUTHMUX_BIN`, meant for something else, never break
+/// loading.
 #[derive(Debug, Clone)]
 pub struct EnvText {
     prefix: String,
@@ -426,15 +868,12 @@ impl EnvText {
             let Some(rest) = upper.strip_prefix(&self.prefix) else {
                 continue;
             };
-            // The config file's own path is not a config key.
-            if key.eq_ignore_ascii_case(CONFIG_ENV) || rest.is_empty() {
-                continue;
-            }
             let path: Vec<String> = rest
                 .split("__")
                 .map(|part| part.to_ascii_lowercase())
                 .collect();
-            if path.iter().any(String::is_empty) {
+            let is_config = path.len() > 1 && SECTIONS.contains(&path[0].as_str());
+            if !is_config || path.iter().any(String::is_empty) {
                 continue;
             }
             values.push((path.join("."), value.to_owned()));

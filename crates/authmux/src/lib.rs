@@ -29,7 +29,10 @@
 //!
 //! Environment variables override the file, with `__` between keys:
 //! `AUTHMUX_CLIENTS__API__CLIENT_SECRET=…` sets `clients.api.client_secret`.
-//! Their values are taken as text, exactly as written.
+//! Their values are taken as text, exactly as written. Only
+//! `AUTHMUX_CLIENTS__…` and `AUTHMUX_DEFAULTS__…` are read, and a variable
+//! that sets a secret's source (`…__CLIENT_SECRET__FILE`) replaces the
+//! file's source instead of merging with it.
 //!
 //! # Features
 //!
@@ -46,8 +49,10 @@
 //! `middleware::Authenticate`, which attaches tokens to outgoing requests
 //! and recovers from a rejected token once.
 //!
-//! A config naming a provider that is not compiled in gets a clear error:
-//! `clients.api.provider: "auth0" is not compiled in; enable the "auth0" feature`.
+//! A config may be shared by programs built with different features. A
+//! client whose provider is not compiled in fails alone, when it is asked
+//! for: `client "api" (auth0): provider "auth0" is not compiled in: enable
+//! feature "auth0" (compiled in: mention-me, oauth2)`; the other clients work.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use authmux_core::wire::{HeaderMap, HttpClient, HttpConfig};
 use authmux_core::{Error, ManagedToken, SharedTokenSource, TokenGuard};
 
-use crate::config::{ClientConfig, Config, ConfigError, Settings};
+use crate::config::{ClientConfig, Config, ConfigError, Settings, not_compiled_in};
 
 /// A configured client: its name, provider, token endpoint and cache.
 /// Cloning is cheap and shares the cache.
@@ -68,10 +68,16 @@ impl Client {
 /// their variables and files, URLs are checked, and nothing is fetched until
 /// a token is asked for.
 ///
+/// A config may be shared by programs built with different provider
+/// features: a client whose provider is not compiled in does not stop the
+/// others. It is listed by [`Registry::unavailable`], and asking for it
+/// returns the error that says which feature to enable.
+///
 /// Cloning is cheap.
 #[derive(Clone, Default)]
 pub struct Registry {
     clients: Arc<BTreeMap<String, Client>>,
+    unavailable: Arc<BTreeMap<String, Error>>,
 }
 
 impl fmt::Debug for Registry {
@@ -88,10 +94,18 @@ impl Registry {
 
     /// Builds only the client called `name`, so that another client's
     /// problem (say, a secret variable this process does not have) does not
-    /// stop it. An unknown name is a problem that lists the configured ones.
+    /// stop it. An unknown name is a problem that lists the configured ones,
+    /// and so is a client whose provider is not compiled in.
     pub fn with_client(config: &Config, name: &str) -> Result<Self, ConfigError> {
         match config.clients.get_key_value(name) {
-            Some(client) => Self::build(std::iter::once(client)),
+            Some((name, client)) => {
+                if let Some(why) = not_compiled_in(&client.provider) {
+                    return Err(ConfigError::new(vec![format!(
+                        "clients.{name}.provider: {why}"
+                    )]));
+                }
+                Self::build(std::iter::once((name, client)))
+            }
             None => {
                 let names: Vec<&str> = config.clients.keys().map(String::as_str).collect();
                 Err(ConfigError::new(vec![unknown_client(name, &names)]))
@@ -105,8 +119,16 @@ impl Registry {
         let mut problems = Vec::new();
         let mut http_clients: HashMap<(Duration, Duration, Duration), HttpClient> = HashMap::new();
         let mut built = BTreeMap::new();
+        let mut unavailable = BTreeMap::new();
         for (name, client) in clients {
             let at = format!("clients.{name}");
+            if let Some(why) = not_compiled_in(&client.provider) {
+                let error = Error::config(why)
+                    .with_client(&Arc::from(name.as_str()))
+                    .with_provider(&client.provider);
+                unavailable.insert(name.clone(), error);
+                continue;
+            }
             let http = match shared_http(&mut http_clients, &client.settings) {
                 Ok(http) => http,
                 Err(error) => {
@@ -130,12 +152,13 @@ impl Registry {
                         },
                     );
                 }
-                Err(problem) => problems.push(format!("{at}{problem}")),
+                Err(mut found) => problems.append(&mut found),
             }
         }
         if problems.is_empty() {
             Ok(Self {
                 clients: Arc::new(built),
+                unavailable: Arc::new(unavailable),
             })
         } else {
             Err(ConfigError::new(problems))
@@ -148,12 +171,25 @@ impl Registry {
         Self::new(&Config::load(path)?)
     }
 
-    /// The client called `name`.
+    /// The client called `name`. A client whose provider is not compiled
+    /// in is an error that names the feature to enable.
     pub fn client(&self, name: &str) -> Result<&Client, Error> {
-        self.clients.get(name).ok_or_else(|| {
-            let names: Vec<&str> = self.names().collect();
-            Error::config(unknown_client(name, &names))
-        })
+        if let Some(client) = self.clients.get(name) {
+            return Ok(client);
+        }
+        if let Some(error) = self.unavailable.get(name) {
+            return Err(error.clone());
+        }
+        let names: Vec<&str> = self.names().collect();
+        Err(Error::config(unknown_client(name, &names)))
+    }
+
+    /// The configured clients this build cannot serve, because their
+    /// provider is not compiled in, each with the error that says so.
+    pub fn unavailable(&self) -> impl Iterator<Item = (&str, &Error)> {
+        self.unavailable
+            .iter()
+            .map(|(name, error)| (name.as_str(), error))
     }
 
     /// A usable token for the client called `name`.
@@ -161,7 +197,7 @@ impl Registry {
         self.client(name)?.token().await
     }
 
-    /// The configured client names, in order.
+    /// The names of the clients this build serves, in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.clients.keys().map(String::as_str)
     }
@@ -217,17 +253,13 @@ fn shared_http(
 
 type Built = (&'static str, String, SharedTokenSource);
 
-/// Builds the provider a client names. On failure, returns the rest of the
-/// problem's key path and its text: `.audience: required unless …`.
-fn build_source(client: &ClientConfig, http: HttpClient) -> Result<Built, String> {
-    // A builder error starts with the field it is about (`audience: …`);
-    // a deserialization error names no field.
-    fn builder_problem(error: Error) -> String {
-        format!(".{}", error.message())
-    }
-    fn parse_problem(error: serde_json::Error) -> String {
-        format!(": {error}")
-    }
+/// Builds the provider a client names. On failure, returns every problem,
+/// each with its full key path: `clients.api.audience: required unless …`.
+fn build_source(client: &ClientConfig, http: HttpClient) -> Result<Built, Vec<String>> {
+    // A builder error starts with the field it is about (`audience: …`).
+    let builder_problem =
+        |error: Error| vec![format!("clients.{}.{}", client.name(), error.message())];
+    let parse_problem = |error: ConfigError| error.problems().to_vec();
     match client.provider.as_str() {
         #[cfg(feature = "mention-me")]
         "mention-me" => {
@@ -275,9 +307,13 @@ fn build_source(client: &ClientConfig, http: HttpClient) -> Result<Built, String
             Ok((NAME, provider.token_url().to_owned(), provider.into()))
         }
         other => {
-            // Config::from only lets compiled-in providers through.
-            let _ = http;
-            Err(format!(".provider: {other:?} is not compiled in"))
+            // Registry::build sets clients of other providers aside.
+            let _ = (http, parse_problem, builder_problem);
+            Err(vec![format!(
+                "clients.{}.provider: {}",
+                client.name(),
+                not_compiled_in(other).unwrap_or_default()
+            )])
         }
     }
 }

@@ -2,12 +2,21 @@
 
 // figment::Jail fixes the closure's error type; it is only built on failure.
 #![allow(clippy::result_large_err)]
+// Most tests need every provider; a build with fewer runs the rest.
+#![cfg_attr(
+    not(all(
+        feature = "mention-me",
+        feature = "360learning",
+        feature = "auth0",
+        feature = "oauth2"
+    )),
+    allow(dead_code, unused_imports)
+)]
 
 use std::time::Duration;
 
 use authmux::{Config, ConfigError, Registry};
 use figment::Jail;
-use figment::providers::{Format, Toml};
 
 const ALL_PROVIDERS: &str = r#"
 [defaults]
@@ -48,7 +57,7 @@ auth_style = "post"
 "#;
 
 fn parse(toml: &str) -> Result<Config, ConfigError> {
-    Config::from(Toml::string(toml))
+    Config::from_toml(toml)
 }
 
 #[cfg(all(
@@ -163,7 +172,13 @@ mod all_providers {
         let error = parse(toml).expect_err("invalid");
         let problems = error.problems();
         let has = |needle: &str| problems.iter().any(|problem| problem.starts_with(needle));
-        assert!(has("defaults: "), "{problems:#?}");
+        assert!(
+            problems.contains(
+                &"defaults.timeout: expected a duration such as \"5s\", found string \"soon\""
+                    .to_owned()
+            ),
+            "{problems:#?}"
+        );
         assert!(
             problems.contains(
                 &"clients.x.provider: unknown provider \"okta2\" \
@@ -193,7 +208,9 @@ mod all_providers {
             "{problems:#?}"
         );
         assert!(
-            has("clients.mm: unknown field `enviroment`"),
+            problems.contains(
+                &"clients.mm.enviroment: unknown key; did you mean environment?".to_owned()
+            ),
             "{problems:#?}"
         );
         assert!(
@@ -272,7 +289,12 @@ mod all_providers {
     fn malformed_toml_is_one_clear_problem() {
         let error = parse("[clients.api\nprovider = ").expect_err("malformed");
         assert_eq!(error.problems().len(), 1, "{error}");
-        assert!(error.to_string().contains("TOML parse error"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("TOML: TOML syntax error at line 1, column 13: "),
+            "{error}"
+        );
     }
 
     #[test]
@@ -337,21 +359,6 @@ mod all_providers {
             "unknown client \"nope\" (configured: referrals)"
         );
     }
-}
-
-#[cfg(not(feature = "auth0"))]
-#[test]
-fn a_provider_that_is_not_compiled_in_says_which_feature_to_enable() {
-    let error = parse(
-        "[clients.api]\nprovider = \"auth0\"\ndomain = \"d\"\nclient_id = \"a\"\nclient_secret = \"s\"\naudience = \"x\"\n",
-    )
-    .expect_err("not compiled in");
-    assert!(
-        error.to_string().starts_with(
-            "clients.api.provider: \"auth0\" is not compiled in; enable the \"auth0\" feature"
-        ),
-        "{error}"
-    );
 }
 
 #[test]

@@ -126,7 +126,7 @@ impl HttpClient {
         let default_lifetime = request.default_lifetime().unwrap_or(self.default_lifetime);
         self.send(request)
             .await?
-            .parse(default_lifetime, &request.secrets().as_strs())
+            .parse(default_lifetime, request.scrubber())
     }
 
     /// The lifetime this client assumes when a response gives none.
@@ -151,7 +151,7 @@ impl HttpClient {
     ) -> Result<Token, Error> {
         let default_lifetime = request.default_lifetime().unwrap_or(self.default_lifetime);
         let response = self.execute_dpop(self.build(request)?, dpop).await?;
-        dpop.bind(response.parse(default_lifetime, &request.secrets().as_strs())?)
+        dpop.bind(response.parse(default_lifetime, request.scrubber())?)
     }
 
     /// Sends a prepared token request with a fresh DPoP proof for its method

@@ -14,6 +14,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use url::{Host, Url};
 
 use crate::error::Error;
+use crate::scrub::Scrubber;
 
 /// How the request body is encoded. Deserializes from `"form"` or `"json"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -91,6 +92,7 @@ pub struct TokenRequest {
     headers: HeaderMap,
     timeout: Option<Duration>,
     default_lifetime: Option<Duration>,
+    scrubber: Scrubber,
 }
 
 /// The lifetime of a token whose response has neither `expires_in` nor a
@@ -187,35 +189,11 @@ impl TokenRequest {
         Ok(body)
     }
 
-    /// Every secret value this request carries, as written and as it looks
-    /// form-encoded, so that server-supplied text echoing either can be
-    /// scrubbed.
-    pub(crate) fn secrets(&self) -> Secrets {
-        let mut values = Vec::new();
-        for param in &self.params {
-            if let ParamValue::Secret(secret) = &param.value {
-                let raw = secret.expose_secret();
-                let encoded: String = form_urlencoded::byte_serialize(raw.as_bytes()).collect();
-                if encoded != raw {
-                    values.push(encoded);
-                }
-                values.push(raw.to_owned());
-            }
-        }
-        Secrets(values)
-    }
-}
-
-/// Secret values to scrub from error text. Never printed.
-pub(crate) struct Secrets(Vec<String>);
-
-impl Secrets {
-    /// The values as string slices, longest first so that a longer encoded
-    /// form is scrubbed before the raw value inside it.
-    pub(crate) fn as_strs(&self) -> Vec<&str> {
-        let mut values: Vec<&str> = self.0.iter().map(String::as_str).collect();
-        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
-        values
+    /// The scrubber that knows every secret this request carries: its
+    /// secret body parameters and its Basic credential. Every piece of text
+    /// the server sends back passes through it.
+    pub fn scrubber(&self) -> &Scrubber {
+        &self.scrubber
     }
 }
 
@@ -313,8 +291,10 @@ impl TokenRequestBuilder {
         }
     }
 
-    /// Appends a secret body parameter. It is redacted from `Debug` and
-    /// scrubbed from any error text the server echoes back.
+    /// Appends a secret body parameter, such as a `client_secret` or a
+    /// `client_assertion`. It is redacted from `Debug` and registered with
+    /// the request's [`Scrubber`], so that any shape of it the server
+    /// echoes back is scrubbed from error text.
     pub fn secret_param(mut self, name: impl Into<Cow<'static, str>>, value: SecretString) -> Self {
         self.params.push(Param {
             name: name.into(),
@@ -376,11 +356,19 @@ impl TokenRequestBuilder {
     pub fn build(self) -> Result<TokenRequest, Error> {
         let url = validate_url(&self.url, self.allow_insecure_http)?;
         let mut headers = self.headers;
+        // The one place where the secrets a request carries are registered.
+        let mut scrubber = Scrubber::new();
+        for param in &self.params {
+            if let ParamValue::Secret(secret) = &param.value {
+                scrubber.register(secret);
+            }
+        }
         if let Some((client_id, client_secret)) = &self.basic {
             headers.insert(
                 AUTHORIZATION,
                 basic_authorization(client_id, client_secret)?,
             );
+            scrubber.register_basic(client_id, client_secret);
         }
         Ok(TokenRequest {
             url,
@@ -390,6 +378,7 @@ impl TokenRequestBuilder {
             headers,
             timeout: self.timeout,
             default_lifetime: self.default_lifetime,
+            scrubber,
         })
     }
 }
@@ -507,6 +496,13 @@ mod tests {
             &format!("Basic {}", STANDARD.encode("my+id%3A1:p%40ss+w%25rd"))
         );
         assert!(!format!("{request:?}").contains("p@ss"));
+        // The request registered the credential: an echo of the header is
+        // scrubbed whole.
+        let echoed = format!("you sent {}", header.to_str().expect("ASCII"));
+        assert_eq!(
+            request.scrubber().scrub(&echoed),
+            "you sent Basic [redacted]"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use serde_json::{Map, Value};
 
 use super::TokenRequest;
-use crate::error::{Error, ErrorKind, OAuthError, RateLimit, sanitize_server_text};
+use crate::error::{Error, ErrorKind, OAuthError, RateLimit};
+use crate::scrub::Scrubber;
 use crate::token::{Token, TokenType, decode_jwt_payload};
 
 use crate::token::MAX_LIFETIME;
@@ -85,17 +86,18 @@ impl EndpointResponse {
             request
                 .default_lifetime()
                 .unwrap_or(super::DEFAULT_LIFETIME),
-            &request.secrets().as_strs(),
+            request.scrubber(),
         )
     }
 
     /// Like [`into_token`](Self::into_token), for a response to a request
     /// that was not described by a [`TokenRequest`]: `default_lifetime` is
-    /// assumed when the response gives none, and each of `secrets` is
-    /// scrubbed from error text.
-    pub fn parse(self, default_lifetime: Duration, secrets: &[&str]) -> Result<Token, Error> {
+    /// assumed when the response gives none, and every piece of server
+    /// text in an error passes through `scrubber`, which must know every
+    /// secret the request carried.
+    pub fn parse(self, default_lifetime: Duration, scrubber: &Scrubber) -> Result<Token, Error> {
         if !(200..300).contains(&self.status) {
-            return Err(self.error(secrets));
+            return Err(self.error(scrubber));
         }
         let looks_like_html = self.is_html();
         let mut fields: Map<String, Value> = match serde_json::from_slice(&self.body) {
@@ -118,7 +120,7 @@ impl EndpointResponse {
             }
         };
         if fields.contains_key("error") {
-            let oauth = oauth_error(&fields, secrets);
+            let oauth = oauth_error(&fields, scrubber);
             return Err(
                 Error::new(ErrorKind::Refused, "a success status with an error body")
                     .with_status(self.status)
@@ -192,14 +194,14 @@ impl EndpointResponse {
         content_type_html || self.body.trim_ascii_start().starts_with(b"<")
     }
 
-    fn error(&self, secrets: &[&str]) -> Error {
+    fn error(&self, scrubber: &Scrubber) -> Error {
         let status = self.status;
         if (300..400).contains(&status) {
             let location = self
                 .headers
                 .get(LOCATION)
                 .and_then(|value| value.to_str().ok())
-                .map(|location| sanitize_server_text(location, secrets))
+                .map(|location| scrubber.scrub(location))
                 .unwrap_or_default();
             return Error::new(
                 ErrorKind::InvalidResponse,
@@ -211,7 +213,7 @@ impl EndpointResponse {
         let fields: Option<Map<String, Value>> = serde_json::from_slice(&self.body).ok();
         let mut error = match fields
             .as_ref()
-            .and_then(|fields| oauth_error(fields, secrets))
+            .and_then(|fields| oauth_error(fields, scrubber))
         {
             Some(oauth) => Error::new(kind, "").with_oauth(oauth),
             None => {
@@ -224,7 +226,7 @@ impl EndpointResponse {
                 let message = if text.trim().is_empty() {
                     "empty body".to_owned()
                 } else {
-                    format!("{what}: {:?}", sanitize_server_text(&text, secrets))
+                    format!("{what}: {:?}", scrubber.scrub(&text))
                 };
                 Error::new(kind, message)
             }
@@ -248,16 +250,16 @@ impl EndpointResponse {
 /// Reads the error shapes that providers use into one model:
 /// `{error, error_description, error_uri}` (RFC 6749 §5.2),
 /// `{error: {code, message}}`, `{code, description}` and `{code, message}`.
-fn oauth_error(fields: &Map<String, Value>, secrets: &[&str]) -> Option<OAuthError> {
+fn oauth_error(fields: &Map<String, Value>, scrubber: &Scrubber) -> Option<OAuthError> {
     let text = |value: Option<&Value>| -> Option<String> {
         match value? {
-            Value::String(text) => Some(sanitize_server_text(text, secrets)),
-            Value::Number(number) => Some(number.to_string()),
+            Value::String(text) => Some(scrubber.scrub(text)),
+            Value::Number(number) => Some(scrubber.scrub(&number.to_string())),
             _ => None,
         }
     };
     match fields.get("error") {
-        Some(Value::Object(nested)) => return oauth_error(nested, secrets),
+        Some(Value::Object(nested)) => return oauth_error(nested, scrubber),
         Some(code @ Value::String(_)) => {
             return Some(OAuthError {
                 code: text(Some(code))?,
@@ -430,7 +432,7 @@ mod tests {
         let body = br#"{"access_token":"t","expires_in":4}"#.to_vec();
         let token = EndpointResponse::new(200, HeaderMap::new(), body)
             .with_sent_at(sent)
-            .parse(Duration::from_secs(300), &[])
+            .parse(Duration::from_secs(300), &crate::scrub::Scrubber::new())
             .expect("token");
         assert_eq!(token.issued_at(), sent);
         assert_eq!(token.expires_at(), sent + Duration::from_secs(4));

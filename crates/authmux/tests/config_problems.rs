@@ -1,0 +1,341 @@
+//! How configuration problems are reported: a full key path, what was
+//! expected and what was found, every problem at once, never the file's
+//! text or a secret; the environment's part; a missing file; and a client
+//! whose provider this build lacks.
+
+// figment::Jail fixes the closure's error type; it is only built on failure.
+#![allow(clippy::result_large_err)]
+
+use authmux::{Config, ConfigError, Registry};
+use figment::Jail;
+use figment::providers::{Format, Toml};
+
+const SECRET: &str = "s3cr3t-never-printed";
+
+fn problems(result: Result<impl std::fmt::Debug, ConfigError>) -> Vec<String> {
+    result.expect_err("invalid").problems().to_vec()
+}
+
+fn assert_has(problems: &[String], expected: &str) {
+    assert!(
+        problems.iter().any(|problem| problem == expected),
+        "{expected:?} not in {problems:#?}"
+    );
+}
+
+/// A valid client table for `provider`, under `[clients.<name>]`.
+fn client(name: &str, provider: &str) -> String {
+    let rest = match provider {
+        "mention-me" => "environment = \"demo\"",
+        "360learning" => "region = \"eu\"",
+        "auth0" => "domain = \"tenant.eu.auth0.com\"\naudience = \"https://api.example.com\"",
+        "oauth2" => "token_url = \"https://idp.example.com/token\"",
+        other => panic!("no example for {other}"),
+    };
+    format!(
+        "[clients.{name}]\nprovider = \"{provider}\"\nclient_id = \"id\"\nclient_secret = \"{SECRET}\"\n{rest}\n"
+    )
+}
+
+#[test]
+fn a_toml_syntax_error_gives_its_line_and_column_never_its_text() {
+    let broken = format!(
+        "[clients.api]\nprovider = \"mention-me\"\nclient_id = \"id\"\nclient_secret = \"{SECRET}\nenvironment = \"demo\"\n"
+    );
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file("authmux.toml", &broken)?;
+        let error = Config::load(None).expect_err("broken");
+        assert_eq!(error.problems().len(), 1, "{error}");
+        let text = error.to_string();
+        assert!(
+            text.starts_with("authmux.toml: TOML syntax error at line 4, column "),
+            "{text}"
+        );
+        assert!(!text.contains(SECRET), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+        Ok(())
+    });
+    let text = Config::from_toml(&broken).expect_err("broken").to_string();
+    assert!(text.contains("line 4, column"), "{text}");
+    assert!(!text.contains(SECRET), "{text}");
+    // Any other figment TOML source keeps its first line only.
+    let text = Config::from(Toml::string(&broken))
+        .expect_err("broken")
+        .to_string();
+    assert!(!text.contains(SECRET), "{text}");
+}
+
+#[test]
+fn settings_type_errors_name_the_key_the_expected_form_and_what_was_found() {
+    let problems = problems(Config::from_toml(
+        r#"
+        [defaults]
+        timeout = ["2s"]
+
+        [clients.gen]
+        provider = "oauth2"
+        timeout = 5
+        max_attempts = "many"
+        connect_timeout = "soon"
+        "#,
+    ));
+    assert_has(
+        &problems,
+        r#"defaults.timeout: expected a duration such as "5s", found an array"#,
+    );
+    assert_has(
+        &problems,
+        r#"clients.gen.timeout: expected a duration such as "5s", found integer 5"#,
+    );
+    assert_has(
+        &problems,
+        r#"clients.gen.max_attempts: expected a whole number such as 3, found string "many""#,
+    );
+    assert_has(
+        &problems,
+        r#"clients.gen.connect_timeout: expected a duration such as "5s", found string "soon""#,
+    );
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+}
+
+#[test]
+fn an_environment_value_of_the_wrong_form_names_its_key() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("AUTHMUX_CLIENTS__GEN__PROVIDER", "oauth2");
+        jail.set_env("AUTHMUX_CLIENTS__GEN__MAX_ATTEMPTS", "abc");
+        let problems = problems(Config::load(None));
+        assert_eq!(
+            problems,
+            [r#"clients.gen.max_attempts: expected a whole number such as 3, found string "abc""#]
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn an_unknown_section_suggests_the_known_one() {
+    let problems = problems(Config::from_toml("[default]\ntimeout = \"5s\"\n"));
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("default: unknown section; did you mean [defaults]?"),
+        "{problems:#?}"
+    );
+}
+
+#[cfg(feature = "oauth2")]
+#[test]
+fn provider_type_errors_name_the_key_and_never_show_a_secret() {
+    let config = Config::from_toml(
+        r#"
+        [clients.gen]
+        provider = "oauth2"
+        token_url = "https://idp.example.com/token"
+        client_id = "id"
+        client_secret = 987654321
+        scopes = "read"
+        auth_style = "bassic"
+        "#,
+    )
+    .expect("the settings are fine");
+    let problems = problems(Registry::new(&config));
+    assert_has(
+        &problems,
+        r#"clients.gen.client_secret: expected a string, { env = "VARIABLE" } or { file = "path" }, found integer"#,
+    );
+    assert_has(
+        &problems,
+        r#"clients.gen.scopes: expected an array of scopes such as ["read", "write"], found string "read""#,
+    );
+    assert!(
+        problems.iter().any(|problem| problem
+            .starts_with("clients.gen.auth_style: expected one of ")
+            && problem.ends_with(r#"found "bassic""#)),
+        "{problems:#?}"
+    );
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert!(!format!("{problems:?}").contains("987654321"));
+}
+
+#[cfg(feature = "auth0")]
+#[test]
+fn every_problem_of_one_client_is_reported() {
+    let config = Config::from_toml(&format!(
+        r#"
+        [clients.api]
+        provider = "auth0"
+        domain = "tenant.eu.auth0.com"
+        client_id = "id"
+        client_secert = "{SECRET}"
+        audiance = "https://api.example.com"
+        "#
+    ))
+    .expect("the settings are fine");
+    let problems = problems(Registry::new(&config));
+    assert_eq!(
+        problems,
+        [
+            "clients.api.audiance: unknown key; did you mean audience?",
+            "clients.api.client_secert: unknown key; did you mean client_secret?",
+            "clients.api.client_secret: required",
+        ]
+    );
+}
+
+#[cfg(feature = "mention-me")]
+#[test]
+fn unrelated_authmux_variables_are_not_config() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file("authmux.toml", &client("mm", "mention-me"))?;
+        jail.set_env("AUTHMUX_LOG", "debug");
+        jail.set_env("AUTHMUX_BIN", "/usr/local/bin/authmux");
+        jail.set_env("AUTHMUX_CLIENTS", "not a table");
+        let registry = Registry::load(None).expect("unrelated variables are ignored");
+        assert_eq!(registry.names().collect::<Vec<_>>(), ["mm"]);
+        Ok(())
+    });
+}
+
+#[cfg(feature = "mention-me")]
+#[test]
+fn an_environment_secret_source_replaces_the_files() {
+    use authmux::ExposeSecret as _;
+    use authmux::mention_me::MentionMeConfig;
+
+    let file = format!(
+        "{}\n",
+        client("api", "mention-me").replace(
+            &format!("client_secret = \"{SECRET}\""),
+            "client_secret = { env = \"AUTHMUX_TEST_OLD_SECRET\" }"
+        )
+    );
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file("authmux.toml", &file)?;
+        jail.create_file("new-secret", "the-new-secret\n")?;
+        jail.set_env("AUTHMUX_TEST_OLD_SECRET", "the-old-revoked-secret");
+        jail.set_env("AUTHMUX_CLIENTS__API__CLIENT_SECRET__FILE", "new-secret");
+        let config = Config::load(None).expect("valid");
+        let api: MentionMeConfig = config.clients["api"].provider_config().expect("valid");
+        let secret = api
+            .client_secret
+            .resolve("client_secret")
+            .expect("readable");
+        assert_eq!(secret.expose_secret(), "the-new-secret");
+        Ok(())
+    });
+}
+
+#[cfg(feature = "mention-me")]
+#[test]
+fn a_secret_with_two_sources_is_an_error() {
+    let config = Config::from_toml(&client("api", "mention-me").replace(
+        &format!("client_secret = \"{SECRET}\""),
+        "client_secret = { env = \"A\", file = \"b\" }",
+    ))
+    .expect("the settings are fine");
+    assert_eq!(
+        problems(Registry::new(&config)),
+        ["clients.api.client_secret: both env and file are set; give one source only"]
+    );
+}
+
+#[test]
+fn no_config_file_and_no_client_variable_names_every_place_tried() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        let error = Registry::load(None).expect_err("nothing configured");
+        let text = error.to_string();
+        assert!(text.contains("$AUTHMUX_CONFIG (not set)"), "{text}");
+        assert!(text.contains("./authmux.toml (no such file in "), "{text}");
+        assert!(text.contains("AUTHMUX_CLIENTS__<NAME>__<KEY>"), "{text}");
+        jail.set_env("AUTHMUX_CONFIG", "elsewhere.toml");
+        let text = Registry::load(None).expect_err("missing").to_string();
+        assert_eq!(
+            text,
+            "elsewhere.toml: no such config file (named by $AUTHMUX_CONFIG)"
+        );
+        Ok(())
+    });
+}
+
+#[cfg(feature = "mention-me")]
+#[test]
+fn clients_from_the_environment_need_no_file() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        for (key, value) in [
+            ("PROVIDER", "mention-me"),
+            ("CLIENT_ID", "id"),
+            ("CLIENT_SECRET", SECRET),
+            ("ENVIRONMENT", "demo"),
+        ] {
+            jail.set_env(format!("AUTHMUX_CLIENTS__MM__{key}"), value);
+        }
+        let config = Config::load(None).expect("configured by the environment");
+        assert_eq!(config.file(), None);
+        assert_eq!(Registry::new(&config).expect("valid").len(), 1);
+        jail.create_file("authmux.toml", "")?;
+        let config = Config::load(None).expect("an empty file is read");
+        assert_eq!(
+            config.file(),
+            Some(std::path::Path::new("authmux.toml")),
+            "the file read is known"
+        );
+        Ok(())
+    });
+}
+
+/// Runs with any set of features that leaves a provider out, as CI does.
+#[cfg(not(all(
+    feature = "mention-me",
+    feature = "360learning",
+    feature = "auth0",
+    feature = "oauth2"
+)))]
+#[test]
+fn a_provider_not_compiled_in_fails_that_client_only() {
+    use authmux::config::{PROVIDERS, compiled_providers};
+
+    let compiled = compiled_providers();
+    let missing = PROVIDERS
+        .iter()
+        .find(|provider| !compiled.contains(provider))
+        .expect("a provider is left out");
+    let mut toml = client("absent", missing);
+    if let Some(present) = compiled.first() {
+        toml.push_str(&client("present", present));
+    }
+    let config = Config::from_toml(&toml).expect("a shared config loads in every build");
+    let registry = Registry::new(&config).expect("the other clients build");
+    assert_eq!(registry.len(), compiled.len().min(1));
+    if !compiled.is_empty() {
+        registry.client("present").expect("built");
+    }
+    let listed = if compiled.is_empty() {
+        "none".to_owned()
+    } else {
+        compiled.join(", ")
+    };
+    let why = format!(
+        "provider \"{missing}\" is not compiled in: enable feature \"{missing}\" (compiled in: {listed})"
+    );
+    let error = registry.client("absent").expect_err("not compiled in");
+    assert_eq!(
+        error.to_string(),
+        format!("client \"absent\" ({missing}): {why}")
+    );
+    assert_eq!(error.kind(), authmux::ErrorKind::Config);
+    let unavailable: Vec<(&str, String)> = registry
+        .unavailable()
+        .map(|(name, error)| (name, error.message().to_owned()))
+        .collect();
+    assert_eq!(unavailable, [("absent", why.clone())]);
+    let alone = Registry::with_client(&config, "absent").expect_err("not compiled in");
+    assert_eq!(
+        alone.problems(),
+        [format!("clients.absent.provider: {why}")]
+    );
+}
