@@ -367,6 +367,27 @@ async fn a_server_error_exits_4() {
 }
 
 #[tokio::test]
+async fn a_token_expired_on_arrival_exits_4_and_is_never_printed() {
+    for expires_in in [json!(0), json!(-3600), json!(0.001)] {
+        let server = MockServer::start_async().await;
+        let body = json!({"access_token": "expired-token-value", "expires_in": expires_in});
+        let mock = serve_token(&server, 200, body).await;
+        let scratch = Scratch::new();
+        let config = scratch.config(&mention_me_config(&server));
+        let config = config.to_str().expect("UTF-8 path");
+
+        let output = run(&scratch.dir, &["token", "mm", "--json", "--config", config]).await;
+
+        let (code, stdout, stderr) = parts(&output);
+        assert_eq!(code, Some(4), "expires_in {expires_in}: {stderr}");
+        assert_eq!(stdout, "");
+        assert!(!stderr.contains("expired-token-value"), "{stderr}");
+        assert!(stderr.contains("\"mm\""), "{stderr}");
+        mock.assert_calls_async(1).await;
+    }
+}
+
+#[tokio::test]
 async fn an_unreachable_endpoint_exits_4() {
     // A port that was just free: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

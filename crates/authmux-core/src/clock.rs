@@ -124,23 +124,33 @@ impl Clock {
         }
     }
 
-    /// A recent reading in ticks, never ahead of real time, for the hot
-    /// path. On the coarse clock it may lag behind real time, but never past
-    /// a deadline passed to [`wake_at`](Self::wake_at).
+    /// The coarse reading in ticks, for the hot path: one relaxed load, no
+    /// branch. It lags behind real time, but never past a deadline passed
+    /// to [`wake_at`](Self::wake_at). It may be [`UNTRUSTED`], which
+    /// compares past every deadline; callers then take
+    /// [`trusted_recent`](Self::trusted_recent). Only meaningful against
+    /// [`hot_deadline`](Self::hot_deadline)s of this clock.
     #[inline(always)]
     pub(crate) fn recent(&self) -> u64 {
-        match &self.kind {
-            ClockKind::Coarse(_) => NOW.load(Ordering::Relaxed),
-            ClockKind::Tokio { base } => tokio_ticks(*base),
+        NOW.load(Ordering::Relaxed)
+    }
+
+    /// The deadline the hot path compares [`recent`](Self::recent) with:
+    /// `tick` on the coarse clock; zero on the tokio clock, which has no
+    /// coarse reading, so that its every check is precise.
+    pub(crate) fn hot_deadline(&self, tick: u64) -> u64 {
+        match self.kind {
+            ClockKind::Coarse(_) => tick,
+            ClockKind::Tokio { .. } => 0,
         }
     }
 
     /// [`recent`](Self::recent) when it can be trusted, otherwise the
     /// precise reading, for the hot path's cold branches.
     pub(crate) fn trusted_recent(&self) -> u64 {
-        match self.recent() {
-            UNTRUSTED => self.now(),
-            recent => recent,
+        match (&self.kind, self.recent()) {
+            (ClockKind::Coarse(_), recent) if recent != UNTRUSTED => recent,
+            _ => self.now(),
         }
     }
 
@@ -200,8 +210,6 @@ impl Clock {
     }
 }
 
-#[cold]
-#[inline(never)]
 fn tokio_ticks(base: Instant) -> u64 {
     nanos(Instant::now().saturating_duration_since(base))
 }
@@ -480,11 +488,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn tokio_clock_follows_paused_time() {
         let clock = Clock::tokio();
-        let start = clock.recent();
+        assert_eq!(
+            clock.hot_deadline(u64::MAX - 1),
+            0,
+            "the hot path always checks precisely"
+        );
+        let start = clock.now();
         tokio::time::advance(Duration::from_secs(3600)).await;
-        assert_eq!(clock.recent() - start, 3600 * 1_000_000_000);
+        assert_eq!(clock.now() - start, 3600 * 1_000_000_000);
+        assert_eq!(clock.trusted_recent(), clock.now());
         let deadline = Instant::now() + Duration::from_secs(5);
-        assert_eq!(clock.deadline(deadline), clock.recent() + 5_000_000_000);
+        assert_eq!(clock.deadline(deadline), clock.now() + 5_000_000_000);
     }
 
     #[test]

@@ -104,6 +104,10 @@ pub struct Settings {
     /// The lifetime assumed when a response gives none (default 5 m).
     #[serde(deserialize_with = "duration")]
     pub default_lifetime: Duration,
+    /// The longest wait honoured from a server's `Retry-After` or rate-limit
+    /// reset (default 30 s, the cool-down maximum).
+    #[serde(deserialize_with = "duration")]
+    pub max_retry_after: Duration,
 }
 
 impl Default for Settings {
@@ -117,12 +121,13 @@ impl Default for Settings {
             max_attempts: policy.retry.max_attempts,
             fetch_deadline: policy.retry.deadline,
             default_lifetime: authmux_core::wire::DEFAULT_LIFETIME,
+            max_retry_after: policy.max_retry_after.unwrap_or(policy.cooldown_max),
         }
     }
 }
 
 /// The keys of [`Settings`], which a client table may also carry.
-const SETTING_KEYS: [&str; 7] = [
+const SETTING_KEYS: [&str; 8] = [
     "timeout",
     "connect_timeout",
     "refresh_window",
@@ -130,6 +135,7 @@ const SETTING_KEYS: [&str; 7] = [
     "max_attempts",
     "fetch_deadline",
     "default_lifetime",
+    "max_retry_after",
 ];
 
 /// Provider keys that are booleans. Environment variables arrive as text,
@@ -189,6 +195,7 @@ impl Settings {
         policy.expiry_margin = self.expiry_margin;
         policy.retry.max_attempts = self.max_attempts;
         policy.retry.deadline = self.fetch_deadline;
+        policy.max_retry_after = Some(self.max_retry_after);
         policy
     }
 
@@ -528,6 +535,8 @@ struct Overrides {
     fetch_deadline: Option<Duration>,
     #[serde(default, deserialize_with = "some_duration")]
     default_lifetime: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    max_retry_after: Option<Duration>,
 }
 
 fn some_duration<'de, D: de::Deserializer<'de>>(
@@ -553,6 +562,7 @@ impl Overrides {
         settings.max_attempts = self.max_attempts.unwrap_or(settings.max_attempts);
         settings.fetch_deadline = pick(self.fetch_deadline, settings.fetch_deadline);
         settings.default_lifetime = pick(self.default_lifetime, settings.default_lifetime);
+        settings.max_retry_after = pick(self.max_retry_after, settings.max_retry_after);
         settings
     }
 }

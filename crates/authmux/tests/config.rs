@@ -46,6 +46,7 @@ audience = "https://api.example.com"
 organization = "org_123"
 timeout = "5s"
 max_attempts = 1
+max_retry_after = "2m"
 
 [clients.okta]
 provider = "oauth2"
@@ -136,6 +137,12 @@ mod all_providers {
         let policy = registry.client("api").expect("configured").cache().policy();
         assert_eq!(policy.retry.max_attempts, 1);
         assert_eq!(policy.expiry_margin, Duration::from_secs(30));
+        assert_eq!(policy.max_retry_after, Some(Duration::from_secs(120)));
+        assert_eq!(
+            referrals.max_retry_after,
+            Duration::from_secs(30),
+            "default"
+        );
     }
 
     #[test]

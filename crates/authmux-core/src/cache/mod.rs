@@ -29,6 +29,10 @@ use crate::token::Token;
 /// A cached token and its schedule, in clock ticks for the hot path.
 struct Slot {
     token: Token,
+    /// The hot path serves the token with no further work while the
+    /// clock's [`recent`](Clock::recent) reading is below this. Zero on
+    /// clocks without a coarse reading, so that every check is precise.
+    hot_fresh_until: u64,
     /// Before this tick the token is served with no further work.
     fresh_until: u64,
     /// Before this tick the token is served; after `fresh_until` a
@@ -105,6 +109,11 @@ impl Flight {
 
     async fn wait(&self) -> &Outcome {
         loop {
+            // Checked before registering: a woken waiter leaves without
+            // touching the waiter list again.
+            if let Some(outcome) = self.outcome.get() {
+                return outcome;
+            }
             let notified = self.finished.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
@@ -289,9 +298,9 @@ impl ManagedToken {
     pub fn cached(&self) -> Option<TokenGuard> {
         let guard = self.shared.current.load();
         if let Some(slot) = guard.as_ref()
-            && self.shared.clock.recent() < slot.fresh_until
+            && self.shared.clock.recent() < slot.hot_fresh_until
         {
-            return Some(TokenGuard(GuardInner::Cached(guard)));
+            return Some(TokenGuard(guard));
         }
         self.shared.cached_not_fresh(guard)
     }
@@ -456,7 +465,7 @@ impl Shared {
         if now >= slot.fresh_until {
             self.refresh_ahead(Arc::as_ptr(slot));
         }
-        Some(TokenGuard(GuardInner::Cached(guard)))
+        Some(TokenGuard(guard))
     }
 
     /// Starts the background refresh for the slot at `seen`, unless one is
@@ -517,7 +526,7 @@ impl Shared {
                             // (no upkeep yet, or just after a fork).
                             self.refresh_ahead_locked(&mut state, now);
                         }
-                        return Ok(TokenGuard(GuardInner::Owned(slot)));
+                        return Ok(TokenGuard::owned(slot));
                     }
                 }
                 match state.flight.as_ref().filter(|flight| flight.is_live()) {
@@ -550,9 +559,9 @@ impl Shared {
                             .as_ref()
                             .is_some_and(|current| Arc::ptr_eq(current, slot))
                         {
-                            TokenGuard(GuardInner::Cached(current))
+                            TokenGuard(current)
                         } else {
-                            TokenGuard(GuardInner::Owned(Arc::clone(slot)))
+                            TokenGuard::owned(Arc::clone(slot))
                         },
                     );
                 }
@@ -712,8 +721,10 @@ impl Shared {
         match outcome {
             Ok(token) => {
                 let schedule = self.policy.schedule(&token, rand::random::<f64>());
+                let fresh_until = self.clock.deadline(schedule.refresh_at);
                 let slot = Arc::new(Slot {
-                    fresh_until: self.clock.deadline(schedule.refresh_at),
+                    hot_fresh_until: self.clock.hot_deadline(fresh_until),
+                    fresh_until,
                     usable_until: self.clock.deadline(schedule.stale_at),
                     schedule,
                     token,
@@ -828,14 +839,15 @@ impl Drop for FlightGuard {
 ///
 /// Holding it is cheap and keeps the token alive even if the cache moves on;
 /// for long-term storage, call [`into_token`](Self::into_token).
-pub struct TokenGuard(GuardInner);
-
-enum GuardInner {
-    Cached(Guard<Option<Arc<Slot>>>),
-    Owned(Arc<Slot>),
-}
+pub struct TokenGuard(Guard<Option<Arc<Slot>>>);
 
 impl TokenGuard {
+    /// A guard that owns a reference to `slot` rather than borrowing the
+    /// cache's.
+    fn owned(slot: Arc<Slot>) -> Self {
+        Self(Guard::from_inner(Some(slot)))
+    }
+
     /// An owned handle to the token (one reference-count increment).
     pub fn into_token(self) -> Token {
         self.deref().clone()
@@ -847,12 +859,9 @@ impl Deref for TokenGuard {
 
     #[inline(always)]
     fn deref(&self) -> &Token {
-        match &self.0 {
-            GuardInner::Cached(guard) => match guard.as_ref() {
-                Some(slot) => &slot.token,
-                None => unreachable!("a cached guard always holds a slot"),
-            },
-            GuardInner::Owned(slot) => &slot.token,
+        match self.0.as_ref() {
+            Some(slot) => &slot.token,
+            None => unreachable!("a token guard always holds a slot"),
         }
     }
 }
