@@ -80,6 +80,12 @@ fn cache_hit(c: &mut Criterion) {
     group.bench_function("floor_arcswap_load_relaxed_load_compare", |b| {
         b.iter(|| black_box(floor_now(black_box(&floor))))
     });
+    // The mechanism of aliri_tokens' `TokenWatcher::token()`: a borrow of a
+    // `tokio::sync::watch` channel, with no expiry check at all.
+    let (_publisher, watcher) = tokio::sync::watch::channel("token-1".to_owned());
+    group.bench_function("peer_mechanism_watch_borrow", |b| {
+        b.iter(|| black_box(black_box(&watcher).borrow().as_str()).len())
+    });
     group.finish();
 }
 
