@@ -80,6 +80,15 @@ fn cache_hit(c: &mut Criterion) {
     group.bench_function("floor_arcswap_load_relaxed_load_compare", |b| {
         b.iter(|| black_box(floor_now(black_box(&floor))))
     });
+    // The same primitives behind a clonable handle, as any cache shared by
+    // many callers holds them: an `Arc` to the `ArcSwapOption`.
+    let shared_floor = Arc::new(ArcSwapOption::from_pointee(FloorSlot {
+        fresh_until: u64::MAX - 1,
+        text: "token-1".to_owned(),
+    }));
+    group.bench_function("floor_behind_a_shared_handle", |b| {
+        b.iter(|| black_box(floor_now(black_box(&shared_floor))))
+    });
     // The mechanism of aliri_tokens' `TokenWatcher::token()`: a borrow of a
     // `tokio::sync::watch` channel, with no expiry check at all.
     let (_publisher, watcher) = tokio::sync::watch::channel("token-1".to_owned());
