@@ -62,7 +62,7 @@ for target in "${targets[@]}"; do
   else
     failed+=("$target")
     artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n1)
-    result="FAILED (exit $status${artifact:+, input in fuzz/$artifact})"
+    result="FAILED (exit $status${artifact:+, input in $artifact})"
     # The reason: libFuzzer's error line and the panic message.
     grep -E '^==[0-9]+== ERROR|panicked at|^SUMMARY' "$log" | head -n 5 | sed 's/^/  /' || true
   fi

@@ -44,8 +44,10 @@ fn read(access_token: &str, is_jwt_shaped: bool) {
             "claims decode exactly when the payload is JSON"
         );
     }
+    // The messages have no `.`, so a token with one is never part of them.
     if let Err(error) = &claims
         && access_token.len() >= 8
+        && access_token.contains('.')
     {
         assert!(
             !error.to_string().contains(access_token),
