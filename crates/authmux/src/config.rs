@@ -388,6 +388,29 @@ impl Config {
         })
     }
 
+    /// Parses a configuration from TOML text and environment variables
+    /// given as data, merged as [`Config::load`] merges the file and the
+    /// process environment: only `AUTHMUX_CLIENTS__…` and
+    /// `AUTHMUX_DEFAULTS__…` pairs are read, their values as text, and a
+    /// pair that sets a secret's source replaces the text's. For tests and
+    /// tools that must not touch the process environment.
+    pub fn from_toml_and_env<K, V>(
+        text: &str,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError>
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self::from(Layered {
+            file: TomlText {
+                name: "TOML".to_owned(),
+                text: text.to_owned(),
+            },
+            env: EnvText::from_vars(ENV_PREFIX, vars),
+        })
+    }
+
     /// Extracts a configuration from any figment provider, checking every
     /// client and reporting every problem at once.
     pub fn from<T: Provider>(provider: T) -> Result<Self, ConfigError> {
@@ -722,12 +745,12 @@ fn found(actual: &Actual, secret: bool) -> String {
 /// The config file and the environment, with a secret's source in the
 /// environment replacing the file's whole source rather than merging into
 /// it.
-struct Layered {
-    file: TomlFile,
+struct Layered<F = TomlFile> {
+    file: F,
     env: EnvText,
 }
 
-impl Provider for Layered {
+impl<F: Provider> Provider for Layered<F> {
     fn metadata(&self) -> Metadata {
         Metadata::named("the config file and `AUTHMUX_` environment variables")
     }
@@ -858,6 +881,8 @@ fn syntax_error(name: &str, text: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct EnvText {
     prefix: String,
+    /// Variables given as data; the process environment when `None`.
+    vars: Option<Vec<(String, String)>>,
 }
 
 impl EnvText {
@@ -865,15 +890,37 @@ impl EnvText {
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_ascii_uppercase(),
+            vars: None,
+        }
+    }
+
+    /// Reads `vars` instead of the process environment, by the same rules.
+    pub fn from_vars<K, V>(prefix: &str, vars: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self {
+            prefix: prefix.to_ascii_uppercase(),
+            vars: Some(
+                vars.into_iter()
+                    .map(|(key, value)| (key.into(), value.into()))
+                    .collect(),
+            ),
         }
     }
 
     fn values(&self) -> Vec<(String, String)> {
+        let vars: Vec<(String, String)> = match &self.vars {
+            Some(vars) => vars.clone(),
+            None => std::env::vars_os()
+                .filter_map(|(key, value)| {
+                    Some((key.into_string().ok()?, value.into_string().ok()?))
+                })
+                .collect(),
+        };
         let mut values = Vec::new();
-        for (key, value) in std::env::vars_os() {
-            let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
-                continue;
-            };
+        for (key, value) in &vars {
             let upper = key.to_ascii_uppercase();
             let Some(rest) = upper.strip_prefix(&self.prefix) else {
                 continue;

@@ -265,6 +265,36 @@ mod all_providers {
     }
 
     #[test]
+    fn variables_given_as_data_merge_like_the_environment() {
+        let config = Config::from_toml_and_env(
+            ALL_PROVIDERS,
+            [
+                ("AUTHMUX_CLIENTS__API__CLIENT_SECRET__ENV", "API_SECRET"),
+                ("authmux_clients__api__timeout", "7s"),
+                ("AUTHMUX_DEFAULTS__MAX_ATTEMPTS", "2"),
+                ("AUTHMUX_LOG", "debug"),
+                ("OTHER_CLIENTS__API__TIMEOUT", "1s"),
+            ],
+        )
+        .expect("valid config");
+        let api = &config.clients["api"];
+        assert_eq!(api.settings.timeout, Duration::from_secs(7));
+        assert_eq!(config.defaults.max_attempts, 2);
+        let auth0: authmux::auth0::Auth0Config = api.provider_config().expect("auth0 config");
+        assert!(
+            matches!(&auth0.client_secret, authmux::ClientSecret::Env { env } if env == "API_SECRET"),
+            "the variable's source replaces the text's inline secret: {:?}",
+            auth0.client_secret
+        );
+        let error = Config::from_toml_and_env("", [("AUTHMUX_DEFAULTS__TIMEOUT", "soon")])
+            .expect_err("not a duration");
+        assert_eq!(
+            error.problems(),
+            ["defaults.timeout: expected a duration such as \"5s\", found string \"soon\""]
+        );
+    }
+
+    #[test]
     fn the_config_file_is_found_by_path_then_variable_then_default() {
         Jail::expect_with(|jail| {
             jail.create_file("authmux.toml", "[clients.default]\nprovider = \"mention-me\"\nclient_id = \"a\"\nclient_secret = \"s\"\nenvironment = \"demo\"\n")?;
