@@ -30,7 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "#,
         server.base_url()
     )))?;
-    let registry = Registry::new(&config)?;
+    let registry = Registry::from_config(&config)?;
     for _ in 0..100 {
         registry.token("api").await?;
     }

@@ -86,7 +86,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "#,
         server.base_url()
     )))?;
-    let registry = Registry::new(&config)?;
+    let registry = Registry::from_config(&config)?;
     // authmux follows redirects itself, checking each hop; the inner client
     // must not follow them with the token on its own.
     let inner = reqwest_middleware::reqwest::Client::builder()

@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "#,
         server.base_url()
     )))?;
-    let registry = Registry::new(&config)?;
+    let registry = Registry::from_config(&config)?;
     let client = registry.client("learning")?;
     let token = client.token().await?;
     println!(

@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "#,
         server.base_url()
     )))?;
-    let registry = Registry::new(&config)?;
+    let registry = Registry::from_config(&config)?;
     let token = registry.token("referrals").await?;
     let claims = token.mention_me_claims()?;
     println!(

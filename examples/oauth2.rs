@@ -25,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "#,
         server.url("/oauth2/default/v1/token")
     )))?;
-    let registry = Registry::new(&config)?;
+    let registry = Registry::from_config(&config)?;
     let token = registry.token("okta").await?;
     println!(
         "scope {:?}, valid for {} s",

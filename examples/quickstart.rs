@@ -70,7 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         audience = "https://api.example.com"
         "#
     )))?;
-    let registry = Registry::new(&config)?;
+    let registry = Registry::from_config(&config)?;
 
     println!(
         "{:<10} {:<12} {:>7} {:>12} {:>12} {:>5}",

@@ -1,10 +1,12 @@
 //! Auth0's documented `/oauth/token` exchange, replayed exactly against
 //! httpmock, in every body and client-authentication style.
 
+use authmux_core::EndpointBuilder as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use authmux_auth0::{Auth0Builder, Auth0Provider};
+use authmux_core::wire::HeaderValue;
 use authmux_core::wire::{BodyEncoding, ClientAuth, HttpClient};
 use authmux_core::{
     ClientSecret, DpopProver, Error, ErrorKind, ExposeSecret, TokenSource, TokenType,
@@ -13,7 +15,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use httpmock::Method::POST;
 use httpmock::MockServer;
-use reqwest::header::HeaderValue;
 use serde_json::json;
 use url::Url;
 

@@ -670,7 +670,7 @@ fn check(
     // Building the registry is the part that catches a missing secret
     // variable or a bad URL; it sends nothing.
     let built = Config::load(config)
-        .and_then(|loaded| Registry::new(&loaded).map(|registry| (loaded, registry)));
+        .and_then(|loaded| Registry::from_config(&loaded).map(|registry| (loaded, registry)));
     let (loaded, registry) = match built {
         Ok(built) => built,
         Err(error) => {
