@@ -55,6 +55,19 @@
 //! feature "auth0" (compiled in: mention-me, oauth2)`; the other clients work.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// The README's snippets, compiled as doctests so that what users copy
+// builds as written.
+#[cfg(all(
+    doctest,
+    feature = "mention-me",
+    feature = "360learning",
+    feature = "auth0",
+    feature = "oauth2",
+    feature = "reqwest-middleware"
+))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod config;
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
