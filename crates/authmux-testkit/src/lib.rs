@@ -55,6 +55,10 @@
 //!
 //! [authmux]: https://github.com/authmux/authmux
 
+mod bench;
+
+pub use bench::keep_alive_server;
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
