@@ -20,20 +20,10 @@ struct Response {
 }
 
 fn fetch(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let body = json!({
-        "access_token": "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtMm0ifQ.c2ln",
-        "token_type": "Bearer",
-        "expires_in": 86400,
-    })
-    .to_string();
+    let runtime = authmux_testkit::bench::runtime();
     let url = format!(
         "http://{}/oauth/token",
-        authmux_testkit::keep_alive_server(&body)
+        authmux_testkit::keep_alive_server(authmux_testkit::bench::TOKEN_RESPONSE)
     );
     let http = HttpClient::new().unwrap();
     let request = TokenRequest::builder(url.clone())

@@ -4,9 +4,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use authmux_core::wire::HeaderValue;
 use authmux_core::{DpopProver, Error};
+use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use url::{Position, Url};

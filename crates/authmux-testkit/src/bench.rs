@@ -4,6 +4,23 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The token response the benchmarks' server sends.
+pub const TOKEN_RESPONSE: &str = r#"{"access_token":"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtMm0ifQ.c2ln","token_type":"Bearer","expires_in":86400}"#;
+
+/// The client side's runtime in benchmarks: one worker thread, like a
+/// small service.
+///
+/// # Panics
+///
+/// If the runtime cannot start.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|error| panic!("benchmark runtime: {error}"))
+}
+
 /// A minimal keep-alive HTTP/1.1 responder on its own thread that answers
 /// every request with `200 OK` and the JSON `body`: the server of
 /// benchmarks, whose own cost and noise stay small next to the client's.

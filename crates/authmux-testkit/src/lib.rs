@@ -55,7 +55,7 @@
 //!
 //! [authmux]: https://github.com/authmux/authmux
 
-mod bench;
+pub mod bench;
 
 pub use bench::keep_alive_server;
 
