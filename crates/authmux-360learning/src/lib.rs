@@ -25,7 +25,7 @@
 //! `400 {"error":"invalid_request"}` or `401 {"error":"invalid_client"}` have
 //! no description and become [`Error`]s of kind `Refused` with that code.
 //! Every API call made with the token also needs the header
-//! `360-api-version: v2.0`: [`TokenSource::api_headers`] returns it, and
+//! `360-api-version: v2.0`: [`TokenSource::api_headers`](authmux_core::TokenSource::api_headers) returns it, and
 //! authmux's HTTP middleware adds it for you.
 //!
 //! # Example
@@ -215,7 +215,7 @@ impl ThreeSixtyLearningBuilder {
 
 /// The 360Learning API v2 provider: [`ThreeSixtyLearningProvider::builder`]
 /// in code, or `provider = "360learning"` in the facade's config. Both
-/// build a [`RequestSource`] whose [`api_headers`](TokenSource::api_headers)
+/// build a [`RequestSource`] whose [`api_headers`](authmux_core::TokenSource::api_headers)
 /// carry `360-api-version`; wrap it in a
 /// [`ManagedToken`](authmux_core::ManagedToken) to cache its tokens.
 #[derive(Clone, Copy, Debug)]
