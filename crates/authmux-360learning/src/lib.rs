@@ -238,11 +238,6 @@ impl ThreeSixtyLearningProvider {
         }
         .builder()
     }
-
-    /// Builds a source from its configuration.
-    pub fn from_config(config: &ThreeSixtyLearningConfig) -> Result<RequestSource, Error> {
-        config.builder().build()
-    }
 }
 
 impl Provider for ThreeSixtyLearningProvider {
@@ -351,7 +346,7 @@ mod tests {
         .expect("valid config");
         assert_eq!(config.region, Some(Region::Us));
         assert!(!format!("{config:?}").contains("s3cr3t-value"));
-        let provider = ThreeSixtyLearningProvider::from_config(&config).expect("valid");
+        let provider = config.builder().build().expect("valid");
         assert!(!format!("{provider:?}").contains("s3cr3t-value"));
     }
 }

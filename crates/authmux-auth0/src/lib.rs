@@ -69,13 +69,12 @@
 //!
 //! [authmux]: https://github.com/authmux/authmux
 
-use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use authmux_core::EndpointBuilder;
 use authmux_core::wire::{BodyEncoding, ClientAuth, RequestSource, TokenRequest, require};
 use authmux_core::{
-    BuildContext, ClientCredentials, ClientSecret, Dpop, Endpoint, Error, ErrorKind, Provider,
+    BuildContext, ClientCredentials, ClientSecret, Endpoint, Error, ErrorKind, Provider,
     SharedTokenSource,
 };
 use authmux_dpop::DpopConfig;
@@ -139,7 +138,6 @@ impl Auth0Config {
         Auth0Builder {
             endpoint: Endpoint::new(None, self.allow_insecure_http),
             config: self.clone(),
-            dpop: None,
         }
     }
 }
@@ -147,20 +145,10 @@ impl Auth0Config {
 /// Builds an Auth0 token source; see [`Auth0Provider::builder`]. The
 /// endpoint setters (`base_url`, which replaces the domain, `http_client`,
 /// …) come from [`EndpointBuilder`].
+#[derive(Debug)]
 pub struct Auth0Builder {
     config: Auth0Config,
     endpoint: Endpoint,
-    dpop: Option<Dpop>,
-}
-
-impl fmt::Debug for Auth0Builder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth0Builder")
-            .field("config", &self.config)
-            .field("endpoint", &self.endpoint)
-            .field("dpop", &self.dpop.as_ref().map(Dpop::thumbprint))
-            .finish()
-    }
 }
 
 impl EndpointBuilder for Auth0Builder {
@@ -197,14 +185,6 @@ impl Auth0Builder {
     /// How the client authenticates; body parameters unless set.
     pub fn client_auth(mut self, client_auth: ClientAuth) -> Self {
         self.config.client_auth = client_auth;
-        self
-    }
-
-    /// Asks for DPoP-bound tokens: every token request carries a fresh
-    /// proof from `dpop`, a `use_dpop_nonce` challenge is answered once, and
-    /// a Bearer answer is an error unless the downgrade is accepted.
-    pub fn dpop(mut self, dpop: Dpop) -> Self {
-        self.dpop = Some(dpop);
         self
     }
 
@@ -245,15 +225,13 @@ impl Auth0Builder {
             .param_opt("audience", config.audience)
             .param_opt("resource", config.resource)
             .param_opt("organization", config.organization);
-        let dpop = match self.dpop {
-            Some(dpop) => Some(dpop),
-            None => config.dpop.dpop(config.accept_bearer_downgrade)?,
-        };
-        Ok(self
-            .endpoint
+        let mut endpoint = self.endpoint;
+        if endpoint.dpop.is_none() {
+            endpoint.dpop = config.dpop.dpop(config.accept_bearer_downgrade)?;
+        }
+        Ok(endpoint
             .source(NAME, field, request)?
             .with_identity_field("client_auth", config.client_auth.as_str())
-            .with_dpop(dpop)
             .with_error_map(retry_after_from_reset))
     }
 }
@@ -287,11 +265,6 @@ impl Auth0Provider {
             accept_bearer_downgrade: false,
         }
         .builder()
-    }
-
-    /// Builds a source from its configuration.
-    pub fn from_config(config: &Auth0Config) -> Result<RequestSource, Error> {
-        config.builder().build()
     }
 }
 
@@ -461,7 +434,7 @@ mod tests {
         .expect("valid config");
         assert_eq!(form.body, BodyEncoding::Form);
         assert_eq!(form.client_auth, ClientAuth::Basic);
-        let provider = Auth0Provider::from_config(&config).expect("valid");
+        let provider = config.builder().build().expect("valid");
         assert!(!format!("{provider:?}").contains("s3cr3t-value"));
     }
 }

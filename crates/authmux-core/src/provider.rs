@@ -15,6 +15,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
+use crate::dpop::Dpop;
 use crate::error::Error;
 use crate::secret::ClientSecret;
 use crate::source::SharedTokenSource;
@@ -79,6 +80,8 @@ pub struct Endpoint {
     pub http: Option<HttpClient>,
     /// A total timeout for each token request, overriding the client's.
     pub timeout: Option<Duration>,
+    /// DPoP proofs and nonces, for DPoP-bound tokens.
+    pub dpop: Option<Dpop>,
 }
 
 impl Endpoint {
@@ -124,7 +127,10 @@ impl Endpoint {
         let request = request
             .build()
             .map_err(|error| Error::config(format!("{url_field}: {}", error.message())))?;
-        RequestSource::new(provider, self.http_client()?, request)
+        Ok(
+            RequestSource::new(provider, self.http_client()?, request)?
+                .with_dpop(self.dpop.clone()),
+        )
     }
 
     /// The shared HTTP client, or a new default one.
@@ -171,6 +177,14 @@ pub trait EndpointBuilder: Sized {
     /// A total timeout for each token request, overriding the client's.
     fn timeout(mut self, timeout: Duration) -> Self {
         self.endpoint().timeout = Some(timeout);
+        self
+    }
+
+    /// Asks for DPoP-bound tokens: every token request carries a fresh
+    /// proof from `dpop`, a `use_dpop_nonce` challenge is answered once, and
+    /// a Bearer answer is an error unless the downgrade is accepted.
+    fn dpop(mut self, dpop: Dpop) -> Self {
+        self.endpoint().dpop = Some(dpop);
         self
     }
 

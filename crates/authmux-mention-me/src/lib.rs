@@ -191,11 +191,6 @@ impl MentionMeProvider {
         }
         .builder()
     }
-
-    /// Builds a source from its configuration.
-    pub fn from_config(config: &MentionMeConfig) -> Result<RequestSource, Error> {
-        config.builder().build()
-    }
 }
 
 impl Provider for MentionMeProvider {
@@ -373,7 +368,7 @@ mod tests {
         }))
         .expect("valid config");
         assert!(!format!("{config:?}").contains("s3cr3t-value"));
-        let provider = MentionMeProvider::from_config(&config).expect("valid");
+        let provider = config.builder().build().expect("valid");
         assert!(!format!("{provider:?}").contains("s3cr3t-value"));
         let unknown = serde_json::from_value::<MentionMeConfig>(json!({
             "client_id": "id", "client_secret": "s", "enviroment": "demo"

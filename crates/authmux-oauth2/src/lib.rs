@@ -92,7 +92,7 @@
 //!
 //! # DPoP
 //!
-//! Given a [`Dpop`] with [`OAuth2Builder::dpop`], every token request
+//! Given a [`Dpop`](authmux_core::Dpop) with [`EndpointBuilder::dpop`], every token request
 //! carries a fresh `DPoP` proof header, a `use_dpop_nonce` challenge is
 //! answered once with the server's nonce, the token must come back as
 //! `DPoP` (unless the Bearer downgrade is accepted), and the key's
@@ -109,7 +109,7 @@ use authmux_core::wire::{
     ClientAuth, PreparedRequest, RequestSource, join_url, require, validate_url,
 };
 use authmux_core::{
-    BuildContext, ClientCredentials, ClientSecret, Dpop, Endpoint, Error, ExposeSecret, Provider,
+    BuildContext, ClientCredentials, ClientSecret, Endpoint, Error, ExposeSecret, Provider,
     Scrubber, SecretString, SharedTokenSource, TokenIdentity,
 };
 use authmux_dpop::DpopConfig;
@@ -189,7 +189,6 @@ impl OAuth2Config {
         OAuth2Builder {
             endpoint: Endpoint::new(None, self.allow_insecure_http),
             config: self.clone(),
-            dpop: None,
         }
     }
 }
@@ -198,20 +197,10 @@ impl OAuth2Config {
 /// [`OAuth2Provider::builder`]. The endpoint setters come from
 /// [`EndpointBuilder`]; there, `base_url` replaces the scheme, host and
 /// port of `token_url` and keeps its path.
+#[derive(Debug)]
 pub struct OAuth2Builder {
     config: OAuth2Config,
     endpoint: Endpoint,
-    dpop: Option<Dpop>,
-}
-
-impl fmt::Debug for OAuth2Builder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OAuth2Builder")
-            .field("config", &self.config)
-            .field("endpoint", &self.endpoint)
-            .field("dpop", &self.dpop.as_ref().map(Dpop::thumbprint))
-            .finish()
-    }
 }
 
 impl EndpointBuilder for OAuth2Builder {
@@ -258,12 +247,6 @@ impl OAuth2Builder {
         self
     }
 
-    /// Asks for DPoP-bound tokens, with proofs and nonces from `dpop`.
-    pub fn dpop(mut self, dpop: Dpop) -> Self {
-        self.dpop = Some(dpop);
-        self
-    }
-
     /// Validates the settings, reads the secret and builds the source.
     ///
     /// The `oauth2` crate builds the request here, once; each fetch sends
@@ -298,14 +281,14 @@ impl OAuth2Builder {
         // sent in the body.
         let mut scrubber = Scrubber::new();
         scrubber.register_basic(&credentials.client_id, &client_secret);
-        let dpop = match self.dpop {
-            Some(dpop) => Some(dpop),
-            None => config.dpop.dpop(config.accept_bearer_downgrade)?,
-        };
+        let mut endpoint = self.endpoint;
+        if endpoint.dpop.is_none() {
+            endpoint.dpop = config.dpop.dpop(config.accept_bearer_downgrade)?;
+        }
         let identity = identity(&token_url, &credentials, &scopes, &config.extra_params);
         Ok(
-            RequestSource::from_prepared(self.endpoint.http_client()?, request, identity, scrubber)
-                .with_dpop(dpop),
+            RequestSource::from_prepared(endpoint.http_client()?, request, identity, scrubber)
+                .with_dpop(endpoint.dpop),
         )
     }
 }
@@ -437,11 +420,6 @@ impl OAuth2Provider {
             accept_bearer_downgrade: false,
         }
         .builder()
-    }
-
-    /// Builds a source from its configuration.
-    pub fn from_config(config: &OAuth2Config) -> Result<RequestSource, Error> {
-        config.builder().build()
     }
 }
 

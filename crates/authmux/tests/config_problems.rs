@@ -303,7 +303,7 @@ fn a_provider_not_compiled_in_fails_that_client_only() {
 
     let compiled = compiled_providers();
     let missing = known_providers()
-        .iter()
+        .into_iter()
         .find(|provider| !compiled.contains(provider))
         .expect("a provider is left out");
     let mut toml = client("absent", missing);
