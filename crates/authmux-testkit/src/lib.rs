@@ -25,33 +25,28 @@
 //!
 //! # Example
 //!
+//! Point a client's `base_url` (Mention Me, 360Learning), `domain` (Auth0)
+//! or `token_url` (`oauth2`, see [`TokenServer::oauth2_token_url`]) at
+//! [`TokenServer::base_url`], then turn the knobs:
+//!
 //! ```
-//! use authmux::{Config, Registry};
+//! use std::time::Duration;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), authmux::Error> {
+//! # async fn main() {
 //! let idp = authmux_testkit::TokenServer::start().await;
-//! idp.expect_client("my-client", "my-secret");
-//! let config = Config::from_toml_str(&format!(
-//!     r#"
-//!     [clients.api]
-//!     provider = "auth0"
-//!     domain = "{}"
-//!     client_id = "my-client"
-//!     client_secret = "my-secret"
-//!     audience = "https://api.example.com"
-//!     "#,
-//!     idp.base_url()
-//! ))?;
-//! let registry = Registry::from_config(&config)?;
-//! registry.token("api").await?;
-//! registry.token("api").await?; // cached
-//! assert_eq!(idp.requests(), 1);
-//!
-//! idp.fail_next(1, 503);
-//! # Ok(())
+//! idp.expect_client("my-client", "my-secret"); // anything else: invalid_client
+//! idp.fail_next(2, 503); // then two transient failures
+//! idp.rate_limit_next(1, Duration::from_secs(3)); // then a 429 with Retry-After: 3
+//! idp.expires_in(60); // short-lived tokens
+//! // config: base_url = "{idp.base_url()}", client_id = "my-client", …
+//! assert!(idp.base_url().starts_with("http://127.0.0.1:"));
+//! assert_eq!(idp.requests(), 0);
 //! # }
 //! ```
+//!
+//! The workspace's `tests/tests/testkit.rs` drives every provider through
+//! authmux against it.
 //!
 //! [authmux]: https://github.com/authmux/authmux
 

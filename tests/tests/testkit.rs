@@ -1,4 +1,4 @@
-//! The testkit through authmux itself: each provider's format is accepted
+//! authmux-testkit through authmux itself: each provider's format is accepted
 //! by its provider, and each knob changes what authmux sees.
 
 use std::time::Duration;
