@@ -6,20 +6,13 @@
 #![allow(clippy::print_stdout)]
 
 use authmux::{Config, Registry};
-use figment::providers::{Format, Toml};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = httpmock::MockServer::start_async().await;
-    let endpoint = authmux_examples::mock_auth0(
-        &server,
-        "auth0-client",
-        "auth0-secret",
-        "https://api.example.com",
-    )
-    .await;
+    let server = authmux_testkit::TokenServer::start().await;
+    server.expect_client("auth0-client", "auth0-secret");
     // In production: `domain = "tenant.eu.auth0.com"`.
-    let config = Config::from(Toml::string(&format!(
+    let config = Config::from_toml_str(&format!(
         r#"
         [clients.api]
         provider = "auth0"
@@ -29,8 +22,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         audience = "https://api.example.com"
         "#,
         server.base_url()
-    )))?;
-    let registry = Registry::new(&config)?;
+    ))?;
+    let registry = Registry::from_config(&config)?;
     for _ in 0..100 {
         registry.token("api").await?;
     }
@@ -38,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "100 calls, {} request to Auth0 (each M2M token counts against the quota); \
          token valid for {} h",
-        endpoint.calls_async().await,
+        server.requests(),
         token.expires_in().as_secs() / 3600
     );
     Ok(())

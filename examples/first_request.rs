@@ -13,8 +13,7 @@
 
 use authmux::middleware::Authenticate;
 use authmux::{Config, Registry};
-use authmux_examples::demo_jwt;
-use figment::providers::{Format, Toml};
+use authmux_testkit::jwt as demo_jwt;
 use httpmock::Method::{GET, POST};
 use httpmock::MockServer;
 use serde_json::json;
@@ -76,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await;
 
-    let config = Config::from(Toml::string(&format!(
+    let config = Config::from_toml_str(&format!(
         r#"
         [clients.referrals]
         provider = "mention-me"
@@ -85,15 +84,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         base_url = "{}"
         "#,
         server.base_url()
-    )))?;
-    let registry = Registry::new(&config)?;
+    ))?;
+    let registry = Registry::from_config(&config)?;
     // authmux follows redirects itself, checking each hop; the inner client
     // must not follow them with the token on its own.
     let inner = reqwest_middleware::reqwest::Client::builder()
         .redirect(reqwest_middleware::reqwest::redirect::Policy::none())
         .build()?;
     let api = reqwest_middleware::ClientBuilder::new(inner)
-        .with(Authenticate::new(registry.client("referrals")?.clone()))
+        .with(Authenticate::new(registry.client("referrals")?))
         .build();
 
     let url = server.url(path);

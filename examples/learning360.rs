@@ -6,14 +6,13 @@
 #![allow(clippy::print_stdout)]
 
 use authmux::{Config, Registry};
-use figment::providers::{Format, Toml};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = httpmock::MockServer::start_async().await;
-    authmux_examples::mock_360learning(&server, "learning-client", "learning-secret").await;
+    let server = authmux_testkit::TokenServer::start().await;
+    server.expect_client("learning-client", "learning-secret");
     // In production: `region = "eu"` or `"us"` and no base_url.
-    let config = Config::from(Toml::string(&format!(
+    let config = Config::from_toml_str(&format!(
         r#"
         [clients.learning]
         provider = "360learning"
@@ -23,8 +22,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         base_url = "{}"
         "#,
         server.base_url()
-    )))?;
-    let registry = Registry::new(&config)?;
+    ))?;
+    let registry = Registry::from_config(&config)?;
     let client = registry.client("learning")?;
     let token = client.token().await?;
     println!(

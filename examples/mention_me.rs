@@ -7,15 +7,14 @@
 
 use authmux::mention_me::MentionMeTokenExt;
 use authmux::{Config, Registry};
-use figment::providers::{Format, Toml};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = httpmock::MockServer::start_async().await;
-    authmux_examples::mock_mention_me(&server, "m2m-client", "mm-secret").await;
+    let server = authmux_testkit::TokenServer::start().await;
+    server.expect_client("m2m-client", "mm-secret");
     // In production: `environment = "production"` and no base_url, and the
     // secret from `{ env = "MENTION_ME_CLIENT_SECRET" }`.
-    let config = Config::from(Toml::string(&format!(
+    let config = Config::from_toml_str(&format!(
         r#"
         [clients.referrals]
         provider = "mention-me"
@@ -25,8 +24,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         base_url = "{}"
         "#,
         server.base_url()
-    )))?;
-    let registry = Registry::new(&config)?;
+    ))?;
+    let registry = Registry::from_config(&config)?;
     let token = registry.token("referrals").await?;
     let claims = token.mention_me_claims()?;
     println!(

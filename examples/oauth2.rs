@@ -7,13 +7,12 @@
 #![allow(clippy::print_stdout)]
 
 use authmux::{Config, Registry};
-use figment::providers::{Format, Toml};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = httpmock::MockServer::start_async().await;
-    authmux_examples::mock_oauth2(&server, "/oauth2/default/v1/token").await;
-    let config = Config::from(Toml::string(&format!(
+    let server = authmux_testkit::TokenServer::start().await;
+    server.expect_client("okta-client", "okta-secret");
+    let config = Config::from_toml_str(&format!(
         r#"
         [clients.okta]
         provider = "oauth2"
@@ -23,9 +22,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         scopes = ["read:things"]
         auth_style = "basic"
         "#,
-        server.url("/oauth2/default/v1/token")
-    )))?;
-    let registry = Registry::new(&config)?;
+        server.oauth2_token_url()
+    ))?;
+    let registry = Registry::from_config(&config)?;
     let token = registry.token("okta").await?;
     println!(
         "scope {:?}, valid for {} s",

@@ -15,37 +15,17 @@ use std::time::Instant;
 
 use authmux::mention_me::MentionMeTokenExt;
 use authmux::{Config, Registry};
-use authmux_examples::{mock_360learning, mock_auth0, mock_mention_me};
-use figment::providers::{Format, Toml};
-use httpmock::MockServer;
+use authmux_testkit::TokenServer;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = MockServer::start_async().await;
-    let mocks = [
-        (
-            "referrals",
-            mock_mention_me(&server, "mm-client", "mm-secret").await,
-        ),
-        (
-            "learning",
-            mock_360learning(&server, "learning-client", "learning-secret").await,
-        ),
-        (
-            "api",
-            mock_auth0(
-                &server,
-                "auth0-client",
-                "auth0-secret",
-                "https://api.example.com",
-            )
-            .await,
-        ),
-    ];
+    // One in-process server speaks all three providers' formats, each at
+    // its own path.
+    let server = TokenServer::start().await;
 
-    // The same file a service would keep as authmux.toml, pointed at the mock.
+    // The same file a service would keep as authmux.toml, pointed at it.
     let base = server.base_url();
-    let config = Config::from(Toml::string(&format!(
+    let config = Config::from_toml_str(&format!(
         r#"
         [defaults]
         timeout = "5s"
@@ -69,14 +49,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         client_secret = "auth0-secret"
         audience = "https://api.example.com"
         "#
-    )))?;
-    let registry = Registry::new(&config)?;
+    ))?;
+    let registry = Registry::from_config(&config)?;
 
     println!(
         "{:<10} {:<12} {:>7} {:>12} {:>12} {:>5}",
         "client", "provider", "type", "first get", "second get", "hits"
     );
-    for (name, mock) in &mocks {
+    for (name, client_id) in [
+        ("referrals", "mm-client"),
+        ("learning", "learning-client"),
+        ("api", "auth0-client"),
+    ] {
         let client = registry.client(name)?;
         let started = Instant::now();
         let first = client.token().await?;
@@ -96,7 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             first.token_type().to_string(),
             format!("{fetched:.1?}"),
             format!("{cached:.1?}"),
-            mock.calls_async().await,
+            server.requests_from(client_id),
         );
     }
 

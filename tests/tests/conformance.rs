@@ -3,6 +3,7 @@
 //! token endpoint. Exact request shapes are checked in each provider's own
 //! tests; here every mock matches on method and path only.
 
+use authmux_core::EndpointBuilder as _;
 use std::time::{Duration, Instant};
 
 use authmux_360learning::{Region, ThreeSixtyLearningProvider};

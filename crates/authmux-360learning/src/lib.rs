@@ -25,7 +25,7 @@
 //! `400 {"error":"invalid_request"}` or `401 {"error":"invalid_client"}` have
 //! no description and become [`Error`]s of kind `Refused` with that code.
 //! Every API call made with the token also needs the header
-//! `360-api-version: v2.0`: [`TokenSource::api_headers`] returns it, and
+//! `360-api-version: v2.0`: [`TokenSource::api_headers`](authmux_core::TokenSource::api_headers) returns it, and
 //! authmux's HTTP middleware adds it for you.
 //!
 //! # Example
@@ -62,12 +62,13 @@
 //!
 //! [authmux]: https://github.com/authmux/authmux
 
-use std::fmt;
-
-use async_trait::async_trait;
-use authmux_core::wire::{ClientAuth, HttpClient, TokenRequest, join_url, require};
-use authmux_core::{ClientSecret, Error, Token, TokenIdentity, TokenSource};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+pub use authmux_core::EndpointBuilder;
+use authmux_core::wire::{
+    ClientAuth, HeaderMap, HeaderName, HeaderValue, RequestSource, TokenRequest, require,
+};
+use authmux_core::{
+    BuildContext, ClientCredentials, ClientSecret, Endpoint, Error, Provider, SharedTokenSource,
+};
 use serde::Deserialize;
 
 /// The provider's name in configs, errors and logs.
@@ -99,8 +100,9 @@ impl Region {
     }
 }
 
-/// The configuration of a 360Learning client.
-#[derive(Clone, Deserialize)]
+/// The configuration of a 360Learning client. `Debug` leaves out the
+/// secret ([`ClientSecret`] redacts itself).
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThreeSixtyLearningConfig {
     /// The API client id.
@@ -124,142 +126,108 @@ pub struct ThreeSixtyLearningConfig {
     pub allow_insecure_http: bool,
 }
 
-impl fmt::Debug for ThreeSixtyLearningConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ThreeSixtyLearningConfig")
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
-            .field("region", &self.region)
-            .field("base_url", &self.base_url)
-            .field("company_id", &self.company_id)
-            .field("user_id", &self.user_id)
-            .field("allow_insecure_http", &self.allow_insecure_http)
-            .finish()
-    }
-}
-
 impl ThreeSixtyLearningConfig {
     /// A builder holding this configuration.
     pub fn builder(&self) -> ThreeSixtyLearningBuilder {
         ThreeSixtyLearningBuilder {
-            client_id: self.client_id.clone(),
-            client_secret: self.client_secret.clone(),
-            region: self.region,
-            base_url: self.base_url.clone(),
-            company_id: self.company_id.clone(),
-            user_id: self.user_id.clone(),
-            allow_insecure_http: self.allow_insecure_http,
-            http: None,
+            endpoint: Endpoint::new(self.base_url.clone(), self.allow_insecure_http),
+            config: self.clone(),
         }
     }
 }
 
-/// Builds a [`ThreeSixtyLearningProvider`]; see
-/// [`ThreeSixtyLearningProvider::builder`].
+/// Builds a 360Learning token source; see
+/// [`ThreeSixtyLearningProvider::builder`]. The endpoint setters
+/// (`base_url`, `http_client`, …) come from [`EndpointBuilder`].
 #[derive(Debug)]
 pub struct ThreeSixtyLearningBuilder {
-    client_id: String,
-    client_secret: ClientSecret,
-    region: Option<Region>,
-    base_url: Option<String>,
-    company_id: Option<String>,
-    user_id: Option<String>,
-    allow_insecure_http: bool,
-    http: Option<HttpClient>,
+    config: ThreeSixtyLearningConfig,
+    endpoint: Endpoint,
+}
+
+impl EndpointBuilder for ThreeSixtyLearningBuilder {
+    fn endpoint(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
+    }
 }
 
 impl ThreeSixtyLearningBuilder {
     /// The region whose host to use.
     pub fn region(mut self, region: Region) -> Self {
-        self.region = Some(region);
-        self
-    }
-
-    /// A base URL that overrides the region's host.
-    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
-        self.base_url = Some(base_url.into());
+        self.config.region = Some(region);
         self
     }
 
     /// The company, for service-authorized endpoints.
     pub fn company_id(mut self, company_id: impl Into<String>) -> Self {
-        self.company_id = Some(company_id.into());
+        self.config.company_id = Some(company_id.into());
         self
     }
 
     /// The user, for user-authorized endpoints: a 24-character hex id.
     pub fn user_id(mut self, user_id: impl Into<String>) -> Self {
-        self.user_id = Some(user_id.into());
+        self.config.user_id = Some(user_id.into());
         self
     }
 
-    /// Allows plain `http` to a non-loopback host.
-    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
-        self.allow_insecure_http = allow;
-        self
-    }
-
-    /// The HTTP client to share; a new default one unless set.
-    pub fn http_client(mut self, http: HttpClient) -> Self {
-        self.http = Some(http);
-        self
-    }
-
-    /// Validates the settings, reads the secret and builds the provider.
-    pub fn build(self) -> Result<ThreeSixtyLearningProvider, Error> {
-        require("client_id", &self.client_id)?;
-        if let Some(company_id) = &self.company_id {
+    /// Validates the settings, reads the secret and builds the source.
+    pub fn build(self) -> Result<RequestSource, Error> {
+        let config = self.config;
+        require("client_id", &config.client_id)?;
+        if let Some(company_id) = &config.company_id {
             require("company_id", company_id)?;
         }
-        if let Some(user_id) = &self.user_id
+        if let Some(user_id) = &config.user_id
             && (user_id.len() != 24 || !user_id.bytes().all(|byte| byte.is_ascii_hexdigit()))
         {
             return Err(Error::config(
                 "user_id: must be a 24-character hexadecimal user id",
             ));
         }
-        let (field, base) = match (&self.base_url, self.region) {
-            (Some(base_url), _) => ("base_url", base_url.as_str()),
-            (None, Some(region)) => ("region", region.base_url()),
-            (None, None) => {
-                return Err(Error::config(
-                    "region: required unless base_url is set (\"eu\" or \"us\")",
-                ));
-            }
-        };
-        let client_secret = self.client_secret.resolve("client_secret")?;
-        let request = TokenRequest::builder(join_url(base, TOKEN_PATH))
-            .json()
-            .param("grant_type", "client_credentials")
-            .client_credentials(ClientAuth::Body, self.client_id, client_secret)
-            .param_opt("company_id", self.company_id)
-            .param_opt("user_id", self.user_id)
-            .allow_insecure_http(self.allow_insecure_http)
-            .build()
-            .map_err(|error| Error::config(format!("{field}: {}", error.message())))?;
-        let http = match self.http {
-            Some(http) => http,
-            None => HttpClient::new()?,
-        };
-        Ok(ThreeSixtyLearningProvider { http, request })
+        let region = config.region.map(|region| ("region", region.base_url()));
+        let (url, field) = self.endpoint.token_url(
+            region,
+            TOKEN_PATH,
+            "region: required unless base_url is set (\"eu\" or \"us\")",
+        )?;
+        let credentials =
+            ClientCredentials::new(config.client_id, config.client_secret, ClientAuth::Body);
+        let request = credentials
+            .apply(
+                TokenRequest::builder(url)
+                    .json()
+                    .param("grant_type", "client_credentials"),
+            )?
+            .param_opt("company_id", config.company_id)
+            .param_opt("user_id", config.user_id);
+        let (name, value) = API_VERSION_HEADER;
+        let mut api_headers = HeaderMap::new();
+        api_headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+        Ok(self
+            .endpoint
+            .source(NAME, field, request)?
+            .with_api_headers(api_headers))
     }
 }
 
-/// Gets 360Learning API v2 access tokens. Wrap it in a
-/// [`ManagedToken`](authmux_core::ManagedToken) to cache them.
-#[derive(Clone, Debug)]
-pub struct ThreeSixtyLearningProvider {
-    http: HttpClient,
-    request: TokenRequest,
-}
+/// The 360Learning API v2 provider: [`ThreeSixtyLearningProvider::builder`]
+/// in code, or `provider = "360learning"` in the facade's config. Both
+/// build a [`RequestSource`] whose [`api_headers`](authmux_core::TokenSource::api_headers)
+/// carry `360-api-version`; wrap it in a
+/// [`ManagedToken`](authmux_core::ManagedToken) to cache its tokens.
+#[derive(Clone, Copy, Debug)]
+pub struct ThreeSixtyLearningProvider;
 
 impl ThreeSixtyLearningProvider {
-    /// Starts building a provider for one API client.
+    /// Starts building a source for one API client.
     pub fn builder(
         client_id: impl Into<String>,
         client_secret: impl Into<ClientSecret>,
     ) -> ThreeSixtyLearningBuilder {
-        ThreeSixtyLearningBuilder {
+        ThreeSixtyLearningConfig {
             client_id: client_id.into(),
             client_secret: client_secret.into(),
             region: None,
@@ -267,49 +235,27 @@ impl ThreeSixtyLearningProvider {
             company_id: None,
             user_id: None,
             allow_insecure_http: false,
-            http: None,
         }
-    }
-
-    /// Builds a provider from its configuration.
-    pub fn from_config(config: &ThreeSixtyLearningConfig) -> Result<Self, Error> {
-        config.builder().build()
-    }
-
-    /// The token endpoint.
-    pub fn token_url(&self) -> &str {
-        self.request.url().as_str()
+        .builder()
     }
 }
 
-#[async_trait]
-impl TokenSource for ThreeSixtyLearningProvider {
-    fn provider(&self) -> &str {
-        NAME
-    }
+impl Provider for ThreeSixtyLearningProvider {
+    const NAME: &'static str = NAME;
+    type Config = ThreeSixtyLearningConfig;
 
-    fn identity(&self) -> TokenIdentity {
-        TokenIdentity::from_request(NAME, &self.request)
-    }
-
-    async fn fetch_token(&self) -> Result<Token, Error> {
-        self.http.fetch_token(&self.request).await
-    }
-
-    fn api_headers(&self) -> HeaderMap {
-        let (name, value) = API_VERSION_HEADER;
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        );
-        headers
+    fn build(
+        config: ThreeSixtyLearningConfig,
+        context: &BuildContext,
+    ) -> Result<SharedTokenSource, Error> {
+        Ok(config.builder().context(context).build()?.into())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use authmux_core::TokenSource as _;
     use serde_json::json;
 
     fn builder() -> ThreeSixtyLearningBuilder {
@@ -400,7 +346,7 @@ mod tests {
         .expect("valid config");
         assert_eq!(config.region, Some(Region::Us));
         assert!(!format!("{config:?}").contains("s3cr3t-value"));
-        let provider = ThreeSixtyLearningProvider::from_config(&config).expect("valid");
+        let provider = config.builder().build().expect("valid");
         assert!(!format!("{provider:?}").contains("s3cr3t-value"));
     }
 }

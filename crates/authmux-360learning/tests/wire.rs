@@ -1,6 +1,7 @@
 //! 360Learning's documented `/api/v2/oauth2/token` exchange, replayed
 //! exactly against httpmock.
 
+use authmux_core::EndpointBuilder as _;
 use std::time::Duration;
 
 use authmux_360learning::{Region, ThreeSixtyLearningProvider};

@@ -69,12 +69,14 @@
 //!
 //! [authmux]: https://github.com/authmux/authmux
 
-use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
-use authmux_core::wire::{BodyEncoding, ClientAuth, HttpClient, TokenRequest, join_url, require};
-use authmux_core::{ClientSecret, Dpop, Error, ErrorKind, Token, TokenIdentity, TokenSource};
+pub use authmux_core::EndpointBuilder;
+use authmux_core::wire::{BodyEncoding, ClientAuth, RequestSource, TokenRequest, require};
+use authmux_core::{
+    BuildContext, ClientCredentials, ClientSecret, Endpoint, Error, ErrorKind, Provider,
+    SharedTokenSource,
+};
 use authmux_dpop::DpopConfig;
 use serde::Deserialize;
 
@@ -87,8 +89,9 @@ pub const TOKEN_PATH: &str = "/oauth/token";
 /// The longest wait taken from `X-RateLimit-Reset`.
 const MAX_RESET_WAIT: Duration = Duration::from_secs(3600);
 
-/// The configuration of an Auth0 client.
-#[derive(Clone, Deserialize)]
+/// The configuration of an Auth0 client. `Debug` leaves out the secret
+/// ([`ClientSecret`] redacts itself).
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth0Config {
     /// The tenant's domain (`tenant.eu.auth0.com`), or a base URL such as a
@@ -129,134 +132,68 @@ fn json() -> BodyEncoding {
     BodyEncoding::Json
 }
 
-impl fmt::Debug for Auth0Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth0Config")
-            .field("domain", &self.domain)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
-            .field("audience", &self.audience)
-            .field("resource", &self.resource)
-            .field("organization", &self.organization)
-            .field("body", &self.body)
-            .field("client_auth", &self.client_auth)
-            .field("allow_insecure_http", &self.allow_insecure_http)
-            .field("dpop", &self.dpop)
-            .field("accept_bearer_downgrade", &self.accept_bearer_downgrade)
-            .finish()
-    }
-}
-
 impl Auth0Config {
     /// A builder holding this configuration.
     pub fn builder(&self) -> Auth0Builder {
         Auth0Builder {
-            domain: self.domain.clone(),
-            client_id: self.client_id.clone(),
-            client_secret: self.client_secret.clone(),
-            audience: self.audience.clone(),
-            resource: self.resource.clone(),
-            organization: self.organization.clone(),
-            body: self.body,
-            client_auth: self.client_auth,
-            allow_insecure_http: self.allow_insecure_http,
-            http: None,
-            dpop: None,
-            dpop_config: self.dpop.clone(),
-            accept_bearer_downgrade: self.accept_bearer_downgrade,
+            endpoint: Endpoint::new(None, self.allow_insecure_http),
+            config: self.clone(),
         }
     }
 }
 
-/// Builds an [`Auth0Provider`]; see [`Auth0Provider::builder`].
+/// Builds an Auth0 token source; see [`Auth0Provider::builder`]. The
+/// endpoint setters (`base_url`, which replaces the domain, `http_client`,
+/// …) come from [`EndpointBuilder`].
+#[derive(Debug)]
 pub struct Auth0Builder {
-    domain: String,
-    client_id: String,
-    client_secret: ClientSecret,
-    audience: Option<String>,
-    resource: Option<String>,
-    organization: Option<String>,
-    body: BodyEncoding,
-    client_auth: ClientAuth,
-    allow_insecure_http: bool,
-    http: Option<HttpClient>,
-    dpop: Option<Dpop>,
-    dpop_config: DpopConfig,
-    accept_bearer_downgrade: bool,
+    config: Auth0Config,
+    endpoint: Endpoint,
 }
 
-impl fmt::Debug for Auth0Builder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth0Builder")
-            .field("domain", &self.domain)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
-            .field("audience", &self.audience)
-            .field("resource", &self.resource)
-            .field(
-                "dpop",
-                &self.dpop.as_ref().map(|prover| prover.thumbprint()),
-            )
-            .finish_non_exhaustive()
+impl EndpointBuilder for Auth0Builder {
+    fn endpoint(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
     }
 }
 
 impl Auth0Builder {
     /// The API identifier to get a token for.
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
-        self.audience = Some(audience.into());
+        self.config.audience = Some(audience.into());
         self
     }
 
     /// The API identifier, for tenants in the `compatibility` profile.
     pub fn resource(mut self, resource: impl Into<String>) -> Self {
-        self.resource = Some(resource.into());
+        self.config.resource = Some(resource.into());
         self
     }
 
     /// The organization name or id.
     pub fn organization(mut self, organization: impl Into<String>) -> Self {
-        self.organization = Some(organization.into());
+        self.config.organization = Some(organization.into());
         self
     }
 
     /// The body encoding; JSON unless set.
     pub fn body(mut self, body: BodyEncoding) -> Self {
-        self.body = body;
+        self.config.body = body;
         self
     }
 
     /// How the client authenticates; body parameters unless set.
     pub fn client_auth(mut self, client_auth: ClientAuth) -> Self {
-        self.client_auth = client_auth;
+        self.config.client_auth = client_auth;
         self
     }
 
-    /// Allows plain `http` to a non-loopback host.
-    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
-        self.allow_insecure_http = allow;
-        self
-    }
-
-    /// The HTTP client to share; a new default one unless set.
-    pub fn http_client(mut self, http: HttpClient) -> Self {
-        self.http = Some(http);
-        self
-    }
-
-    /// Asks for DPoP-bound tokens: every token request carries a fresh
-    /// proof from `dpop`, a `use_dpop_nonce` challenge is answered once, and
-    /// a Bearer answer is an error unless the downgrade is accepted.
-    pub fn dpop(mut self, dpop: Dpop) -> Self {
-        self.dpop = Some(dpop);
-        self
-    }
-
-    /// Validates the settings, reads the secret and builds the provider.
-    pub fn build(self) -> Result<Auth0Provider, Error> {
-        require("domain", &self.domain)?;
-        require("client_id", &self.client_id)?;
-        match (&self.audience, &self.resource) {
+    /// Validates the settings, reads the secret and builds the source.
+    pub fn build(self) -> Result<RequestSource, Error> {
+        let config = self.config;
+        require("domain", &config.domain)?;
+        require("client_id", &config.client_id)?;
+        match (&config.audience, &config.resource) {
             (None, None) => {
                 return Err(Error::config("audience: required unless resource is set"));
             }
@@ -268,71 +205,53 @@ impl Auth0Builder {
             (Some(value), None) => require("audience", value)?,
             (None, Some(value)) => require("resource", value)?,
         }
-        let domain = self.domain.trim();
+        let domain = config.domain.trim();
         let base = if domain.contains("://") {
             domain.to_owned()
         } else {
             format!("https://{domain}")
         };
-        let client_secret = self.client_secret.resolve("client_secret")?;
-        let request = TokenRequest::builder(join_url(&base, TOKEN_PATH))
-            .encoding(self.body)
-            .param("grant_type", "client_credentials")
-            .client_credentials(self.client_auth, self.client_id, client_secret)
-            .param_opt("audience", self.audience)
-            .param_opt("resource", self.resource)
-            .param_opt("organization", self.organization)
-            .allow_insecure_http(self.allow_insecure_http)
-            .build()
-            .map_err(|error| Error::config(format!("domain: {}", error.message())))?;
-        let dpop = match self.dpop {
-            Some(dpop) => Some(dpop),
-            None => self.dpop_config.dpop(self.accept_bearer_downgrade)?,
-        };
-        let http = match self.http {
-            Some(http) => http,
-            None => HttpClient::new()?,
-        };
-        Ok(Auth0Provider {
-            http,
-            request,
-            client_auth: self.client_auth,
-            dpop,
-        })
+        let (url, field) =
+            self.endpoint
+                .token_url(Some(("domain", &base)), TOKEN_PATH, "domain: required")?;
+        let credentials =
+            ClientCredentials::new(config.client_id, config.client_secret, config.client_auth);
+        let request = credentials
+            .apply(
+                TokenRequest::builder(url)
+                    .encoding(config.body)
+                    .param("grant_type", "client_credentials"),
+            )?
+            .param_opt("audience", config.audience)
+            .param_opt("resource", config.resource)
+            .param_opt("organization", config.organization);
+        let mut endpoint = self.endpoint;
+        if endpoint.dpop.is_none() {
+            endpoint.dpop = config.dpop.dpop(config.accept_bearer_downgrade)?;
+        }
+        Ok(endpoint
+            .source(NAME, field, request)?
+            .with_identity_field("client_auth", config.client_auth.as_str())
+            .with_error_map(retry_after_from_reset))
     }
 }
 
-/// Gets Auth0 access tokens. Wrap it in a
-/// [`ManagedToken`](authmux_core::ManagedToken) to cache them.
-#[derive(Clone)]
-pub struct Auth0Provider {
-    http: HttpClient,
-    request: TokenRequest,
-    client_auth: ClientAuth,
-    dpop: Option<Dpop>,
-}
-
-impl fmt::Debug for Auth0Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth0Provider")
-            .field("request", &self.request)
-            .field(
-                "dpop",
-                &self.dpop.as_ref().map(|prover| prover.thumbprint()),
-            )
-            .finish()
-    }
-}
+/// The Auth0 provider: [`Auth0Provider::builder`] in code, or
+/// `provider = "auth0"` in the facade's config. Both build a
+/// [`RequestSource`]; wrap it in a
+/// [`ManagedToken`](authmux_core::ManagedToken) to cache its tokens.
+#[derive(Clone, Copy, Debug)]
+pub struct Auth0Provider;
 
 impl Auth0Provider {
-    /// Starts building a provider for one application of the tenant at
+    /// Starts building a source for one application of the tenant at
     /// `domain`.
     pub fn builder(
         domain: impl Into<String>,
         client_id: impl Into<String>,
         client_secret: impl Into<ClientSecret>,
     ) -> Auth0Builder {
-        Auth0Builder {
+        Auth0Config {
             domain: domain.into(),
             client_id: client_id.into(),
             client_secret: client_secret.into(),
@@ -342,45 +261,19 @@ impl Auth0Provider {
             body: BodyEncoding::Json,
             client_auth: ClientAuth::Body,
             allow_insecure_http: false,
-            http: None,
-            dpop: None,
-            dpop_config: DpopConfig::Disabled,
+            dpop: DpopConfig::Disabled,
             accept_bearer_downgrade: false,
         }
-    }
-
-    /// Builds a provider from its configuration.
-    pub fn from_config(config: &Auth0Config) -> Result<Self, Error> {
-        config.builder().build()
-    }
-
-    /// The token endpoint.
-    pub fn token_url(&self) -> &str {
-        self.request.url().as_str()
+        .builder()
     }
 }
 
-#[async_trait]
-impl TokenSource for Auth0Provider {
-    fn provider(&self) -> &str {
-        NAME
-    }
+impl Provider for Auth0Provider {
+    const NAME: &'static str = NAME;
+    type Config = Auth0Config;
 
-    fn identity(&self) -> TokenIdentity {
-        let identity = TokenIdentity::from_request(NAME, &self.request)
-            .with("client_auth", self.client_auth.as_str());
-        match &self.dpop {
-            Some(dpop) => identity.with("dpop", dpop.thumbprint()),
-            None => identity,
-        }
-    }
-
-    async fn fetch_token(&self) -> Result<Token, Error> {
-        let outcome = match &self.dpop {
-            None => self.http.fetch_token(&self.request).await,
-            Some(dpop) => self.http.fetch_token_dpop(&self.request, dpop).await,
-        };
-        outcome.map_err(retry_after_from_reset)
+    fn build(config: Auth0Config, context: &BuildContext) -> Result<SharedTokenSource, Error> {
+        Ok(config.builder().context(context).build()?.into())
     }
 }
 
@@ -404,6 +297,7 @@ fn retry_after_from_reset(error: Error) -> Error {
 mod tests {
     use super::*;
     use authmux_core::RateLimit;
+    use authmux_core::TokenSource as _;
     use serde_json::json;
 
     fn builder() -> Auth0Builder {
@@ -540,7 +434,7 @@ mod tests {
         .expect("valid config");
         assert_eq!(form.body, BodyEncoding::Form);
         assert_eq!(form.client_auth, ClientAuth::Basic);
-        let provider = Auth0Provider::from_config(&config).expect("valid");
+        let provider = config.builder().build().expect("valid");
         assert!(!format!("{provider:?}").contains("s3cr3t-value"));
     }
 }

@@ -1,10 +1,12 @@
 //! Auth0's documented `/oauth/token` exchange, replayed exactly against
 //! httpmock, in every body and client-authentication style.
 
+use authmux_core::EndpointBuilder as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use authmux_auth0::{Auth0Builder, Auth0Provider};
+use authmux_core::wire::HeaderValue;
 use authmux_core::wire::{BodyEncoding, ClientAuth, HttpClient};
 use authmux_core::{
     ClientSecret, DpopProver, Error, ErrorKind, ExposeSecret, TokenSource, TokenType,
@@ -13,7 +15,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use httpmock::Method::POST;
 use httpmock::MockServer;
-use reqwest::header::HeaderValue;
 use serde_json::json;
 use url::Url;
 
@@ -336,7 +337,7 @@ async fn dpop_from_config_answers_the_nonce_challenge_and_binds_the_token() {
         "client_secret": SECRET, "audience": "https://api.example.com", "dpop": true,
     }))
     .expect("valid config");
-    let provider = Auth0Provider::from_config(&config).expect("valid");
+    let provider = config.builder().build().expect("valid");
     let token = provider.fetch_token().await.expect("bound token");
     assert_eq!(challenge.calls_async().await, 1);
     assert_eq!(answered.calls_async().await, 1);
@@ -381,7 +382,9 @@ async fn a_bearer_answer_to_a_dpop_client_is_an_error_unless_accepted() {
         }))
         .expect("valid config")
     };
-    let error = Auth0Provider::from_config(&config(false))
+    let error = config(false)
+        .builder()
+        .build()
         .expect("valid")
         .fetch_token()
         .await
@@ -390,7 +393,9 @@ async fn a_bearer_answer_to_a_dpop_client_is_an_error_unless_accepted() {
         error.to_string().contains("accept_bearer_downgrade"),
         "{error}"
     );
-    let token = Auth0Provider::from_config(&config(true))
+    let token = config(true)
+        .builder()
+        .build()
         .expect("valid")
         .fetch_token()
         .await
@@ -411,7 +416,7 @@ fn a_bad_dpop_key_file_names_the_file_and_not_its_contents() {
         "audience": "https://api", "dpop": {"key_file": path},
     }))
     .expect("valid config");
-    let error = Auth0Provider::from_config(&config).expect_err("bad key");
+    let error = config.builder().build().expect_err("bad key");
     std::fs::remove_file(&path).expect("remove");
     let text = error.to_string();
     assert!(text.starts_with("dpop.key_file: "), "{text}");

@@ -487,6 +487,66 @@ audience = "https://api.example.com"
 }
 
 #[tokio::test]
+async fn check_json_lists_clients_and_problems_in_one_object() {
+    let scratch = Scratch::new();
+    let config = scratch.config(&format!(
+        r#"
+[clients.api]
+provider = "auth0"
+domain = "tenant.eu.auth0.com"
+client_id = "auth0-client"
+client_secret = "{SECRET}"
+audience = "https://api.example.com"
+"#
+    ));
+    let config = config.to_str().expect("UTF-8 path");
+    let output = run(&scratch.dir, &["check", "--json", "--config", config]).await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let found: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(found["file"], json!(config));
+    assert_eq!(
+        found["clients"],
+        json!([{"name": "api", "provider": "auth0",
+                "token_url": "https://tenant.eu.auth0.com/oauth/token"}])
+    );
+    assert_eq!(found["problems"], json!([]));
+    assert_no_secret(&output);
+
+    let broken = scratch.config("[clients.api]\nprovider = \"auth0\"\n");
+    let broken = broken.to_str().expect("UTF-8 path");
+    let output = run(&scratch.dir, &["check", "--json", "--config", broken]).await;
+    let (code, stdout, _) = parts(&output);
+    assert_eq!(code, Some(2));
+    let found: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let problems = found["problems"].as_array().expect("a list");
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem == "clients.api.domain: required"),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn completions_are_generated_for_each_shell() {
+    let scratch = Scratch::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let output = run(&scratch.dir, &["completions", shell]).await;
+        let (code, stdout, _) = parts(&output);
+        assert_eq!(code, Some(0), "{shell}");
+        assert!(stdout.contains("authmux"), "{shell}");
+        assert!(stdout.contains("check"), "{shell}: the subcommands");
+    }
+    let output = run(&scratch.dir, &["completions", "tcsh"]).await;
+    assert_eq!(
+        parts(&output).0,
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+#[tokio::test]
 async fn check_prints_every_config_problem() {
     let scratch = Scratch::new();
     let config = scratch.config(

@@ -1,8 +1,8 @@
 //! One full uncached fetch against a local server, next to a hand-written
 //! reqwest POST plus `serde_json` parse of the same response.
 //!
-//! The server is a minimal keep-alive HTTP/1.1 responder on its own thread,
-//! so that its own cost and noise stay small next to the client's.
+//! The server is `authmux_testkit::keep_alive_server`, a minimal keep-alive
+//! HTTP/1.1 responder on its own thread.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -11,7 +11,6 @@ use authmux_core::SecretString;
 use authmux_core::wire::{ClientAuth, HttpClient, TokenRequest};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(serde::Deserialize)]
 struct Response {
@@ -21,12 +20,11 @@ struct Response {
 }
 
 fn fetch(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = format!("http://{}/oauth/token", start_server());
+    let runtime = authmux_testkit::bench::runtime();
+    let url = format!(
+        "http://{}/oauth/token",
+        authmux_testkit::keep_alive_server(authmux_testkit::bench::TOKEN_RESPONSE)
+    );
     let http = HttpClient::new().unwrap();
     let request = TokenRequest::builder(url.clone())
         .json()
@@ -76,69 +74,6 @@ fn fetch(c: &mut Criterion) {
         })
     });
     group.finish();
-}
-
-/// Serves the same token response to every request, with keep-alive.
-fn start_server() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                tokio::spawn(serve(stream));
-            }
-        });
-    });
-    address
-}
-
-async fn serve(mut stream: tokio::net::TcpStream) {
-    let body = json!({
-        "access_token": "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtMm0ifQ.c2ln",
-        "token_type": "Bearer",
-        "expires_in": 86400,
-    })
-    .to_string();
-    let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        // Read one request: headers, then content-length bytes of body.
-        let (head_end, length) = loop {
-            if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|line| line.strip_prefix("content-length:"))
-                    .map_or(0, |value| value.trim().parse::<usize>().unwrap());
-                break (end + 4, length);
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(read) => buffer.extend_from_slice(&chunk[..read]),
-            }
-        };
-        while buffer.len() < head_end + length {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(read) => buffer.extend_from_slice(&chunk[..read]),
-            }
-        }
-        buffer.drain(..head_end + length);
-        if stream.write_all(response.as_bytes()).await.is_err() {
-            return;
-        }
-    }
 }
 
 criterion_group!(benches, fetch);

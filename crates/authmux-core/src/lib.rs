@@ -72,6 +72,7 @@ pub mod cache;
 pub mod clock;
 pub mod dpop;
 pub mod error;
+pub mod provider;
 pub mod scrub;
 pub mod secret;
 pub mod source;
@@ -84,6 +85,7 @@ pub use cache::{
 pub use clock::Clock;
 pub use dpop::{Dpop, DpopNonces, DpopProver, is_resource_nonce_challenge};
 pub use error::{Error, ErrorKind, OAuthError, RateLimit};
+pub use provider::{BuildContext, ClientCredentials, Endpoint, EndpointBuilder, Provider};
 pub use scrub::Scrubber;
 pub use secret::ClientSecret;
 pub use source::{SharedTokenSource, TokenIdentity, TokenSource};

@@ -98,7 +98,8 @@ async fn a_full_fetch_with_a_retry_logs_no_secret() {
             "test-idp",
             HttpClient::new().expect("client"),
             request(&server, auth),
-        );
+        )
+        .expect("source");
         let cache = ManagedToken::builder(source.clone())
             .name("api")
             .clock(Clock::tokio())

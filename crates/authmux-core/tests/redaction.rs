@@ -49,7 +49,8 @@ async fn errors_carry_no_secret() {
         "test-idp",
         HttpClient::new().expect("client"),
         request(&server, ClientAuth::Body),
-    );
+    )
+    .expect("source");
     let cache = ManagedToken::builder(source).name("api").build();
     let error = cache.get().await.expect_err("refused");
     assert_eq!(error.client(), Some("api"));

@@ -4,9 +4,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use authmux_core::wire::HeaderValue;
 use authmux_core::{DpopProver, Error};
+use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use p256::elliptic_curve::rand_core::{OsRng, RngCore as _};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use url::{Position, Url};
@@ -134,8 +134,9 @@ fn http_method(method: &str) -> Result<String, Error> {
 
 fn new_jti() -> Result<String, Error> {
     let mut bytes = [0_u8; JTI_BYTES];
-    OsRng
-        .try_fill_bytes(&mut bytes)
+    // The same generator that signs the proof: one source of randomness.
+    SystemRandom::new()
+        .fill(&mut bytes)
         .map_err(|_| Error::config("dpop: the system's random number generator failed"))?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }

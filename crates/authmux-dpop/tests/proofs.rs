@@ -227,7 +227,6 @@ fn htm_is_the_method_in_upper_case() {
 fn jti_is_unique_across_ten_thousand_proofs() {
     let key = DpopKey::generate();
     let target = url("https://idp.example.com/oauth/token");
-    // Two threads, since a debug build signs slowly.
     let halves: Vec<Vec<String>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..2)
             .map(|_| {
@@ -235,7 +234,17 @@ fn jti_is_unique_across_ten_thousand_proofs() {
                     (0..5_000)
                         .map(|_| {
                             let proof = key.proof("POST", &target, None, None).expect("proof");
-                            let (_, claims) = verify(&proof);
+                            // Signatures are checked by the other tests; here
+                            // only the claims are read, so that the test
+                            // stays fast in a debug build.
+                            let payload = proof
+                                .to_str()
+                                .expect("ASCII")
+                                .split('.')
+                                .nth(1)
+                                .expect("a payload");
+                            let claims: Value =
+                                serde_json::from_slice(&b64(payload)).expect("JSON claims");
                             claims["jti"].as_str().expect("jti").to_owned()
                         })
                         .collect()

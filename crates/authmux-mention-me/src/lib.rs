@@ -59,11 +59,12 @@
 //!
 //! [authmux]: https://github.com/authmux/authmux
 
-use std::fmt;
-
-use async_trait::async_trait;
-use authmux_core::wire::{ClientAuth, HttpClient, TokenRequest, join_url, require};
-use authmux_core::{ClientSecret, Error, ErrorKind, Token, TokenIdentity, TokenSource};
+pub use authmux_core::EndpointBuilder;
+use authmux_core::wire::{ClientAuth, RequestSource, TokenRequest};
+use authmux_core::{
+    BuildContext, ClientCredentials, ClientSecret, Endpoint, Error, ErrorKind, Provider,
+    SharedTokenSource, Token,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -93,8 +94,9 @@ impl Environment {
     }
 }
 
-/// The configuration of a Mention Me client.
-#[derive(Clone, Deserialize)]
+/// The configuration of a Mention Me client. `Debug` leaves out the
+/// secret ([`ClientSecret`] redacts itself).
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MentionMeConfig {
     /// The API key's client id.
@@ -112,152 +114,91 @@ pub struct MentionMeConfig {
     pub allow_insecure_http: bool,
 }
 
-impl fmt::Debug for MentionMeConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MentionMeConfig")
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
-            .field("environment", &self.environment)
-            .field("base_url", &self.base_url)
-            .field("allow_insecure_http", &self.allow_insecure_http)
-            .finish()
-    }
-}
-
 impl MentionMeConfig {
     /// A builder holding this configuration.
     pub fn builder(&self) -> MentionMeBuilder {
         MentionMeBuilder {
-            client_id: self.client_id.clone(),
-            client_secret: self.client_secret.clone(),
-            environment: self.environment,
-            base_url: self.base_url.clone(),
-            allow_insecure_http: self.allow_insecure_http,
-            http: None,
+            endpoint: Endpoint::new(self.base_url.clone(), self.allow_insecure_http),
+            config: self.clone(),
         }
     }
 }
 
-/// Builds a [`MentionMeProvider`]; see [`MentionMeProvider::builder`].
+/// Builds a Mention Me token source; see [`MentionMeProvider::builder`].
+/// The endpoint setters (`base_url`, `http_client`, …) come from
+/// [`EndpointBuilder`].
 #[derive(Debug)]
 pub struct MentionMeBuilder {
-    client_id: String,
-    client_secret: ClientSecret,
-    environment: Option<Environment>,
-    base_url: Option<String>,
-    allow_insecure_http: bool,
-    http: Option<HttpClient>,
+    config: MentionMeConfig,
+    endpoint: Endpoint,
+}
+
+impl EndpointBuilder for MentionMeBuilder {
+    fn endpoint(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
+    }
 }
 
 impl MentionMeBuilder {
     /// The environment whose host to use.
     pub fn environment(mut self, environment: Environment) -> Self {
-        self.environment = Some(environment);
+        self.config.environment = Some(environment);
         self
     }
 
-    /// A base URL that overrides the environment's host.
-    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
-        self.base_url = Some(base_url.into());
-        self
-    }
-
-    /// Allows plain `http` to a non-loopback host.
-    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
-        self.allow_insecure_http = allow;
-        self
-    }
-
-    /// The HTTP client to share; a new default one unless set.
-    pub fn http_client(mut self, http: HttpClient) -> Self {
-        self.http = Some(http);
-        self
-    }
-
-    /// Validates the settings, reads the secret and builds the provider.
-    pub fn build(self) -> Result<MentionMeProvider, Error> {
-        require("client_id", &self.client_id)?;
-        let base = match (&self.base_url, self.environment) {
-            (Some(base_url), _) => base_url.as_str(),
-            (None, Some(environment)) => environment.base_url(),
-            (None, None) => {
-                return Err(Error::config(
-                    "environment: required unless base_url is set (\"demo\" or \"production\")",
-                ));
-            }
-        };
-        let client_secret = self.client_secret.resolve("client_secret")?;
-        let request = TokenRequest::builder(join_url(base, TOKEN_PATH))
-            .json()
-            .client_credentials(ClientAuth::Body, self.client_id, client_secret)
-            .param("grant_type", "client_credentials")
-            .allow_insecure_http(self.allow_insecure_http)
-            .build()
-            .map_err(|error| prefix_url_error(error, self.base_url.is_some()))?;
-        let http = match self.http {
-            Some(http) => http,
-            None => HttpClient::new()?,
-        };
-        Ok(MentionMeProvider { http, request })
+    /// Validates the settings, reads the secret and builds the source.
+    pub fn build(self) -> Result<RequestSource, Error> {
+        let environment = self
+            .config
+            .environment
+            .map(|environment| ("environment", environment.base_url()));
+        let (url, field) = self.endpoint.token_url(
+            environment,
+            TOKEN_PATH,
+            "environment: required unless base_url is set (\"demo\" or \"production\")",
+        )?;
+        let credentials = ClientCredentials::new(
+            self.config.client_id,
+            self.config.client_secret,
+            ClientAuth::Body,
+        );
+        let request = credentials
+            .apply(TokenRequest::builder(url).json())?
+            .param("grant_type", "client_credentials");
+        self.endpoint.source(NAME, field, request)
     }
 }
 
-fn prefix_url_error(error: Error, from_base_url: bool) -> Error {
-    let field = if from_base_url {
-        "base_url"
-    } else {
-        "environment"
-    };
-    Error::config(format!("{field}: {}", error.message()))
-}
-
-/// Gets Mention Me access tokens. Wrap it in a
-/// [`ManagedToken`](authmux_core::ManagedToken) to cache them.
-#[derive(Clone, Debug)]
-pub struct MentionMeProvider {
-    http: HttpClient,
-    request: TokenRequest,
-}
+/// The Mention Me provider: [`MentionMeProvider::builder`] in code, or
+/// `provider = "mention-me"` in the facade's config. Both build a
+/// [`RequestSource`]; wrap it in a
+/// [`ManagedToken`](authmux_core::ManagedToken) to cache its tokens.
+#[derive(Clone, Copy, Debug)]
+pub struct MentionMeProvider;
 
 impl MentionMeProvider {
-    /// Starts building a provider for one API key.
+    /// Starts building a source for one API key.
     pub fn builder(
         client_id: impl Into<String>,
         client_secret: impl Into<ClientSecret>,
     ) -> MentionMeBuilder {
-        MentionMeBuilder {
+        MentionMeConfig {
             client_id: client_id.into(),
             client_secret: client_secret.into(),
             environment: None,
             base_url: None,
             allow_insecure_http: false,
-            http: None,
         }
-    }
-
-    /// Builds a provider from its configuration.
-    pub fn from_config(config: &MentionMeConfig) -> Result<Self, Error> {
-        config.builder().build()
-    }
-
-    /// The token endpoint.
-    pub fn token_url(&self) -> &str {
-        self.request.url().as_str()
+        .builder()
     }
 }
 
-#[async_trait]
-impl TokenSource for MentionMeProvider {
-    fn provider(&self) -> &str {
-        NAME
-    }
+impl Provider for MentionMeProvider {
+    const NAME: &'static str = NAME;
+    type Config = MentionMeConfig;
 
-    fn identity(&self) -> TokenIdentity {
-        TokenIdentity::from_request(NAME, &self.request)
-    }
-
-    async fn fetch_token(&self) -> Result<Token, Error> {
-        self.http.fetch_token(&self.request).await
+    fn build(config: MentionMeConfig, context: &BuildContext) -> Result<SharedTokenSource, Error> {
+        Ok(config.builder().context(context).build()?.into())
     }
 }
 
@@ -427,7 +368,7 @@ mod tests {
         }))
         .expect("valid config");
         assert!(!format!("{config:?}").contains("s3cr3t-value"));
-        let provider = MentionMeProvider::from_config(&config).expect("valid");
+        let provider = config.builder().build().expect("valid");
         assert!(!format!("{provider:?}").contains("s3cr3t-value"));
         let unknown = serde_json::from_value::<MentionMeConfig>(json!({
             "client_id": "id", "client_secret": "s", "enviroment": "demo"

@@ -1,5 +1,6 @@
 //! Mention Me's documented exchange, replayed exactly against httpmock.
 
+use authmux_core::EndpointBuilder as _;
 use std::time::Duration;
 
 use authmux_core::wire::HttpClient;
@@ -40,7 +41,7 @@ fn seed_jwt(exp_in: i64) -> String {
     )
 }
 
-fn provider(server: &MockServer) -> MentionMeProvider {
+fn provider(server: &MockServer) -> authmux_core::wire::RequestSource {
     MentionMeProvider::builder("m2m-client-test-3191ab24", ClientSecret::inline(SECRET))
         .base_url(server.base_url())
         .http_client(HttpClient::new().expect("client"))

@@ -92,7 +92,7 @@
 //!
 //! # DPoP
 //!
-//! Given a [`Dpop`] with [`OAuth2Builder::dpop`], every token request
+//! Given a [`Dpop`](authmux_core::Dpop) with [`EndpointBuilder::dpop`], every token request
 //! carries a fresh `DPoP` proof header, a `use_dpop_nonce` challenge is
 //! answered once with the server's nonce, the token must come back as
 //! `DPoP` (unless the Bearer downgrade is accepted), and the key's
@@ -100,33 +100,30 @@
 //!
 //! [authmux]: https://github.com/authmux/authmux
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::OnceLock;
 
-use async_trait::async_trait;
-use authmux_core::wire::{ClientAuth, EndpointResponse, HttpClient, require, validate_url};
+pub use authmux_core::EndpointBuilder;
+use authmux_core::wire::{
+    ClientAuth, PreparedRequest, RequestSource, join_url, require, validate_url,
+};
 use authmux_core::{
-    ClientSecret, Dpop, Error, ExposeSecret, Scrubber, Token, TokenIdentity, TokenSource,
+    BuildContext, ClientCredentials, ClientSecret, Endpoint, Error, ExposeSecret, Provider,
+    Scrubber, SecretString, SharedTokenSource, TokenIdentity,
 };
 use authmux_dpop::DpopConfig;
 use oauth2::basic::BasicClient;
-use oauth2::{AuthType, EndpointNotSet, EndpointSet, RequestTokenError, Scope, TokenUrl};
-use reqwest::header::AUTHORIZATION;
+use oauth2::{AuthType, Scope, TokenUrl};
 use serde::Deserialize;
 use url::Url;
 
 /// The provider's name in configs, errors and logs.
 pub const NAME: &str = "oauth2";
 
-/// An `oauth2` client that knows its token endpoint and nothing else.
-type CredentialsClient =
-    BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
-
 /// The configuration of a client of a standard OAuth 2.0 token endpoint.
-#[derive(Clone, Deserialize)]
+/// `Debug` leaves out the secret ([`ClientSecret`] redacts itself).
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Config {
     /// The token endpoint. `https` unless the host is loopback or
@@ -186,88 +183,49 @@ fn default_auth_style() -> ClientAuth {
     ClientAuth::Basic
 }
 
-impl fmt::Debug for OAuth2Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OAuth2Config")
-            .field("token_url", &self.token_url)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
-            .field("scopes", &self.scopes)
-            .field("auth_style", &self.auth_style)
-            .field("extra_params", &self.extra_params)
-            .field("allow_insecure_http", &self.allow_insecure_http)
-            .field("dpop", &self.dpop)
-            .field("accept_bearer_downgrade", &self.accept_bearer_downgrade)
-            .finish()
-    }
-}
-
 impl OAuth2Config {
     /// A builder holding this configuration.
     pub fn builder(&self) -> OAuth2Builder {
         OAuth2Builder {
-            token_url: self.token_url.clone(),
-            client_id: self.client_id.clone(),
-            client_secret: self.client_secret.clone(),
-            scopes: self.scopes.clone(),
-            auth_style: self.auth_style,
-            extra_params: self.extra_params.clone(),
-            allow_insecure_http: self.allow_insecure_http,
-            http: None,
-            dpop: None,
-            dpop_config: self.dpop.clone(),
-            accept_bearer_downgrade: self.accept_bearer_downgrade,
+            endpoint: Endpoint::new(None, self.allow_insecure_http),
+            config: self.clone(),
         }
     }
 }
 
-/// Builds an [`OAuth2Provider`]; see [`OAuth2Provider::builder`].
+/// Builds a token source for a standard OAuth 2.0 endpoint; see
+/// [`OAuth2Provider::builder`]. The endpoint setters come from
+/// [`EndpointBuilder`]; there, `base_url` replaces the scheme, host and
+/// port of `token_url` and keeps its path.
+#[derive(Debug)]
 pub struct OAuth2Builder {
-    token_url: String,
-    client_id: String,
-    client_secret: ClientSecret,
-    scopes: Vec<String>,
-    auth_style: ClientAuth,
-    extra_params: BTreeMap<String, String>,
-    allow_insecure_http: bool,
-    http: Option<HttpClient>,
-    dpop: Option<Dpop>,
-    dpop_config: DpopConfig,
-    accept_bearer_downgrade: bool,
+    config: OAuth2Config,
+    endpoint: Endpoint,
 }
 
-impl fmt::Debug for OAuth2Builder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OAuth2Builder")
-            .field("token_url", &self.token_url)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
-            .field("scopes", &self.scopes)
-            .field("auth_style", &self.auth_style)
-            .field("extra_params", &self.extra_params)
-            .field("allow_insecure_http", &self.allow_insecure_http)
-            .field("dpop", &self.dpop.as_ref().map(Dpop::thumbprint))
-            .finish_non_exhaustive()
+impl EndpointBuilder for OAuth2Builder {
+    fn endpoint(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
     }
 }
 
 impl OAuth2Builder {
     /// The scopes to ask for, replacing any set before.
     pub fn scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self.config.scopes = scopes.into_iter().map(Into::into).collect();
         self
     }
 
     /// One more scope to ask for.
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        self.scopes.push(scope.into());
+        self.config.scopes.push(scope.into());
         self
     }
 
     /// Where the client credentials go: [`ClientAuth::Basic`] (the
     /// default) or [`ClientAuth::Body`].
     pub fn auth_style(mut self, auth_style: ClientAuth) -> Self {
-        self.auth_style = auth_style;
+        self.config.auth_style = auth_style;
         self
     }
 
@@ -276,7 +234,7 @@ impl OAuth2Builder {
         mut self,
         params: impl IntoIterator<Item = (impl Into<String>, impl Into<String>)>,
     ) -> Self {
-        self.extra_params = params
+        self.config.extra_params = params
             .into_iter()
             .map(|(name, value)| (name.into(), value.into()))
             .collect();
@@ -285,72 +243,117 @@ impl OAuth2Builder {
 
     /// One more body parameter, such as `audience`.
     pub fn extra_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.extra_params.insert(name.into(), value.into());
+        self.config.extra_params.insert(name.into(), value.into());
         self
     }
 
-    /// Allows plain `http` to a non-loopback host.
-    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
-        self.allow_insecure_http = allow;
-        self
-    }
-
-    /// The HTTP client to share; a new default one unless set.
-    pub fn http_client(mut self, http: HttpClient) -> Self {
-        self.http = Some(http);
-        self
-    }
-
-    /// Asks for DPoP-bound tokens, with proofs and nonces from `dpop`.
-    pub fn dpop(mut self, dpop: Dpop) -> Self {
-        self.dpop = Some(dpop);
-        self
-    }
-
-    /// Validates the settings, reads the secret and builds the provider.
-    pub fn build(self) -> Result<OAuth2Provider, Error> {
-        require("token_url", &self.token_url)?;
-        let token_url = validate_url(&self.token_url, self.allow_insecure_http)
+    /// Validates the settings, reads the secret and builds the source.
+    ///
+    /// The `oauth2` crate builds the request here, once; each fetch sends
+    /// a copy of it, with a fresh DPoP proof when DPoP is on.
+    pub fn build(self) -> Result<RequestSource, Error> {
+        let config = self.config;
+        require("token_url", &config.token_url)?;
+        let mut token_url = validate_url(&config.token_url, self.endpoint.allow_insecure_http)
             .map_err(|error| Error::config(format!("token_url: {}", error.message())))?;
-        require("client_id", &self.client_id)?;
-        let scopes = checked_scopes(self.scopes)?;
-        check_extra_params(&self.extra_params)?;
-        let client_secret = self.client_secret.resolve("client_secret")?;
-        let auth_type = match self.auth_style {
-            ClientAuth::Basic => AuthType::BasicAuth,
-            ClientAuth::Body => AuthType::RequestBody,
-        };
-        let client = BasicClient::new(oauth2::ClientId::new(self.client_id.clone()))
-            .set_client_secret(oauth2::ClientSecret::new(
-                client_secret.expose_secret().to_owned(),
-            ))
-            .set_auth_type(auth_type)
-            .set_token_uri(TokenUrl::from_url(token_url.clone()));
-        // The `oauth2` crate builds the request, so the core never sees the
-        // credential: register it here, as Basic, which also covers it sent
-        // in the body.
+        if let Some(base_url) = &self.endpoint.base_url {
+            token_url = validate_url(
+                &join_url(base_url, token_url.path()),
+                self.endpoint.allow_insecure_http,
+            )
+            .map_err(|error| Error::config(format!("base_url: {}", error.message())))?;
+        }
+        let credentials =
+            ClientCredentials::new(config.client_id, config.client_secret, config.auth_style);
+        let client_secret = credentials.resolve()?;
+        let scopes = checked_scopes(config.scopes)?;
+        check_extra_params(&config.extra_params)?;
+        let request = prepare(
+            &credentials,
+            &client_secret,
+            &token_url,
+            &scopes,
+            &config.extra_params,
+        )?
+        .with_timeout(self.endpoint.timeout);
+        // The `oauth2` crate put the credential on the request, so the core
+        // never saw it: register it here, as Basic, which also covers it
+        // sent in the body.
         let mut scrubber = Scrubber::new();
-        scrubber.register_basic(&self.client_id, &client_secret);
-        let dpop = match self.dpop {
-            Some(dpop) => Some(dpop),
-            None => self.dpop_config.dpop(self.accept_bearer_downgrade)?,
-        };
-        let http = match self.http {
-            Some(http) => http,
-            None => HttpClient::new()?,
-        };
-        Ok(OAuth2Provider {
-            http,
-            client,
-            token_url,
-            client_id: self.client_id,
-            scrubber,
-            scopes,
-            auth_style: self.auth_style,
-            extra_params: self.extra_params,
-            dpop,
-        })
+        scrubber.register_basic(&credentials.client_id, &client_secret);
+        let mut endpoint = self.endpoint;
+        if endpoint.dpop.is_none() {
+            endpoint.dpop = config.dpop.dpop(config.accept_bearer_downgrade)?;
+        }
+        let identity = identity(&token_url, &credentials, &scopes, &config.extra_params);
+        Ok(
+            RequestSource::from_prepared(endpoint.http_client()?, request, identity, scrubber)
+                .with_dpop(endpoint.dpop),
+        )
     }
+}
+
+/// Lets the `oauth2` crate build the client credentials request, and keeps
+/// it instead of sending it.
+fn prepare(
+    credentials: &ClientCredentials,
+    client_secret: &SecretString,
+    token_url: &Url,
+    scopes: &[String],
+    extra_params: &BTreeMap<String, String>,
+) -> Result<PreparedRequest, Error> {
+    let auth_type = match credentials.auth {
+        ClientAuth::Basic => AuthType::BasicAuth,
+        ClientAuth::Body => AuthType::RequestBody,
+    };
+    let client = BasicClient::new(oauth2::ClientId::new(credentials.client_id.clone()))
+        .set_client_secret(oauth2::ClientSecret::new(
+            client_secret.expose_secret().to_owned(),
+        ))
+        .set_auth_type(auth_type)
+        .set_token_uri(TokenUrl::from_url(token_url.clone()));
+    let mut exchange = client
+        .exchange_client_credentials()
+        .add_scopes(scopes.iter().cloned().map(Scope::new));
+    for (name, value) in extra_params {
+        exchange = exchange.add_extra_param(name.as_str(), value.as_str());
+    }
+    let built = OnceCell::new();
+    let keep = |request: oauth2::HttpRequest| -> Result<oauth2::HttpResponse, Error> {
+        let _ = built.set(request);
+        Err(Error::config("kept, not sent"))
+    };
+    let outcome = exchange.request(&keep);
+    let Some(request) = built.into_inner() else {
+        let error = Error::config("cannot build the token request");
+        return Err(match outcome {
+            Err(cause) => error.with_source(cause),
+            Ok(_) => error,
+        });
+    };
+    let (parts, body) = request.into_parts();
+    Ok(PreparedRequest::new(token_url.clone(), parts.headers, body))
+}
+
+/// Everything that changes the token. Scopes are sorted, so that their
+/// order does not split the cache; extra params are prefixed, so that no
+/// name can overwrite the fields before them.
+fn identity(
+    token_url: &Url,
+    credentials: &ClientCredentials,
+    scopes: &[String],
+    extra_params: &BTreeMap<String, String>,
+) -> TokenIdentity {
+    let mut sorted: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    let mut identity = TokenIdentity::new(NAME, token_url.as_str())
+        .with("client_id", &credentials.client_id)
+        .with("scope", sorted.join(" "))
+        .with("auth_style", credentials.auth.as_str());
+    for (name, value) in extra_params {
+        identity = identity.with(format!("extra_params.{name}"), value);
+    }
+    identity
 }
 
 /// Each scope must be one RFC 6749 §3.3 scope-token: a space would silently
@@ -390,45 +393,22 @@ fn check_extra_params(params: &BTreeMap<String, String>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Gets access tokens from a standard OAuth 2.0 token endpoint. Wrap it in
-/// a [`ManagedToken`](authmux_core::ManagedToken) to cache them.
-#[derive(Clone)]
-pub struct OAuth2Provider {
-    http: HttpClient,
-    client: CredentialsClient,
-    token_url: Url,
-    client_id: String,
-    /// Knows the client secret and the Basic credential, in every shape a
-    /// server may echo them.
-    scrubber: Scrubber,
-    scopes: Vec<String>,
-    auth_style: ClientAuth,
-    extra_params: BTreeMap<String, String>,
-    dpop: Option<Dpop>,
-}
-
-impl fmt::Debug for OAuth2Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OAuth2Provider")
-            .field("token_url", &self.token_url.as_str())
-            .field("client_id", &self.client_id)
-            .field("scopes", &self.scopes)
-            .field("auth_style", &self.auth_style)
-            .field("extra_params", &self.extra_params)
-            .field("dpop", &self.dpop.as_ref().map(Dpop::thumbprint))
-            .finish_non_exhaustive()
-    }
-}
+/// The generic RFC 6749 provider: [`OAuth2Provider::builder`] in code, or
+/// `provider = "oauth2"` in the facade's config. Both build a
+/// [`RequestSource`]; wrap it in a
+/// [`ManagedToken`](authmux_core::ManagedToken) to cache its tokens.
+#[derive(Clone, Copy, Debug)]
+pub struct OAuth2Provider;
 
 impl OAuth2Provider {
-    /// Starts building a provider for one client of the token endpoint at
+    /// Starts building a source for one client of the token endpoint at
     /// `token_url`.
     pub fn builder(
         token_url: impl Into<String>,
         client_id: impl Into<String>,
         client_secret: impl Into<ClientSecret>,
     ) -> OAuth2Builder {
-        OAuth2Builder {
+        OAuth2Config {
             token_url: token_url.into(),
             client_id: client_id.into(),
             client_secret: client_secret.into(),
@@ -436,126 +416,26 @@ impl OAuth2Provider {
             auth_style: default_auth_style(),
             extra_params: BTreeMap::new(),
             allow_insecure_http: false,
-            http: None,
-            dpop: None,
-            dpop_config: DpopConfig::Disabled,
+            dpop: DpopConfig::Disabled,
             accept_bearer_downgrade: false,
         }
-    }
-
-    /// Builds a provider from its configuration.
-    pub fn from_config(config: &OAuth2Config) -> Result<Self, Error> {
-        config.builder().build()
-    }
-
-    /// The token endpoint.
-    pub fn token_url(&self) -> &str {
-        self.token_url.as_str()
+        .builder()
     }
 }
 
-/// The `oauth2` crate's transport for one exchange: sends the request it
-/// built through authmux's HTTP client and keeps the raw answer.
-///
-/// A named type rather than a closure: with a closure, the compiler cannot
-/// prove the exchange's future `Send` for every lifetime.
-struct Transport<'a> {
-    http: &'a HttpClient,
-    dpop: Option<&'a Dpop>,
-    received: OnceLock<EndpointResponse>,
-}
+impl Provider for OAuth2Provider {
+    const NAME: &'static str = NAME;
+    type Config = OAuth2Config;
 
-impl Transport<'_> {
-    async fn send(&self, request: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, Error> {
-        let mut request = reqwest::Request::try_from(request).map_err(|error| {
-            Error::config("cannot build the token request").with_source(error.without_url())
-        })?;
-        let headers = request.headers_mut();
-        if let Some(authorization) = headers.get_mut(AUTHORIZATION) {
-            authorization.set_sensitive(true);
-        }
-        let response = match self.dpop {
-            Some(dpop) => self.http.execute_dpop(request, dpop).await?,
-            None => self.http.execute(request).await?,
-        };
-        // One exchange makes one call, so the cell is always empty here.
-        let _ = self.received.set(response);
-        // authmux's lenient parser is the one judge of the answer, so the
-        // `oauth2` crate gets no body and its verdict is ignored: it would
-        // reject a 201 or a string `expires_in`.
-        Ok(oauth2::HttpResponse::new(Vec::new()))
-    }
-}
-
-impl<'c> oauth2::AsyncHttpClient<'c> for Transport<'_> {
-    type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, Error>> + Send + 'c>>;
-
-    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
-        Box::pin(self.send(request))
-    }
-}
-
-#[async_trait]
-impl TokenSource for OAuth2Provider {
-    fn provider(&self) -> &str {
-        NAME
-    }
-
-    fn identity(&self) -> TokenIdentity {
-        let mut scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
-        scopes.sort_unstable();
-        let mut identity = TokenIdentity::new(NAME, self.token_url.as_str())
-            .with("client_id", &self.client_id)
-            .with("scope", scopes.join(" "))
-            .with("auth_style", self.auth_style.as_str());
-        // Prefixed so that no param name can overwrite the fields above.
-        for (name, value) in &self.extra_params {
-            identity = identity.with(format!("extra_params.{name}"), value);
-        }
-        if let Some(dpop) = &self.dpop {
-            identity = identity.with("dpop", dpop.thumbprint());
-        }
-        identity
-    }
-
-    async fn fetch_token(&self) -> Result<Token, Error> {
-        let transport = Transport {
-            http: &self.http,
-            dpop: self.dpop.as_ref(),
-            received: OnceLock::new(),
-        };
-        let mut exchange = self
-            .client
-            .exchange_client_credentials()
-            .add_scopes(self.scopes.iter().cloned().map(Scope::new));
-        for (name, value) in &self.extra_params {
-            exchange = exchange.add_extra_param(name.as_str(), value.as_str());
-        }
-        let outcome = exchange.request_async(&transport).await;
-        match (transport.received.into_inner(), outcome) {
-            (Some(response), _) => {
-                let token = response.parse(self.http.default_lifetime(), &self.scrubber)?;
-                match &self.dpop {
-                    Some(dpop) => dpop.bind(token),
-                    None => Ok(token),
-                }
-            }
-            (None, Err(RequestTokenError::Request(error))) => Err(error),
-            (None, outcome) => {
-                let error = Error::config("cannot build the token request");
-                Err(match outcome {
-                    Err(cause) => error.with_source(cause),
-                    Ok(_) => error,
-                })
-            }
-        }
+    fn build(config: OAuth2Config, context: &BuildContext) -> Result<SharedTokenSource, Error> {
+        Ok(config.builder().context(context).build()?.into())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use authmux_core::TokenSource as _;
 
     fn builder(token_url: &str) -> OAuth2Builder {
         OAuth2Provider::builder(token_url, "client-1", ClientSecret::inline("s3cr3t-value"))
@@ -618,7 +498,7 @@ mod tests {
             .scopes(["read", "write", "read"])
             .build()
             .expect("valid");
-        assert_eq!(provider.scopes, ["read", "write"]);
+        assert_eq!(provider.identity().get("scope"), Some("read write"));
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! client authentication styles, the lenient response rules, every error
 //! shape, the token identity and the DPoP hook.
 
+use authmux_core::EndpointBuilder as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use authmux_core::wire::ClientAuth;
+use authmux_core::wire::HeaderValue;
 use authmux_core::{
     ClientSecret, DpopProver, Error, ErrorKind, ExposeSecret, Token, TokenSource, TokenType,
 };
@@ -14,7 +16,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use httpmock::Method::POST;
 use httpmock::MockServer;
-use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 use url::Url;
 
@@ -31,7 +32,7 @@ fn builder(server: &MockServer) -> OAuth2Builder {
     OAuth2Provider::builder(server.url(PATH), CLIENT_ID, ClientSecret::inline(SECRET))
 }
 
-fn provider(server: &MockServer) -> OAuth2Provider {
+fn provider(server: &MockServer) -> authmux_core::wire::RequestSource {
     builder(server)
         .scopes(["read", "write"])
         .extra_param("audience", "https://api.example.com")
@@ -433,7 +434,9 @@ fn debug_never_shows_the_secret() {
     assert!(debug.contains(CLIENT_ID), "{debug}");
 }
 
-fn remote(configure: impl FnOnce(OAuth2Builder) -> OAuth2Builder) -> OAuth2Provider {
+fn remote(
+    configure: impl FnOnce(OAuth2Builder) -> OAuth2Builder,
+) -> authmux_core::wire::RequestSource {
     let builder = OAuth2Provider::builder(
         "https://idp.example.com/oauth2/token",
         CLIENT_ID,

@@ -42,7 +42,7 @@ fn registry(c: &mut Criterion) {
     let text = config_text();
     let config = Config::from(Toml::string(&text)).unwrap();
     let region = Region::new(ALLOCATOR);
-    let built = Registry::new(&config).unwrap();
+    let built = Registry::from_config(&config).unwrap();
     let change = region.change();
     let live = change
         .bytes_allocated
@@ -62,7 +62,7 @@ fn registry(c: &mut Criterion) {
         b.iter(|| black_box(Config::from(Toml::string(&text)).unwrap().clients.len()))
     });
     group.bench_function("build_registry", |b| {
-        b.iter(|| black_box(Registry::new(&config).unwrap().len()))
+        b.iter(|| black_box(Registry::from_config(&config).unwrap().len()))
     });
     group.finish();
 }

@@ -41,20 +41,19 @@ pub const ENV_PREFIX: &str = "AUTHMUX_";
 pub const SECTIONS: [&str; 2] = ["clients", "defaults"];
 
 /// Every provider authmux knows, compiled in or not.
-pub const PROVIDERS: [&str; 4] = ["mention-me", "360learning", "auth0", "oauth2"];
+pub fn known_providers() -> Vec<&'static str> {
+    crate::providers::TABLE
+        .iter()
+        .map(|entry| entry.name)
+        .collect()
+}
 
 /// The providers compiled into this build, by feature.
 pub fn compiled_providers() -> Vec<&'static str> {
-    let compiled = [
-        cfg!(feature = "mention-me"),
-        cfg!(feature = "360learning"),
-        cfg!(feature = "auth0"),
-        cfg!(feature = "oauth2"),
-    ];
-    PROVIDERS
+    crate::providers::TABLE
         .iter()
-        .zip(compiled)
-        .filter_map(|(name, on)| on.then_some(*name))
+        .filter(|entry| entry.build.is_some())
+        .map(|entry| entry.name)
         .collect()
 }
 
@@ -262,6 +261,29 @@ impl ClientConfig {
 }
 
 /// The whole configuration: `[defaults]` and `[clients.<name>]`.
+///
+/// It deserializes from any serde format, so it can sit inside an
+/// application's own config, under `[authmux]` say, and be checked with
+/// the same messages as a file of its own:
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// struct AppConfig {
+///     listen: String,
+///     authmux: authmux::Config,
+/// }
+///
+/// let app: AppConfig = toml::from_str(r#"
+///     listen = "0.0.0.0:8080"
+///
+///     [authmux.clients.api]
+///     provider = "oauth2"
+///     token_url = "https://idp.example.com/oauth2/token"
+///     client_id = "my-client-id"
+///     client_secret = { env = "IDP_CLIENT_SECRET" }
+/// "#).expect("a valid config");
+/// assert!(app.authmux.clients.contains_key("api"));
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     /// The `[defaults]` table.
@@ -306,9 +328,20 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every fallible call of authmux returns [`Error`] or `ConfigError`, and a
+/// `ConfigError` converts into an `Error` of kind `Config` with `?`: a
+/// function returning `Result<_, authmux::Error>` handles both. The
+/// problems stay reachable through [`std::error::Error::source`].
 impl From<ConfigError> for Error {
     fn from(error: ConfigError) -> Self {
-        Error::config(error.to_string())
+        Error::config(error.to_string()).with_source(error)
+    }
+}
+
+impl<'de> Deserialize<'de> for Config {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let root = Dict::deserialize(deserializer)?;
+        Self::from(Serialized::defaults(root)).map_err(de::Error::custom)
     }
 }
 
@@ -381,7 +414,7 @@ impl Config {
 
     /// Parses a configuration from TOML text alone. A syntax error gives
     /// its line and column, never the text.
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         Self::from(TomlText {
             name: "TOML".to_owned(),
             text: text.to_owned(),
@@ -497,18 +530,18 @@ fn client_config(
         None => {
             problems.push(format!(
                 "{at}.provider: required (one of: {})",
-                PROVIDERS.join(", ")
+                known_providers().join(", ")
             ));
             return None;
         }
     };
-    if !PROVIDERS.contains(&provider.as_str()) {
+    if !known_providers().contains(&provider.as_str()) {
         problems.push(format!(
             "{at}.provider: unknown provider {provider:?}{} (available: {})",
-            suggestion(&provider, &PROVIDERS)
+            suggestion(&provider, &known_providers())
                 .map(|known| format!("; did you mean {known:?}?"))
                 .unwrap_or_default(),
-            PROVIDERS.join(", ")
+            known_providers().join(", ")
         ));
         return None;
     }

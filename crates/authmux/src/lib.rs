@@ -55,19 +55,43 @@
 //! feature "auth0" (compiled in: mention-me, oauth2)`; the other clients work.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// The README's snippets, compiled as doctests so that what users copy
+// builds as written.
+#[cfg(all(
+    doctest,
+    feature = "mention-me",
+    feature = "360learning",
+    feature = "auth0",
+    feature = "oauth2",
+    feature = "reqwest-middleware"
+))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod config;
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod middleware;
+
+/// The `reqwest-middleware` crate the middleware is built for, so that its
+/// version need not be guessed (needs the `reqwest-middleware` feature).
+#[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
+pub use reqwest_middleware;
+mod providers;
 mod registry;
 
 pub use config::{ClientConfig, Config, ConfigError, Settings};
-pub use registry::{Client, Registry};
+pub use registry::{Client, Registry, RegistryBuilder};
+
+/// The configuration library behind [`Config`], for layering its sources
+/// yourself (see [`Config::from`]).
+pub use figment;
 
 pub use authmux_core::{
-    CachePolicy, ClientSecret, Clock, Error, ErrorKind, ExposeSecret, ManagedToken, OAuthError,
-    RetryPolicy, SecretString, SharedTokenSource, Token, TokenGuard, TokenIdentity, TokenSource,
-    TokenType,
+    BuildContext, CachePolicy, ClientCredentials, ClientSecret, Clock, EndpointBuilder, Error,
+    ErrorKind, ExposeSecret, ManagedToken, OAuthError, Provider, RetryPolicy, SecretString,
+    SharedTokenSource, Token, TokenGuard, TokenIdentity, TokenSource, TokenType,
 };
 
 /// The core crate: the cache, the wire layer and the source trait.

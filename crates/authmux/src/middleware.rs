@@ -40,7 +40,7 @@ use reqwest_middleware::{Middleware, Next};
 use tracing::Instrument as _;
 use url::Url;
 
-use crate::Client;
+use crate::ManagedToken;
 
 /// How many redirects of an authenticated request are followed unless
 /// [`Authenticate::max_redirects`] says otherwise; reqwest's own default.
@@ -58,7 +58,9 @@ enum Scope {
     Prefixes(Vec<Url>),
 }
 
-/// A [`Middleware`] that authenticates requests with a [`Client`]'s token.
+/// A [`Middleware`] that authenticates requests with the token of a
+/// [`ManagedToken`]: a registry's [`Client`](crate::Client), or a cache of
+/// any source built in code.
 ///
 /// For each request in scope it:
 /// * sets `Authorization` from the token's ready header value (`Bearer …` or
@@ -100,7 +102,7 @@ enum Scope {
 /// the request fails with a configuration error saying so.
 #[derive(Clone)]
 pub struct Authenticate {
-    client: Client,
+    token: ManagedToken,
     scope: Scope,
     max_redirects: usize,
 }
@@ -108,7 +110,7 @@ pub struct Authenticate {
 impl fmt::Debug for Authenticate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authenticate")
-            .field("client", &self.client.name())
+            .field("client", &self.token.name())
             .field("scope", &self.scope)
             .field("max_redirects", &self.max_redirects)
             .finish()
@@ -116,10 +118,12 @@ impl fmt::Debug for Authenticate {
 }
 
 impl Authenticate {
-    /// Authenticates with `client`'s token every HTTPS or loopback request.
-    pub fn new(client: Client) -> Self {
+    /// Authenticates every HTTPS or loopback request with `token`: a
+    /// registry [`Client`](crate::Client) (`&Client` too) or any
+    /// [`ManagedToken`].
+    pub fn new(token: impl Into<ManagedToken>) -> Self {
         Self {
-            client,
+            token: token.into(),
             scope: Scope::default(),
             max_redirects: DEFAULT_MAX_REDIRECTS,
         }
@@ -181,7 +185,7 @@ impl Authenticate {
         if response.status() != StatusCode::UNAUTHORIZED {
             return false;
         }
-        if self.client.provider() == "mention-me" {
+        if self.token.source().provider() == "mention-me" {
             return true;
         }
         authmux_core::wire::www_authenticate_error(response.headers(), None, "invalid_token")
@@ -190,8 +194,8 @@ impl Authenticate {
     /// The client's current token; its error fails the request.
     async fn token(&self) -> reqwest_middleware::Result<Token> {
         let token = self
-            .client
-            .token()
+            .token
+            .get()
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
         Ok(token.clone())
@@ -204,7 +208,7 @@ impl Authenticate {
         extensions: &mut Extensions,
         next: &Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let api_headers = self.client.api_headers();
+        let api_headers = self.token.source().api_headers();
         let token = self.token().await?;
         let mut retry = request.try_clone();
         let mut request = request;
@@ -228,7 +232,7 @@ impl Authenticate {
                 tracing::debug!("token rejected, but the request body cannot be sent again");
                 return Ok(response);
             };
-            self.client.cache().invalidate(&token);
+            self.token.invalidate(&token);
             tracing::debug!("token rejected; retrying once with a fresh token");
             let fresh = self.token().await?;
             authorize(&mut again, &fresh, &api_headers)?;
@@ -249,7 +253,7 @@ impl Authenticate {
         let sent = request.url().clone();
         let response = next.clone().run(request, extensions).await?;
         if response.url() != &sent {
-            let name: Arc<str> = Arc::from(self.client.name());
+            let name: Arc<str> = Arc::from(self.token.name());
             let error = crate::Error::config(format!(
                 "the inner HTTP client followed a redirect from {} to {} with the token; \
                  build it with redirect::Policy::none() so that authmux checks every hop",
@@ -257,7 +261,7 @@ impl Authenticate {
                 response.url().origin().ascii_serialization()
             ))
             .with_client(&name)
-            .with_provider(self.client.provider());
+            .with_provider(self.token.source().provider());
             return Err(reqwest_middleware::Error::middleware(error));
         }
         Ok(response)
@@ -369,7 +373,7 @@ impl Middleware for Authenticate {
         }
         let span = tracing::debug_span!(
             "authmux.request",
-            client = %self.client.name(),
+            client = %self.token.name(),
             method = %request.method(),
             host = request.url().host_str().unwrap_or(""),
         );

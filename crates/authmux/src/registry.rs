@@ -1,4 +1,5 @@
-//! One managed, cached token per configured client.
+//! One managed, cached token per named client: from a config, or built by
+//! the user.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -6,16 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authmux_core::wire::{HeaderMap, HttpClient, HttpConfig};
-use authmux_core::{Error, ManagedToken, SharedTokenSource, TokenGuard};
+use authmux_core::{BuildContext, Error, ManagedToken, SharedTokenSource, TokenGuard};
 
 use crate::config::{ClientConfig, Config, ConfigError, Settings, not_compiled_in};
 
-/// A configured client: its name, provider, token endpoint and cache.
+/// A named client: its token cache, and what it says about itself.
 /// Cloning is cheap and shares the cache.
+///
+/// A `Client` is a named [`ManagedToken`] and converts into one, so that
+/// anything taking a `ManagedToken` (the middleware, say) takes a client.
 #[derive(Clone)]
 pub struct Client {
     name: Arc<str>,
-    provider: &'static str,
     token_url: Arc<str>,
     cache: ManagedToken,
 }
@@ -24,21 +27,31 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("name", &self.name)
-            .field("provider", &self.provider)
+            .field("provider", &self.provider())
             .field("token_url", &self.token_url)
             .finish()
     }
 }
 
 impl Client {
-    /// The client's configured name.
+    /// A client called `name` around a cache built elsewhere.
+    pub fn new(name: &str, cache: ManagedToken) -> Self {
+        let token_url = Arc::from(cache.source().identity().endpoint());
+        Self {
+            name: Arc::from(name),
+            token_url,
+            cache,
+        }
+    }
+
+    /// The client's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The provider's name, such as `auth0`.
-    pub fn provider(&self) -> &'static str {
-        self.provider
+    pub fn provider(&self) -> &str {
+        self.cache.source().provider()
     }
 
     /// The token endpoint URL.
@@ -60,6 +73,18 @@ impl Client {
     /// `Authorization`.
     pub fn api_headers(&self) -> HeaderMap {
         self.cache.source().api_headers()
+    }
+}
+
+impl From<Client> for ManagedToken {
+    fn from(client: Client) -> Self {
+        client.cache
+    }
+}
+
+impl From<&Client> for ManagedToken {
+    fn from(client: &Client) -> Self {
+        client.cache.clone()
     }
 }
 
@@ -88,8 +113,24 @@ impl fmt::Debug for Registry {
 
 impl Registry {
     /// Builds every client of `config`, reporting every problem at once.
-    pub fn new(config: &Config) -> Result<Self, ConfigError> {
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         Self::build(config.clients.iter())
+    }
+
+    /// Starts a registry that mixes clients from a config with sources and
+    /// caches built in code.
+    ///
+    /// ```no_run
+    /// # fn run(config: &authmux::Config, mine: authmux::SharedTokenSource) -> Result<(), authmux::Error> {
+    /// let registry = authmux::Registry::builder()
+    ///     .config(config)
+    ///     .source("internal", mine) // cached with the default policy
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
     }
 
     /// Builds only the client called `name`, so that another client's
@@ -129,28 +170,20 @@ impl Registry {
                 unavailable.insert(name.clone(), error);
                 continue;
             }
-            let http = match shared_http(&mut http_clients, &client.settings) {
-                Ok(http) => http,
+            let context = match shared_http(&mut http_clients, &client.settings) {
+                Ok(http) => BuildContext::new().with_http_client(http),
                 Err(error) => {
                     problems.push(format!("{at}: {}", error.message()));
                     continue;
                 }
             };
-            match build_source(client, http) {
-                Ok((provider, token_url, source)) => {
+            match build_source(client, &context) {
+                Ok(source) => {
                     let cache = ManagedToken::builder(source)
                         .name(name.as_str())
                         .policy(client.settings.cache_policy())
                         .build();
-                    built.insert(
-                        name.clone(),
-                        Client {
-                            name: Arc::from(name.as_str()),
-                            provider,
-                            token_url: Arc::from(token_url),
-                            cache,
-                        },
-                    );
+                    built.insert(name.clone(), Client::new(name, cache));
                 }
                 Err(mut found) => problems.append(&mut found),
             }
@@ -168,7 +201,7 @@ impl Registry {
     /// Loads the configuration from its default sources and builds it;
     /// see [`Config::load`].
     pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
-        Self::new(&Config::load(path)?)
+        Self::from_config(&Config::load(path)?)
     }
 
     /// The client called `name`. A client whose provider is not compiled
@@ -218,6 +251,85 @@ impl Registry {
     }
 }
 
+/// Builds a [`Registry`] from a config and from sources built in code;
+/// see [`Registry::builder`].
+#[derive(Default)]
+pub struct RegistryBuilder {
+    config: Option<Config>,
+    custom: Vec<Client>,
+}
+
+impl fmt::Debug for RegistryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryBuilder")
+            .field("config", &self.config)
+            .field("custom", &self.custom)
+            .finish()
+    }
+}
+
+impl RegistryBuilder {
+    /// Every client of `config`.
+    pub fn config(mut self, config: &Config) -> Self {
+        self.config = Some(config.clone());
+        self
+    }
+
+    /// A client called `name` for any token source (a provider built in
+    /// code, or your own [`TokenSource`](crate::TokenSource)), cached with
+    /// the default [`CachePolicy`](crate::CachePolicy).
+    pub fn source(self, name: &str, source: impl Into<SharedTokenSource>) -> Self {
+        let cache = ManagedToken::builder(source).name(name).build();
+        self.managed(name, cache)
+    }
+
+    /// A client called `name` around a cache you built, with your policy.
+    pub fn managed(mut self, name: &str, cache: ManagedToken) -> Self {
+        self.custom.push(Client::new(name, cache));
+        self
+    }
+
+    /// Builds the config's clients and adds the others. A name given twice
+    /// is a problem, like any in the config.
+    pub fn build(self) -> Result<Registry, ConfigError> {
+        let built = match &self.config {
+            Some(config) => Registry::from_config(config),
+            None => Ok(Registry::default()),
+        };
+        let mut problems = match &built {
+            Ok(_) => Vec::new(),
+            Err(error) => error.problems().to_vec(),
+        };
+        let mut clients = built
+            .as_ref()
+            .map(|registry| (*registry.clients).clone())
+            .unwrap_or_default();
+        for client in self.custom {
+            let name = client.name().to_owned();
+            let taken = clients.contains_key(&name)
+                || self
+                    .config
+                    .as_ref()
+                    .is_some_and(|config| config.clients.contains_key(&name));
+            if taken {
+                problems.push(format!("clients.{name}: given twice"));
+            } else {
+                clients.insert(name, client);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::new(problems));
+        }
+        let unavailable = built
+            .map(|registry| registry.unavailable)
+            .unwrap_or_default();
+        Ok(Registry {
+            clients: Arc::new(clients),
+            unavailable,
+        })
+    }
+}
+
 fn unknown_client(name: &str, configured: &[&str]) -> String {
     let configured = if configured.is_empty() {
         "none".to_owned()
@@ -251,69 +363,20 @@ fn shared_http(
     Ok(http)
 }
 
-type Built = (&'static str, String, SharedTokenSource);
-
-/// Builds the provider a client names. On failure, returns every problem,
-/// each with its full key path: `clients.api.audience: required unless …`.
-fn build_source(client: &ClientConfig, http: HttpClient) -> Result<Built, Vec<String>> {
-    // A builder error starts with the field it is about (`audience: …`).
-    let builder_problem =
-        |error: Error| vec![format!("clients.{}.{}", client.name(), error.message())];
-    let parse_problem = |error: ConfigError| error.problems().to_vec();
-    match client.provider.as_str() {
-        #[cfg(feature = "mention-me")]
-        "mention-me" => {
-            use authmux_mention_me::{MentionMeConfig, MentionMeProvider, NAME};
-            let config: MentionMeConfig = client.provider_config().map_err(parse_problem)?;
-            let provider: MentionMeProvider = config
-                .builder()
-                .http_client(http)
-                .build()
-                .map_err(builder_problem)?;
-            Ok((NAME, provider.token_url().to_owned(), provider.into()))
-        }
-        #[cfg(feature = "360learning")]
-        "360learning" => {
-            use authmux_360learning::{NAME, ThreeSixtyLearningConfig};
-            let config: ThreeSixtyLearningConfig =
-                client.provider_config().map_err(parse_problem)?;
-            let provider = config
-                .builder()
-                .http_client(http)
-                .build()
-                .map_err(builder_problem)?;
-            Ok((NAME, provider.token_url().to_owned(), provider.into()))
-        }
-        #[cfg(feature = "auth0")]
-        "auth0" => {
-            use authmux_auth0::{Auth0Config, NAME};
-            let config: Auth0Config = client.provider_config().map_err(parse_problem)?;
-            let provider = config
-                .builder()
-                .http_client(http)
-                .build()
-                .map_err(builder_problem)?;
-            Ok((NAME, provider.token_url().to_owned(), provider.into()))
-        }
-        #[cfg(feature = "oauth2")]
-        "oauth2" => {
-            use authmux_oauth2::{NAME, OAuth2Config};
-            let config: OAuth2Config = client.provider_config().map_err(parse_problem)?;
-            let provider = config
-                .builder()
-                .http_client(http)
-                .build()
-                .map_err(builder_problem)?;
-            Ok((NAME, provider.token_url().to_owned(), provider.into()))
-        }
-        other => {
-            // Registry::build sets clients of other providers aside.
-            let _ = (http, parse_problem, builder_problem);
-            Err(vec![format!(
-                "clients.{}.provider: {}",
-                client.name(),
-                not_compiled_in(other).unwrap_or_default()
-            )])
-        }
-    }
+/// Builds the source a client's provider makes. On failure, returns every
+/// problem, each with its full key path: `clients.api.audience: required
+/// unless …`.
+fn build_source(
+    client: &ClientConfig,
+    context: &BuildContext,
+) -> Result<SharedTokenSource, Vec<String>> {
+    let Some(build) = crate::providers::find(&client.provider).and_then(|entry| entry.build) else {
+        // Registry::build sets clients of other providers aside.
+        return Err(vec![format!(
+            "clients.{}.provider: {}",
+            client.name(),
+            not_compiled_in(&client.provider).unwrap_or_default()
+        )]);
+    };
+    build(client, context)
 }

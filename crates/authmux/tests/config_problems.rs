@@ -56,7 +56,9 @@ fn a_toml_syntax_error_gives_its_line_and_column_never_its_text() {
         assert!(!text.contains('\n'), "{text}");
         Ok(())
     });
-    let text = Config::from_toml(&broken).expect_err("broken").to_string();
+    let text = Config::from_toml_str(&broken)
+        .expect_err("broken")
+        .to_string();
     assert!(text.contains("line 4, column"), "{text}");
     assert!(!text.contains(SECRET), "{text}");
     // Any other figment TOML source keeps its first line only.
@@ -68,7 +70,7 @@ fn a_toml_syntax_error_gives_its_line_and_column_never_its_text() {
 
 #[test]
 fn settings_type_errors_name_the_key_the_expected_form_and_what_was_found() {
-    let problems = problems(Config::from_toml(
+    let problems = problems(Config::from_toml_str(
         r#"
         [defaults]
         timeout = ["2s"]
@@ -116,7 +118,7 @@ fn an_environment_value_of_the_wrong_form_names_its_key() {
 
 #[test]
 fn an_unknown_section_suggests_the_known_one() {
-    let problems = problems(Config::from_toml("[default]\ntimeout = \"5s\"\n"));
+    let problems = problems(Config::from_toml_str("[default]\ntimeout = \"5s\"\n"));
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert!(
         problems[0].starts_with("default: unknown section; did you mean [defaults]?"),
@@ -127,7 +129,7 @@ fn an_unknown_section_suggests_the_known_one() {
 #[cfg(feature = "oauth2")]
 #[test]
 fn provider_type_errors_name_the_key_and_never_show_a_secret() {
-    let config = Config::from_toml(
+    let config = Config::from_toml_str(
         r#"
         [clients.gen]
         provider = "oauth2"
@@ -139,7 +141,7 @@ fn provider_type_errors_name_the_key_and_never_show_a_secret() {
         "#,
     )
     .expect("the settings are fine");
-    let problems = problems(Registry::new(&config));
+    let problems = problems(Registry::from_config(&config));
     assert_has(
         &problems,
         r#"clients.gen.client_secret: expected a string, { env = "VARIABLE" } or { file = "path" }, found integer"#,
@@ -161,7 +163,7 @@ fn provider_type_errors_name_the_key_and_never_show_a_secret() {
 #[cfg(feature = "auth0")]
 #[test]
 fn every_problem_of_one_client_is_reported() {
-    let config = Config::from_toml(&format!(
+    let config = Config::from_toml_str(&format!(
         r#"
         [clients.api]
         provider = "auth0"
@@ -172,7 +174,7 @@ fn every_problem_of_one_client_is_reported() {
         "#
     ))
     .expect("the settings are fine");
-    let problems = problems(Registry::new(&config));
+    let problems = problems(Registry::from_config(&config));
     assert_eq!(
         problems,
         [
@@ -231,13 +233,13 @@ fn an_environment_secret_source_replaces_the_files() {
 #[cfg(feature = "mention-me")]
 #[test]
 fn a_secret_with_two_sources_is_an_error() {
-    let config = Config::from_toml(&client("api", "mention-me").replace(
+    let config = Config::from_toml_str(&client("api", "mention-me").replace(
         &format!("client_secret = \"{SECRET}\""),
         "client_secret = { env = \"A\", file = \"b\" }",
     ))
     .expect("the settings are fine");
     assert_eq!(
-        problems(Registry::new(&config)),
+        problems(Registry::from_config(&config)),
         ["clients.api.client_secret: both env and file are set; give one source only"]
     );
 }
@@ -276,7 +278,7 @@ fn clients_from_the_environment_need_no_file() {
         }
         let config = Config::load(None).expect("configured by the environment");
         assert_eq!(config.file(), None);
-        assert_eq!(Registry::new(&config).expect("valid").len(), 1);
+        assert_eq!(Registry::from_config(&config).expect("valid").len(), 1);
         jail.create_file("authmux.toml", "")?;
         let config = Config::load(None).expect("an empty file is read");
         assert_eq!(
@@ -297,19 +299,19 @@ fn clients_from_the_environment_need_no_file() {
 )))]
 #[test]
 fn a_provider_not_compiled_in_fails_that_client_only() {
-    use authmux::config::{PROVIDERS, compiled_providers};
+    use authmux::config::{compiled_providers, known_providers};
 
     let compiled = compiled_providers();
-    let missing = PROVIDERS
-        .iter()
+    let missing = known_providers()
+        .into_iter()
         .find(|provider| !compiled.contains(provider))
         .expect("a provider is left out");
     let mut toml = client("absent", missing);
     if let Some(present) = compiled.first() {
         toml.push_str(&client("present", present));
     }
-    let config = Config::from_toml(&toml).expect("a shared config loads in every build");
-    let registry = Registry::new(&config).expect("the other clients build");
+    let config = Config::from_toml_str(&toml).expect("a shared config loads in every build");
+    let registry = Registry::from_config(&config).expect("the other clients build");
     assert_eq!(registry.len(), compiled.len().min(1));
     if !compiled.is_empty() {
         registry.client("present").expect("built");

@@ -44,7 +44,7 @@ fn registry(server: &MockServer) -> Registry {
         "#
     )))
     .expect("valid config");
-    Registry::new(&config).expect("valid registry")
+    Registry::from_config(&config).expect("valid registry")
 }
 
 /// An inner client that does not follow redirects, as the middleware needs.

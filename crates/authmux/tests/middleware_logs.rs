@@ -78,7 +78,7 @@ async fn a_request_with_a_refresh_logs_no_secret_and_no_token() {
         server.base_url()
     )))
     .expect("valid config");
-    let registry = Registry::new(&config).expect("valid registry");
+    let registry = Registry::from_config(&config).expect("valid registry");
     let inner = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

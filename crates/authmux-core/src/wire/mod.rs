@@ -3,10 +3,12 @@
 //! response parsing.
 
 mod challenge;
+mod prepared;
 mod request;
 mod response;
 
 pub use challenge::www_authenticate_error;
+pub use prepared::{PreparedRequest, RequestSource};
 pub use request::{
     BodyEncoding, ClientAuth, DEFAULT_LIFETIME, TokenRequest, TokenRequestBuilder, is_loopback,
     validate_url,
@@ -16,8 +18,6 @@ pub use response::{EndpointResponse, MIN_LIFETIME};
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use std::time::Duration;
-
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use crate::error::{Error, ErrorKind};
 use crate::token::Token;
@@ -185,22 +185,7 @@ impl HttpClient {
     }
 
     fn build(&self, request: &TokenRequest) -> Result<reqwest::Request, Error> {
-        let mut builder = self
-            .client
-            .post(request.url().clone())
-            .headers(request.headers().clone())
-            .header(
-                CONTENT_TYPE,
-                HeaderValue::from_static(request.content_type()),
-            )
-            .header(ACCEPT, HeaderValue::from_static("application/json"))
-            .body(request.body()?);
-        if let Some(timeout) = request.timeout() {
-            builder = builder.timeout(timeout);
-        }
-        builder.build().map_err(|error| {
-            Error::config("cannot build the token request").with_source(error.without_url())
-        })
+        Ok(request.prepare()?.to_request())
     }
 
     /// Sends any prepared request with this client's settings (no
@@ -345,47 +330,6 @@ fn is_tls(mut error: &(dyn std::error::Error + 'static)) -> bool {
             Some(inner) => error = inner,
             None => return false,
         }
-    }
-}
-
-/// The simplest [`TokenSource`](crate::TokenSource): sends one fixed
-/// [`TokenRequest`] through an [`HttpClient`]. Provider crates build on it
-/// or write their own when a request changes per call.
-#[derive(Clone, Debug)]
-pub struct RequestSource {
-    provider: std::sync::Arc<str>,
-    http: HttpClient,
-    request: TokenRequest,
-}
-
-impl RequestSource {
-    /// A source named `provider` that sends `request` through `http`.
-    pub fn new(provider: &str, http: HttpClient, request: TokenRequest) -> Self {
-        Self {
-            provider: std::sync::Arc::from(provider),
-            http,
-            request,
-        }
-    }
-
-    /// The request this source sends.
-    pub fn request(&self) -> &TokenRequest {
-        &self.request
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::TokenSource for RequestSource {
-    fn provider(&self) -> &str {
-        &self.provider
-    }
-
-    fn identity(&self) -> crate::TokenIdentity {
-        crate::TokenIdentity::from_request(&self.provider, &self.request)
-    }
-
-    async fn fetch_token(&self) -> Result<Token, Error> {
-        self.http.fetch_token(&self.request).await
     }
 }
 

@@ -1,0 +1,139 @@
+//! `authmux check`: validate the config and list its clients.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use authmux::{Config, Registry};
+use clap::Args;
+use serde::Serialize;
+
+use crate::{Exit, fail, one_line};
+
+pub(crate) const CHECK_EXAMPLES: &str = "\
+Examples:
+  authmux check
+  authmux check --config deploy/authmux.toml || exit 1
+  authmux check --json | jq '.clients[].name'";
+
+/// The arguments of `authmux check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Print one JSON object: the file read, the clients, and every problem.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `authmux check --json` prints. The field order is the output's.
+#[derive(Debug, Default, Serialize)]
+struct CheckJson<'a> {
+    /// The config file read, if one was.
+    file: Option<String>,
+    /// The clients this build serves.
+    clients: Vec<ClientJson<'a>>,
+    /// Every problem, one line each, as stderr would show them.
+    problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ClientJson<'a> {
+    name: &'a str,
+    provider: &'a str,
+    token_url: &'a str,
+}
+
+/// `authmux check`. The outer error is a failure to write the output.
+pub(crate) fn check(
+    config: Option<&Path>,
+    args: &CheckArgs,
+    stdout: &mut impl Write,
+    stderr: &mut impl Write,
+) -> io::Result<Exit> {
+    // Building the registry is the part that catches a missing secret
+    // variable or a bad URL; it sends nothing.
+    let built = Config::load(config)
+        .and_then(|loaded| Registry::from_config(&loaded).map(|registry| (loaded, registry)));
+    let (loaded, registry) = match built {
+        Ok(built) => built,
+        Err(error) => {
+            let problems = error.problems().to_vec();
+            return report(args, CheckJson::default(), problems, stdout, stderr);
+        }
+    };
+    let mut problems = Vec::new();
+    if registry.is_empty() && registry.unavailable().next().is_none() {
+        // A file was read (a missing one is an error that names the paths
+        // tried), but a check that passes on no client would hide a mistake.
+        problems.push(match loaded.file() {
+            Some(file) => format!("no clients configured in {}", file.display()),
+            None => "no clients configured".to_owned(),
+        });
+    }
+    // A client this build cannot serve is reported for itself; the others
+    // are listed.
+    for (name, error) in registry.unavailable() {
+        problems.push(format!("clients.{name}.provider: {}", error.message()));
+    }
+    let found = CheckJson {
+        file: loaded.file().map(|file| file.display().to_string()),
+        clients: registry
+            .clients()
+            .map(|client| ClientJson {
+                name: client.name(),
+                provider: client.provider(),
+                token_url: client.token_url(),
+            })
+            .collect(),
+        problems: Vec::new(),
+    };
+    report(args, found, problems, stdout, stderr)
+}
+
+/// Writes the clients and the problems, as text (clients on stdout,
+/// problems on stderr) or as one JSON object on stdout. Any problem is a
+/// usage error.
+fn report(
+    args: &CheckArgs,
+    mut found: CheckJson<'_>,
+    problems: Vec<String>,
+    stdout: &mut impl Write,
+    stderr: &mut impl Write,
+) -> io::Result<Exit> {
+    let exit = if problems.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Usage
+    };
+    if args.json {
+        found.problems = problems;
+        serde_json::to_writer_pretty(&mut *stdout, &found)?;
+        writeln!(stdout)?;
+        stdout.flush()?;
+        return Ok(exit);
+    }
+    let name_width = found
+        .clients
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0);
+    let provider_width = found
+        .clients
+        .iter()
+        .map(|client| client.provider.len())
+        .max()
+        .unwrap_or(0);
+    for client in &found.clients {
+        writeln!(
+            stdout,
+            "{:name_width$}  {:provider_width$}  {}",
+            one_line(client.name),
+            client.provider,
+            client.token_url,
+        )?;
+    }
+    stdout.flush()?;
+    for problem in &problems {
+        fail(stderr, problem)?;
+    }
+    Ok(exit)
+}

@@ -1,0 +1,480 @@
+//! In-process imitations of the token endpoints [authmux] speaks to, for
+//! testing a service that uses authmux without a network or a real
+//! identity provider.
+//!
+//! One [`TokenServer`] answers, on a loopback port, at the paths and in the
+//! wire formats the providers document:
+//!
+//! | provider | path | request | success |
+//! |---|---|---|---|
+//! | Mention Me | [`MENTION_ME_PATH`] | JSON `client_id`, `client_secret`, `grant_type` | a JWT, `"token_type":"bearer"`, `"expires_in":3600` |
+//! | 360Learning | [`LEARNING360_PATH`] | JSON, the same fields | `"expires_in":"3600"`, a string |
+//! | Auth0 | [`AUTH0_PATH`] | JSON or form, `audience` | a JWT, `"expires_in":86400`, `DPoP` when a proof came |
+//! | RFC 6749 | [`OAUTH2_PATH`] | form, Basic or body credentials | `"token_type":"Bearer"`, `scope` echoed |
+//!
+//! Errors come in each provider's own shape (`{"code":"401","message":…}`
+//! for Mention Me, `{"error":…}` for 360Learning, `{"error",
+//! "error_description"}` elsewhere). Knobs make the next requests fail
+//! ([`fail_next`](TokenServer::fail_next)), rate-limit them with
+//! `Retry-After` ([`rate_limit_next`](TokenServer::rate_limit_next)), slow
+//! them down ([`delay`](TokenServer::delay), on tokio's clock, so paused
+//! time skips it), refuse the client ([`deny`](TokenServer::deny)), set
+//! the lifetime ([`expires_in`](TokenServer::expires_in)) or demand a DPoP
+//! nonce ([`require_dpop_nonce`](TokenServer::require_dpop_nonce)); every
+//! request is counted and recorded.
+//!
+//! # Example
+//!
+//! Point a client's `base_url` (Mention Me, 360Learning), `domain` (Auth0)
+//! or `token_url` (`oauth2`, see [`TokenServer::oauth2_token_url`]) at
+//! [`TokenServer::base_url`], then turn the knobs:
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let idp = authmux_testkit::TokenServer::start().await;
+//! idp.expect_client("my-client", "my-secret"); // anything else: invalid_client
+//! idp.fail_next(2, 503); // then two transient failures
+//! idp.rate_limit_next(1, Duration::from_secs(3)); // then a 429 with Retry-After: 3
+//! idp.expires_in(60); // short-lived tokens
+//! // config: base_url = "{idp.base_url()}", client_id = "my-client", …
+//! assert!(idp.base_url().starts_with("http://127.0.0.1:"));
+//! assert_eq!(idp.requests(), 0);
+//! # }
+//! ```
+//!
+//! The workspace's `tests/tests/testkit.rs` drives every provider through
+//! authmux against it.
+//!
+//! [authmux]: https://github.com/authmux/authmux
+
+pub mod bench;
+
+pub use bench::keep_alive_server;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Mention Me's token path.
+pub const MENTION_ME_PATH: &str = "/api/oauth/token";
+/// 360Learning API v2's token path.
+pub const LEARNING360_PATH: &str = "/api/v2/oauth2/token";
+/// Auth0's token path.
+pub const AUTH0_PATH: &str = "/oauth/token";
+/// The generic RFC 6749 server's token path.
+pub const OAUTH2_PATH: &str = "/oauth2/token";
+
+/// Which provider's format a path speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Flavor {
+    /// Mention Me.
+    MentionMe,
+    /// 360Learning API v2.
+    Learning360,
+    /// Auth0.
+    Auth0,
+    /// Any RFC 6749 server.
+    OAuth2,
+}
+
+impl Flavor {
+    fn of(path: &str) -> Option<Self> {
+        match path {
+            MENTION_ME_PATH => Some(Self::MentionMe),
+            LEARNING360_PATH => Some(Self::Learning360),
+            AUTH0_PATH => Some(Self::Auth0),
+            OAUTH2_PATH => Some(Self::OAuth2),
+            _ => None,
+        }
+    }
+
+    fn default_lifetime(self) -> u64 {
+        match self {
+            Self::Auth0 => 86_400,
+            _ => 3_600,
+        }
+    }
+}
+
+/// One request the server received.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Recorded {
+    /// Which format it was answered in.
+    pub flavor: Option<Flavor>,
+    /// The request path.
+    pub path: String,
+    /// The request headers.
+    pub headers: HeaderMap,
+    /// The body's fields, read from JSON or a form.
+    pub fields: Map<String, Value>,
+    /// The client id and secret, from the body or a Basic header.
+    pub credentials: Option<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+struct Knobs {
+    failures: VecDeque<(u16, Option<Duration>)>,
+    delay: Duration,
+    deny: bool,
+    expires_in: Option<i64>,
+    dpop_nonce: Option<String>,
+    client: Option<(String, String)>,
+    recorded: Vec<Recorded>,
+    issued: u64,
+}
+
+/// A token server on a loopback port; it stops when dropped.
+#[derive(Debug)]
+pub struct TokenServer {
+    addr: SocketAddr,
+    knobs: Arc<Mutex<Knobs>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TokenServer {
+    /// Starts a server on `127.0.0.1` and a free port. Needs a tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If no loopback port can be bound.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|error| panic!("cannot bind a loopback port: {error}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("no local address: {error}"));
+        let knobs = Arc::new(Mutex::new(Knobs::default()));
+        let shared = Arc::clone(&knobs);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let knobs = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| answer(Arc::clone(&knobs), request));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, knobs, task }
+    }
+
+    fn knobs(&self) -> MutexGuard<'_, Knobs> {
+        self.knobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `http://127.0.0.1:<port>`: the `base_url` of Mention Me and
+    /// 360Learning clients, and the `domain` of Auth0 clients.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The generic RFC 6749 endpoint: `token_url` of `oauth2` clients.
+    pub fn oauth2_token_url(&self) -> String {
+        format!("{}{OAUTH2_PATH}", self.base_url())
+    }
+
+    /// Only `client_id` with `client_secret` gets tokens; anything else is
+    /// refused as `invalid_client` in the provider's shape.
+    pub fn expect_client(&self, client_id: &str, client_secret: &str) {
+        self.knobs().client = Some((client_id.to_owned(), client_secret.to_owned()));
+    }
+
+    /// The next `count` requests get `status` with the provider's error
+    /// body (`temporarily_unavailable` for 5xx).
+    pub fn fail_next(&self, count: usize, status: u16) {
+        let mut knobs = self.knobs();
+        knobs.failures.extend((0..count).map(|_| (status, None)));
+    }
+
+    /// The next `count` requests get 429 with `Retry-After: <seconds>`.
+    pub fn rate_limit_next(&self, count: usize, retry_after: Duration) {
+        let mut knobs = self.knobs();
+        knobs
+            .failures
+            .extend((0..count).map(|_| (429, Some(retry_after))));
+    }
+
+    /// Every answer waits `delay` first, on tokio's clock.
+    pub fn delay(&self, delay: Duration) {
+        self.knobs().delay = delay;
+    }
+
+    /// Refuses every client (`true`) or stops refusing them (`false`).
+    pub fn deny(&self, deny: bool) {
+        self.knobs().deny = deny;
+    }
+
+    /// Issued tokens say `expires_in` seconds (the provider's own by default).
+    pub fn expires_in(&self, seconds: i64) {
+        self.knobs().expires_in = Some(seconds);
+    }
+
+    /// A request whose DPoP proof does not carry `nonce` gets 400
+    /// `use_dpop_nonce` with `DPoP-Nonce: <nonce>`.
+    pub fn require_dpop_nonce(&self, nonce: &str) {
+        self.knobs().dpop_nonce = Some(nonce.to_owned());
+    }
+
+    /// How many requests arrived, answered or not.
+    pub fn requests(&self) -> usize {
+        self.knobs().recorded.len()
+    }
+
+    /// How many requests came with the client id `client_id`.
+    pub fn requests_from(&self, client_id: &str) -> usize {
+        self.knobs()
+            .recorded
+            .iter()
+            .filter(|request| {
+                request
+                    .credentials
+                    .as_ref()
+                    .is_some_and(|(id, _)| id == client_id)
+            })
+            .count()
+    }
+
+    /// How many tokens were issued.
+    pub fn issued(&self) -> u64 {
+        self.knobs().issued
+    }
+
+    /// Every request so far, oldest first.
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.knobs().recorded.clone()
+    }
+}
+
+async fn answer(
+    knobs: Arc<Mutex<Knobs>>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default();
+    let recorded = record(parts.uri.path(), parts.headers, &body);
+    let delay = knobs.lock().unwrap_or_else(PoisonError::into_inner).delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut knobs = knobs.lock().unwrap_or_else(PoisonError::into_inner);
+    let response = respond(&mut knobs, &recorded);
+    knobs.recorded.push(recorded);
+    Ok(response)
+}
+
+fn record(path: &str, headers: HeaderMap, body: &[u8]) -> Recorded {
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    let fields: Map<String, Value> = if json {
+        serde_json::from_slice(body).unwrap_or_default()
+    } else {
+        form_urlencoded::parse(body)
+            .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())))
+            .collect()
+    };
+    let text = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_owned);
+    let credentials = basic(&headers).or_else(|| text("client_id").zip(text("client_secret")));
+    Recorded {
+        flavor: Flavor::of(path),
+        path: path.to_owned(),
+        headers,
+        fields,
+        credentials,
+    }
+}
+
+/// The id and secret of an RFC 6749 §2.3.1 Basic header.
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |part: &str| {
+        form_urlencoded::parse(format!("x={part}").as_bytes())
+            .next()
+            .map(|(_, value)| value.into_owned())
+    };
+    Some((unescape(id)?, unescape(secret)?))
+}
+
+fn respond(knobs: &mut Knobs, request: &Recorded) -> Response<Full<Bytes>> {
+    let Some(flavor) = request.flavor else {
+        return reply(404, json!({"error": "not_found"}));
+    };
+    if let Some((status, retry_after)) = knobs.failures.pop_front() {
+        let mut response = error(flavor, status, failure_code(status));
+        if let Some(wait) = retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(wait.as_secs()));
+        }
+        return response;
+    }
+    let wrong_client = knobs
+        .client
+        .as_ref()
+        .is_some_and(|expected| request.credentials.as_ref() != Some(expected));
+    if knobs.deny || request.credentials.is_none() || wrong_client {
+        return error(flavor, 401, "invalid_client");
+    }
+    if request.fields.get("grant_type").and_then(Value::as_str) != Some("client_credentials") {
+        return error(flavor, 400, "unsupported_grant_type");
+    }
+    let proof = request.headers.get("dpop").and_then(proof_claims);
+    if let Some(nonce) = &knobs.dpop_nonce
+        && proof.is_some()
+        && proof_nonce(proof.as_ref()) != Some(nonce.as_str())
+    {
+        let mut response = error(flavor, 400, "use_dpop_nonce");
+        if let Ok(value) = HeaderValue::from_str(nonce) {
+            response.headers_mut().insert("dpop-nonce", value);
+        }
+        return response;
+    }
+    knobs.issued += 1;
+    let lifetime = knobs.expires_in.unwrap_or(flavor.default_lifetime() as i64);
+    success(flavor, request, knobs.issued, lifetime, proof.is_some())
+}
+
+fn failure_code(status: u16) -> &'static str {
+    match status {
+        429 => "too_many_requests",
+        500..=599 => "temporarily_unavailable",
+        401 => "invalid_client",
+        403 => "access_denied",
+        _ => "invalid_request",
+    }
+}
+
+fn proof_claims(value: &HeaderValue) -> Option<Value> {
+    let payload = value.to_str().ok()?.split('.').nth(1)?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+}
+
+fn proof_nonce(claims: Option<&Value>) -> Option<&str> {
+    claims?.get("nonce")?.as_str()
+}
+
+fn success(
+    flavor: Flavor,
+    request: &Recorded,
+    serial: u64,
+    lifetime: i64,
+    dpop: bool,
+) -> Response<Full<Bytes>> {
+    let client_id = request
+        .credentials
+        .as_ref()
+        .map(|(id, _)| id.clone())
+        .unwrap_or_default();
+    let field = |name: &str| request.fields.get(name).cloned().unwrap_or(Value::Null);
+    let body = match flavor {
+        Flavor::MentionMe => json!({
+            "access_token": jwt(json!({
+                "aud": ["project-test-2da703ca-e983-410e-93d0-442bb05b9b06"],
+                "claims": {"env": "demo", "merchantId": "4259"},
+                "iss": "stytch.com/project-test-2da703ca-e983-410e-93d0-442bb05b9b06",
+                "scope": "customers:list",
+                "sub": client_id,
+                "jti": serial,
+            }), lifetime),
+            "expires_in": lifetime,
+            "token_type": "bearer",
+        }),
+        Flavor::Learning360 => json!({
+            "token_type": "Bearer",
+            "access_token": jwt(json!({"sub": client_id, "jti": serial}), lifetime),
+            "expires_in": lifetime.to_string(),
+        }),
+        Flavor::Auth0 => json!({
+            "access_token": jwt(json!({
+                "aud": field("audience"), "azp": client_id,
+                "gty": "client-credentials", "jti": serial,
+            }), lifetime),
+            "token_type": if dpop { "DPoP" } else { "Bearer" },
+            "expires_in": lifetime,
+        }),
+        Flavor::OAuth2 => json!({
+            "access_token": format!("opaque-token-{serial}"),
+            "token_type": if dpop { "DPoP" } else { "Bearer" },
+            "expires_in": lifetime,
+            "scope": field("scope"),
+        }),
+    };
+    reply(200, body)
+}
+
+fn error(flavor: Flavor, status: u16, code: &str) -> Response<Full<Bytes>> {
+    let description = match code {
+        "invalid_client" => "Invalid client credentials.",
+        "use_dpop_nonce" => "Authorization server requires nonce in DPoP proof.",
+        "too_many_requests" => "Too many requests.",
+        _ => "The request failed.",
+    };
+    let body = match flavor {
+        Flavor::MentionMe => json!({"code": status.to_string(), "message": description}),
+        Flavor::Learning360 if code != "use_dpop_nonce" => json!({"error": code}),
+        _ => json!({"error": code, "error_description": description}),
+    };
+    reply(status, body)
+}
+
+/// An unsigned JWT-shaped token whose payload is `claims` plus `iat`,
+/// `nbf` and `exp`, `lifetime` seconds from now.
+pub fn jwt(mut claims: Value, lifetime: i64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64);
+    claims["iat"] = json!(now);
+    claims["nbf"] = json!(now);
+    claims["exp"] = json!(now + lifetime);
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    )
+}
+
+fn reply(status: u16, body: Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
