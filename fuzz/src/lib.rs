@@ -57,7 +57,7 @@ impl RawResponse {
         let mut lines = Lines { rest: data };
         let status = lines.next().map_or(200, status);
         let mut headers = HeaderMap::new();
-        while let Some(line) = lines.next() {
+        for line in lines.by_ref() {
             if line.is_empty() {
                 break;
             }
