@@ -382,6 +382,10 @@ impl TokenSource for Auth0Provider {
         };
         outcome.map_err(retry_after_from_reset)
     }
+
+    fn dpop(&self) -> Option<&Dpop> {
+        self.dpop.as_ref()
+    }
 }
 
 /// Auth0's 429s may carry only `X-RateLimit-Reset`, in epoch seconds: turn

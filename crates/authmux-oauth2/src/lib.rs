@@ -519,6 +519,10 @@ impl TokenSource for OAuth2Provider {
         identity
     }
 
+    fn dpop(&self) -> Option<&Dpop> {
+        self.dpop.as_ref()
+    }
+
     async fn fetch_token(&self) -> Result<Token, Error> {
         let transport = Transport {
             http: &self.http,
