@@ -23,6 +23,18 @@
 //! token fetch included, has `--timeout` (30 s unless given); running out of
 //! it exits 4.
 //!
+//! # Token store
+//!
+//! `authmux token` and `authmux request` keep tokens in a file store,
+//! `$XDG_CACHE_HOME/authmux` (else `~/.cache/authmux`): a directory of mode
+//! 0700 holding files of mode 0600, plaintext unless the config's
+//! `[store]` gives an `encryption_key`. A second run reuses the token until
+//! its refresh window, and parallel runs make one token request between
+//! them. A `[store]` table in the config chooses another store (`kind =
+//! "redis"`) or none (`kind = "none"`); `--no-store` bypasses it for one
+//! run, and `store = false` for one client. `authmux check` shows the store
+//! and whether it can be reached.
+//!
 //! # Logging
 //!
 //! `-v` on `authmux request` prints the response's status line and turns on
@@ -63,13 +75,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use authmux::middleware::Authenticate;
-use authmux::{Config, ConfigError, ErrorKind, ExposeSecret, Registry, Token};
+use authmux::{ConfigError, ErrorKind, ExposeSecret, Registry, Token};
 use clap::{Args, Parser, Subcommand};
 use reqwest_middleware::reqwest::header::{
     AUTHORIZATION, COOKIE, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHORIZATION,
 };
 use reqwest_middleware::reqwest::{self, Method, StatusCode, Url};
 use serde::Serialize;
+
+mod store;
 
 /// Shown under `authmux --help`.
 const MAIN_EXAMPLES: &str = "\
@@ -93,7 +107,11 @@ const TOKEN_EXAMPLES: &str = "\
 Examples:
   authmux token api
   curl -H \"Authorization: Bearer $(authmux token api)\" https://api.example.com/things
-  authmux token api --json | jq -r .expires_at";
+  authmux token api --json | jq -r .expires_at
+  authmux token api --no-store      # a new token, the store neither read nor written
+
+Tokens are kept in $XDG_CACHE_HOME/authmux (else ~/.cache/authmux), so the
+next run reuses the token until its refresh window.";
 
 /// Shown under `authmux request --help`.
 const REQUEST_EXAMPLES: &str = "\
@@ -126,7 +144,9 @@ Exit codes:
 const CHECK_EXAMPLES: &str = "\
 Examples:
   authmux check
-  authmux check --config deploy/authmux.toml || exit 1";
+  authmux check --config deploy/authmux.toml || exit 1
+
+The last line names the token store and whether it can be reached.";
 
 /// The command line, as parsed by clap.
 #[derive(Debug, Parser)]
@@ -145,6 +165,10 @@ pub struct Cli {
     // written either way should keep working.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Neither read nor write the token store: fetch a new token.
+    #[arg(long, global = true)]
+    pub no_store: bool,
 
     /// What to do.
     #[command(subcommand)]
@@ -326,10 +350,11 @@ impl<'a> TokenJson<'a> {
 /// Needs a tokio runtime with I/O and time enabled; one thread is enough.
 pub async fn run(cli: Cli, mut stdout: impl Write, mut stderr: impl Write) -> Exit {
     let config = cli.config.as_deref();
+    let no_store = cli.no_store;
     let result = match &cli.command {
-        Command::Token(args) => token(config, args, &mut stdout, &mut stderr).await,
-        Command::Request(args) => request(config, args, &mut stdout, &mut stderr).await,
-        Command::Check => check(config, &mut stdout, &mut stderr),
+        Command::Token(args) => token(config, no_store, args, &mut stdout, &mut stderr).await,
+        Command::Request(args) => request(config, no_store, args, &mut stdout, &mut stderr).await,
+        Command::Check => check(config, no_store, &mut stdout, &mut stderr).await,
     };
     match result {
         Ok(exit) => exit,
@@ -348,13 +373,14 @@ pub async fn run(cli: Cli, mut stdout: impl Write, mut stderr: impl Write) -> Ex
 /// `authmux token`. The outer error is a failure to write the output.
 async fn token(
     config: Option<&Path>,
+    no_store: bool,
     args: &TokenArgs,
     stdout: &mut impl Write,
     stderr: &mut impl Write,
 ) -> io::Result<Exit> {
     // Only this client is built: another client's problem (a secret
     // variable this script does not have, say) must not stop it.
-    let registry = match Config::load(config)
+    let registry = match store::load(config, no_store)
         .and_then(|loaded| Registry::with_client(&loaded, &args.client))
     {
         Ok(registry) => registry,
@@ -396,6 +422,7 @@ const USER_AGENT: &str = concat!("authmux/", env!("CARGO_PKG_VERSION"));
 /// `authmux request`. The outer error is a failure to write the output.
 async fn request(
     config: Option<&Path>,
+    no_store: bool,
     args: &RequestArgs,
     stdout: &mut impl Write,
     stderr: &mut impl Write,
@@ -407,7 +434,7 @@ async fn request(
             return Ok(Exit::Usage);
         }
     };
-    let registry = match Config::load(config)
+    let registry = match store::load(config, no_store)
         .and_then(|loaded| Registry::with_client(&loaded, &args.client))
     {
         Ok(registry) => registry,
@@ -662,14 +689,15 @@ fn chain(error: &dyn std::error::Error) -> String {
 }
 
 /// `authmux check`. The outer error is a failure to write the output.
-fn check(
+async fn check(
     config: Option<&Path>,
+    no_store: bool,
     stdout: &mut impl Write,
     stderr: &mut impl Write,
 ) -> io::Result<Exit> {
     // Building the registry is the part that catches a missing secret
     // variable or a bad URL; it sends nothing.
-    let built = Config::load(config)
+    let built = store::load(config, no_store)
         .and_then(|loaded| Registry::new(&loaded).map(|registry| (loaded, registry)));
     let (loaded, registry) = match built {
         Ok(built) => built,
@@ -702,6 +730,12 @@ fn check(
             client.provider(),
             client.token_url(),
         )?;
+    }
+    // A store that cannot be reached costs sharing, not tokens: reported,
+    // but the check still passes.
+    match store::describe(&registry).await {
+        Ok(line) => writeln!(stdout, "{line}")?,
+        Err(problem) => fail(stderr, &problem)?,
     }
     stdout.flush()?;
     // A client this build cannot serve is reported for itself; the others

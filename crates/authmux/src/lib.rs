@@ -60,9 +60,11 @@ pub mod config;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod middleware;
 mod registry;
+pub mod store;
 
 pub use config::{ClientConfig, Config, ConfigError, Settings};
 pub use registry::{Client, Registry};
+pub use store::{StoreConfig, StoreKind};
 
 pub use authmux_core::{
     CachePolicy, ClientSecret, Clock, Error, ErrorKind, ExposeSecret, ManagedToken, OAuthError,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authmux_core::wire::{HeaderMap, HttpClient, HttpConfig};
-use authmux_core::{Error, ManagedToken, SharedTokenSource, TokenGuard};
+use authmux_core::{Error, ManagedToken, SharedTokenSource, SharedTokenStore, TokenGuard};
 
 use crate::config::{ClientConfig, Config, ConfigError, Settings, not_compiled_in};
 
@@ -78,6 +78,7 @@ impl Client {
 pub struct Registry {
     clients: Arc<BTreeMap<String, Client>>,
     unavailable: Arc<BTreeMap<String, Error>>,
+    store: Option<SharedTokenStore>,
 }
 
 impl fmt::Debug for Registry {
@@ -89,7 +90,7 @@ impl fmt::Debug for Registry {
 impl Registry {
     /// Builds every client of `config`, reporting every problem at once.
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
-        Self::build(config.clients.iter())
+        Self::build(config.clients.iter(), store(config)?)
     }
 
     /// Builds only the client called `name`, so that another client's
@@ -104,7 +105,7 @@ impl Registry {
                         "clients.{name}.provider: {why}"
                     )]));
                 }
-                Self::build(std::iter::once((name, client)))
+                Self::build(std::iter::once((name, client)), store(config)?)
             }
             None => {
                 let names: Vec<&str> = config.clients.keys().map(String::as_str).collect();
@@ -115,6 +116,7 @@ impl Registry {
 
     fn build<'a>(
         clients: impl Iterator<Item = (&'a String, &'a ClientConfig)>,
+        store: Option<SharedTokenStore>,
     ) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let mut http_clients: HashMap<(Duration, Duration, Duration), HttpClient> = HashMap::new();
@@ -138,10 +140,13 @@ impl Registry {
             };
             match build_source(client, http) {
                 Ok((provider, token_url, source)) => {
-                    let cache = ManagedToken::builder(source)
+                    let mut cache = ManagedToken::builder(source)
                         .name(name.as_str())
-                        .policy(client.settings.cache_policy())
-                        .build();
+                        .policy(client.settings.cache_policy());
+                    if let Some(store) = store.as_ref().filter(|_| client.store) {
+                        cache = cache.store(store.clone());
+                    }
+                    let cache = cache.build();
                     built.insert(
                         name.clone(),
                         Client {
@@ -159,6 +164,7 @@ impl Registry {
             Ok(Self {
                 clients: Arc::new(built),
                 unavailable: Arc::new(unavailable),
+                store,
             })
         } else {
             Err(ConfigError::new(problems))
@@ -197,6 +203,12 @@ impl Registry {
         self.client(name)?.token().await
     }
 
+    /// The token store the clients share tokens through, if the config
+    /// has one (`[store]`).
+    pub fn store(&self) -> Option<&SharedTokenStore> {
+        self.store.as_ref()
+    }
+
     /// The names of the clients this build serves, in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.clients.keys().map(String::as_str)
@@ -216,6 +228,11 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
     }
+}
+
+/// The `[store]` of `config`; nothing is connected yet.
+fn store(config: &Config) -> Result<Option<SharedTokenStore>, ConfigError> {
+    config.store.build().map_err(ConfigError::new)
 }
 
 fn unknown_client(name: &str, configured: &[&str]) -> String {
