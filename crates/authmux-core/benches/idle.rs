@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use authmux_core::ManagedToken;
-use common::ScriptedSource;
+use common::{ScriptedSource, clock_threads};
 
 struct Usage {
     cpu: Duration,
@@ -33,17 +33,6 @@ fn usage() -> Usage {
         cpu: time(usage.ru_utime) + time(usage.ru_stime),
         voluntary_switches: usage.ru_nvcsw,
     }
-}
-
-fn clock_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|tasks| {
-            tasks
-                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-                .filter(|name| name.trim() == "authmux-clock")
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 /// Idles for `period` on the calling thread and reports what the whole

@@ -7,16 +7,7 @@ mod common;
 use std::time::Duration;
 
 use authmux_core::ManagedToken;
-use common::ScriptedSource;
-
-/// How many threads of this process are named `authmux-clock`.
-fn clock_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("procfs")
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|name| name.trim() == "authmux-clock")
-        .count()
-}
+use common::{ScriptedSource, clock_threads};
 
 #[test]
 fn the_clock_thread_stops_when_the_last_cache_is_dropped() {
