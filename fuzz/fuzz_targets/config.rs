@@ -15,6 +15,7 @@
 use std::sync::OnceLock;
 
 use authmux::Config;
+use authmux_core::EndpointBuilder as _;
 use authmux_core::wire::HttpClient;
 use libfuzzer_sys::fuzz_target;
 
