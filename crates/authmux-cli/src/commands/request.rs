@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use authmux::middleware::Authenticate;
-use authmux::{Config, Registry};
+
 use clap::Args;
 use reqwest_middleware::reqwest::header::{
     AUTHORIZATION, COOKIE, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHORIZATION,
@@ -94,21 +94,9 @@ pub(crate) async fn request(
             return Ok(Exit::Usage);
         }
     };
-    let registry = match Config::load(config)
-        .and_then(|loaded| Registry::with_client(&loaded, &args.client))
-    {
-        Ok(registry) => registry,
-        Err(error) => {
-            fail(stderr, &error.to_string())?;
-            return Ok(Exit::Usage);
-        }
-    };
-    let client = match registry.client(&args.client) {
+    let client = match super::load_client(config, &args.client, stderr)? {
         Ok(client) => client,
-        Err(error) => {
-            fail(stderr, &error.to_string())?;
-            return Ok(Exit::for_kind(error.kind()));
-        }
+        Err(exit) => return Ok(exit),
     };
     let shown_url = shown(&outgoing.url);
     // The middleware would send such a request without a token, silently;
@@ -145,7 +133,7 @@ pub(crate) async fn request(
         .with(Authenticate::new(client.clone()).max_redirects(0))
         .build();
     let origin = outgoing.url.origin().ascii_serialization();
-    let exchange = exchange(&http, client, outgoing, args.verbose, stdout, stderr);
+    let exchange = exchange(&http, &client, outgoing, args.verbose, stdout, stderr);
     match tokio::time::timeout(args.timeout, exchange).await {
         Ok(result) => result,
         Err(_) => {

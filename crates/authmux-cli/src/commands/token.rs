@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use authmux::{Config, ExposeSecret, Registry, Token};
+use authmux::{ExposeSecret, Token};
 use clap::Args;
 use serde::Serialize;
 
@@ -73,25 +73,9 @@ pub(crate) async fn token(
     stdout: &mut impl Write,
     stderr: &mut impl Write,
 ) -> io::Result<Exit> {
-    // Only this client is built: another client's problem (a secret
-    // variable this script does not have, say) must not stop it.
-    let registry = match Config::load(config)
-        .and_then(|loaded| Registry::with_client(&loaded, &args.client))
-    {
-        Ok(registry) => registry,
-        Err(error) => {
-            // One line, as for every other error of this command: a script
-            // logging stderr gets one record. `check` lists them one by one.
-            fail(stderr, &error.to_string())?;
-            return Ok(Exit::Usage);
-        }
-    };
-    let client = match registry.client(&args.client) {
+    let client = match super::load_client(config, &args.client, stderr)? {
         Ok(client) => client,
-        Err(error) => {
-            fail(stderr, &error.to_string())?;
-            return Ok(Exit::for_kind(error.kind()));
-        }
+        Err(exit) => return Ok(exit),
     };
     let token = match client.token().await {
         Ok(token) => token,
