@@ -84,6 +84,7 @@ pub struct Dpop {
     prover: Arc<dyn DpopProver>,
     nonces: Arc<DpopNonces>,
     accept_bearer: bool,
+    key_shared: bool,
 }
 
 impl fmt::Debug for Dpop {
@@ -91,6 +92,7 @@ impl fmt::Debug for Dpop {
         f.debug_struct("Dpop")
             .field("thumbprint", &self.prover.thumbprint())
             .field("accept_bearer", &self.accept_bearer)
+            .field("key_shared", &self.key_shared)
             .finish()
     }
 }
@@ -103,7 +105,22 @@ impl Dpop {
             prover,
             nonces: Arc::new(DpopNonces::default()),
             accept_bearer: false,
+            key_shared: false,
         }
+    }
+
+    /// Says that every process that shares tokens has this key (it was
+    /// read from a key file, say), so tokens bound to it may be shared
+    /// through a [token store](crate::store). Off by default: a key
+    /// generated in one process makes tokens that are useless elsewhere.
+    pub fn key_shared(mut self, shared: bool) -> Self {
+        self.key_shared = shared;
+        self
+    }
+
+    /// Whether every process has this key; see [`key_shared`](Self::key_shared).
+    pub fn is_key_shared(&self) -> bool {
+        self.key_shared
     }
 
     /// Accepts a Bearer token from a server that ignored the DPoP proof.

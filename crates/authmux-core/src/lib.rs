@@ -13,6 +13,8 @@
 //!   response parsing into tokens or typed errors;
 //! * [`ManagedToken`]: the cache, with lock-free reads, single-flight
 //!   fetches, refresh ahead, retries and cool-down;
+//! * [`TokenStore`]: a second cache level that tokens outlive the process
+//!   in and a fleet shares them through, with a file store in [`store`];
 //! * [`Error`]: one error type with [`Error::is_transient`].
 //!
 //! Provider crates (`authmux-auth0`, `authmux-mention-me`, …) implement
@@ -76,6 +78,7 @@ pub mod provider;
 pub mod scrub;
 pub mod secret;
 pub mod source;
+pub mod store;
 pub mod token;
 pub mod wire;
 
@@ -89,6 +92,7 @@ pub use provider::{BuildContext, ClientCredentials, Endpoint, EndpointBuilder, P
 pub use scrub::Scrubber;
 pub use secret::ClientSecret;
 pub use source::{SharedTokenSource, TokenIdentity, TokenSource};
+pub use store::{SharedTokenStore, TokenStore};
 pub use token::{MAX_LIFETIME, Token, TokenType};
 
 pub use secrecy::{ExposeSecret, SecretString};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
 
+use crate::dpop::Dpop;
 use crate::error::Error;
 use crate::token::Token;
 use crate::wire::TokenRequest;
@@ -33,6 +34,16 @@ pub trait TokenSource: Send + Sync + 'static {
     /// besides `Authorization` (360Learning's `360-api-version`, say).
     fn api_headers(&self) -> HeaderMap {
         HeaderMap::new()
+    }
+
+    /// The DPoP prover this source binds its tokens to, if it asks for
+    /// DPoP-bound tokens. A [token store](crate::store) shares such tokens
+    /// only when every process has the prover's key
+    /// ([`Dpop::is_key_shared`]), and binds the tokens it adopts to it. A
+    /// source whose identity has a `dpop` field but that returns `None`
+    /// here never has its tokens stored.
+    fn dpop(&self) -> Option<&Dpop> {
+        None
     }
 }
 
@@ -64,6 +75,11 @@ impl SharedTokenSource {
     /// See [`TokenSource::api_headers`].
     pub fn api_headers(&self) -> HeaderMap {
         self.0.api_headers()
+    }
+
+    /// See [`TokenSource::dpop`].
+    pub fn dpop(&self) -> Option<&Dpop> {
+        self.0.dpop()
     }
 }
 
@@ -142,6 +158,20 @@ impl TokenIdentity {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.fields.get(key).map(String::as_str)
     }
+
+    /// A SHA-256 of every part of the identity (provider, endpoint and every
+    /// field), base64url without padding: 43 characters that are safe in
+    /// file names and store keys. Equal identities, and only they, have
+    /// equal fingerprints.
+    pub fn fingerprint(&self) -> String {
+        use base64::Engine as _;
+        // An unambiguous encoding: JSON strings are quoted and escaped, and
+        // the fields come in key order.
+        let canonical = serde_json::json!([1, &*self.provider, self.endpoint, self.fields]);
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.to_string().as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+    }
 }
 
 impl fmt::Display for TokenIdentity {
@@ -184,6 +214,17 @@ mod tests {
         assert_eq!(read.get("client_id"), Some("client-1"));
         assert_eq!(read.get("client_secret"), None);
         assert!(!read.to_string().contains("s3cr3t"));
+        assert_eq!(read.fingerprint().len(), 43);
+        assert_eq!(
+            read.fingerprint(),
+            TokenIdentity::from_request("oauth2", &request("read")).fingerprint()
+        );
+        assert_ne!(read.fingerprint(), write.fingerprint());
+        assert_ne!(
+            TokenIdentity::new("a", "b").with("c", "d").fingerprint(),
+            TokenIdentity::new("a", "b").with("c=d", "").fingerprint(),
+            "field boundaries are part of the fingerprint"
+        );
         assert!(!format!("{read:?}").contains("s3cr3t"));
 
         let basic = |client_id: &str| {

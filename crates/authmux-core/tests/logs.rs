@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use authmux_core::wire::{ClientAuth, HttpClient, RequestSource, TokenRequest};
-use authmux_core::{Clock, ManagedToken, SecretString};
+use authmux_core::{Clock, ExposeSecret, ManagedToken, SecretString};
 use httpmock::Method::POST;
 use httpmock::MockServer;
 use serde_json::json;
@@ -127,4 +127,79 @@ async fn a_full_fetch_with_a_retry_logs_no_secret() {
     assert!(text.contains("authmux.fetch"), "the fetch span was logged");
     assert_clean("the logs", &text);
     assert!(!text.contains("refresh-token-should-stay-hidden"));
+}
+
+#[tokio::test]
+async fn a_store_backed_fetch_adoption_and_invalidation_log_no_secret() {
+    use authmux_core::SharedTokenStore;
+    use authmux_core::store::{EncryptionKey, MemoryStore};
+    use base64::Engine as _;
+
+    const STORE_KEY: &str = "c3RvcmUta2V5LWMwZmZlZS1zdG9yZS1rZXktYzBmZmU=";
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.method(POST).path("/oauth/token");
+            then.status(200).json_body(json!({
+                "access_token": ACCESS_TOKEN,
+                "token_type": "Bearer",
+                "expires_in": 3600,
+            }));
+        })
+        .await;
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let backend = MemoryStore::new();
+    let key = EncryptionKey::from_base64(&SecretString::from(STORE_KEY.to_owned()), "key")
+        .expect("32 bytes");
+    let process = || {
+        let source = RequestSource::new(
+            "test-idp",
+            HttpClient::new().expect("client"),
+            request(&server, ClientAuth::Body),
+        )
+        .expect("source");
+        let store = SharedTokenStore::builder(backend.clone())
+            .encryption_key(key.clone())
+            .build();
+        ManagedToken::builder(source)
+            .name("api")
+            .clock(Clock::tokio())
+            .store(store)
+            .build()
+    };
+    let fetched = process().get().await.expect("fetched").into_token();
+    let adopter = process();
+    let adopted = adopter.get().await.expect("adopted").into_token();
+    assert_eq!(adopted.secret().expose_secret(), ACCESS_TOKEN);
+    adopter.invalidate(&adopted);
+    // A garbage value: a miss, logged.
+    for stored in backend.keys() {
+        backend.poke(&stored, b"AMX\x01\x01garbage-value-0123456789".to_vec());
+    }
+    process().get().await.expect("fetched again");
+    tokio::task::yield_now().await;
+
+    let text = logs.text();
+    assert!(text.contains("token stored"), "{text}");
+    assert!(text.contains("token adopted from the store"), "{text}");
+    assert!(text.contains("stored token ignored"), "{text}");
+    assert_clean("the logs", &text);
+    assert!(!text.contains(STORE_KEY), "the store key in the logs");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(STORE_KEY)
+        .expect("base64");
+    assert!(
+        !text.contains(&*String::from_utf8_lossy(&raw)),
+        "the raw store key in the logs"
+    );
+    assert_clean("Debug of the token", &format!("{fetched:?}"));
+    assert_clean("Debug of the cache", &format!("{adopter:?}"));
 }

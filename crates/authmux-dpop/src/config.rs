@@ -85,6 +85,12 @@ impl DpopConfig {
         let key = self
             .key()
             .map_err(|error| Error::config(format!("dpop.{}", error.message())))?;
-        Ok(key.map(|key| Dpop::new(key).accept_bearer_downgrade(accept_bearer_downgrade)))
+        // Only a key file is the same key in every process.
+        let key_shared = matches!(self, Self::KeyFile(_));
+        Ok(key.map(|key| {
+            Dpop::new(key)
+                .accept_bearer_downgrade(accept_bearer_downgrade)
+                .key_shared(key_shared)
+        }))
     }
 }

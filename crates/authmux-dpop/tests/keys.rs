@@ -409,3 +409,26 @@ fn a_key_file_setting_names_the_file_and_never_its_contents() {
         }
     }
 }
+
+#[test]
+fn only_a_key_file_is_shared_with_other_processes() {
+    let secret = SecretKey::random(&mut OsRng);
+    let pem = secret.to_pkcs8_pem(LineEnding::LF).expect("PEM");
+    let file = TempFile::new("shared.pem", pem.as_bytes());
+    let from_file = DpopConfig::KeyFile(file.path().to_owned())
+        .dpop(false)
+        .expect("key file")
+        .expect("enabled");
+    assert!(
+        from_file.is_key_shared(),
+        "a key file is the same key everywhere"
+    );
+    let generated = DpopConfig::Generate
+        .dpop(false)
+        .expect("generated")
+        .expect("enabled");
+    assert!(
+        !generated.is_key_shared(),
+        "a generated key makes tokens no other process can use"
+    );
+}

@@ -2,6 +2,7 @@
 //! refresh ahead, retries and cool-down.
 
 mod policy;
+mod store;
 
 pub use policy::{CachePolicy, RetryPolicy, Schedule};
 
@@ -24,7 +25,10 @@ use tracing::Instrument as _;
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind};
 use crate::source::SharedTokenSource;
+use crate::store::SharedTokenStore;
 use crate::token::Token;
+
+use self::store::{Obtained, StoreBinding};
 
 /// A cached token and its schedule, in clock ticks for the hot path.
 struct Slot {
@@ -39,6 +43,8 @@ struct Slot {
     /// background refresh is started too.
     usable_until: u64,
     schedule: Schedule,
+    /// The token's value in the store, if it is there.
+    stored: Option<Arc<[u8]>>,
 }
 
 /// What a caller of the slow path wants.
@@ -147,6 +153,9 @@ struct FlightState {
     last_error: Option<Error>,
     /// The end of the cool-down, in clock ticks.
     retry_not_before: Option<u64>,
+    /// The stored value of the token invalidated last, which no flight may
+    /// adopt from the store again.
+    invalidated: Option<Arc<[u8]>>,
 }
 
 struct Shared {
@@ -164,6 +173,7 @@ struct Shared {
     client: Arc<str>,
     policy: CachePolicy,
     clock: Clock,
+    store: Option<StoreBinding>,
 }
 
 /// A token cache for one client: fetches once, shares the token with every
@@ -179,6 +189,9 @@ struct Shared {
 /// * Failed fetches are retried, then the cache cools down: a still-valid
 ///   token keeps being served, and callers without one get the last error
 ///   at once instead of hammering the provider.
+/// * Given a [token store](crate::store) with
+///   [`ManagedTokenBuilder::store`], a fetch first looks for a token there,
+///   and one process of a fleet fetches while the others wait for its token.
 ///
 /// Cloning is cheap and shares the cache. Needs a tokio runtime.
 #[derive(Clone)]
@@ -206,6 +219,7 @@ pub struct ManagedTokenBuilder {
     client: Option<Arc<str>>,
     policy: CachePolicy,
     clock: Clock,
+    store: Option<SharedTokenStore>,
 }
 
 impl ManagedTokenBuilder {
@@ -228,11 +242,26 @@ impl ManagedTokenBuilder {
         self
     }
 
+    /// Shares tokens through `store`: a second cache level that outlives
+    /// the process and is shared by every process using the same store.
+    /// The store is read only when this cache has no token or its token is
+    /// due for refresh; a fresh token is still served from memory.
+    ///
+    /// Tokens bound to a DPoP key of this process alone are never stored
+    /// (see [`Dpop::key_shared`](crate::Dpop::key_shared)).
+    pub fn store(mut self, store: SharedTokenStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Builds the cache. No network I/O happens until the first `get`.
     pub fn build(self) -> ManagedToken {
         let client = self
             .client
             .unwrap_or_else(|| Arc::from(self.source.provider()));
+        let store = self
+            .store
+            .and_then(|store| StoreBinding::new(store, &self.source, &client));
         ManagedToken {
             shared: Arc::new(Shared {
                 current: ArcSwapOption::empty(),
@@ -243,6 +272,7 @@ impl ManagedTokenBuilder {
                 client,
                 policy: self.policy,
                 clock: self.clock,
+                store,
             }),
         }
     }
@@ -261,6 +291,7 @@ impl ManagedToken {
             client: None,
             policy: CachePolicy::default(),
             clock: Clock::default(),
+            store: None,
         }
     }
 
@@ -277,6 +308,13 @@ impl ManagedToken {
     /// The policy.
     pub fn policy(&self) -> &CachePolicy {
         &self.shared.policy
+    }
+
+    /// The token store this cache shares tokens through, if it has one.
+    /// `None` too when its tokens may not be shared (DPoP-bound to a key of
+    /// this process only).
+    pub fn store(&self) -> Option<&SharedTokenStore> {
+        self.shared.store.as_ref().map(|binding| &binding.store)
     }
 
     /// Returns a usable token: the cached one if it is fresh, otherwise the
@@ -316,6 +354,10 @@ impl ManagedToken {
     /// answered 401 to it. Returns whether it was dropped. Later
     /// invalidations of the same token do nothing, so a burst of 401s leads
     /// to one refresh.
+    ///
+    /// With a token store, the stored copy is deleted too (in the
+    /// background) if the store still holds that very token, so a 401
+    /// storm across a fleet leads to one fetch.
     pub fn invalidate(&self, token: &Token) -> bool {
         let current = self.shared.current.load();
         let Some(slot) = current.as_ref() else {
@@ -331,6 +373,9 @@ impl ManagedToken {
         };
         if dropped {
             tracing::debug!(client = %self.shared.client, "cached token invalidated");
+            if let Some(stored) = &slot.stored {
+                self.shared.forget_stored(Arc::clone(stored));
+            }
         }
         dropped
     }
@@ -644,10 +689,9 @@ impl Shared {
         flight
     }
 
-    /// One fetch: attempts with backoff under the overall deadline.
-    async fn fetch_with_retries(&self) -> Result<Token, Error> {
+    /// One fetch: attempts with backoff until `deadline`.
+    async fn fetch_with_retries(&self, deadline: Instant) -> Result<Token, Error> {
         let retry = &self.policy.retry;
-        let deadline = later(Instant::now(), retry.deadline);
         let mut attempt = 1;
         loop {
             let outcome = tokio::time::timeout_at(deadline, self.source.fetch_token())
@@ -698,10 +742,10 @@ impl Shared {
     fn record(
         &self,
         flight: &Arc<Flight>,
-        outcome: Result<Token, Error>,
+        outcome: Result<Obtained, Error>,
     ) -> Result<Arc<Slot>, Error> {
-        let outcome = outcome.and_then(|token| {
-            if token.is_expired() {
+        let outcome = outcome.and_then(|obtained| {
+            if obtained.token.is_expired() {
                 Err(Error::new(
                     ErrorKind::InvalidResponse,
                     "the token had already expired when it arrived",
@@ -709,7 +753,7 @@ impl Shared {
                 .with_client(&self.client)
                 .with_provider(self.source.provider()))
             } else {
-                Ok(token)
+                Ok(obtained)
             }
         });
         let mut state = self.lock_state();
@@ -719,7 +763,7 @@ impl Shared {
             .as_ref()
             .is_some_and(|current| Arc::ptr_eq(current, flight));
         match outcome {
-            Ok(token) => {
+            Ok(Obtained { token, stored }) => {
                 let schedule = self.policy.schedule(&token, rand::random::<f64>());
                 let fresh_until = self.clock.deadline(schedule.refresh_at);
                 let slot = Arc::new(Slot {
@@ -728,6 +772,7 @@ impl Shared {
                     usable_until: self.clock.deadline(schedule.stale_at),
                     schedule,
                     token,
+                    stored,
                 });
                 // A flight that was given up on may still land; it must not
                 // replace a token that lasts longer.
@@ -806,7 +851,8 @@ struct FlightGuard {
 
 impl FlightGuard {
     async fn run(mut self) {
-        let outcome = AssertUnwindSafe(self.shared.fetch_with_retries())
+        let deadline = later(Instant::now(), self.shared.policy.retry.deadline);
+        let outcome = AssertUnwindSafe(self.shared.obtain(deadline))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {

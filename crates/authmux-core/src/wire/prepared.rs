@@ -252,4 +252,8 @@ impl TokenSource for RequestSource {
     fn api_headers(&self) -> HeaderMap {
         self.api_headers.clone()
     }
+
+    fn dpop(&self) -> Option<&Dpop> {
+        self.dpop.as_ref()
+    }
 }

@@ -1,0 +1,531 @@
+//! Token stores: a second cache level behind the in-process one, so that a
+//! token outlives the process that fetched it and is shared by a fleet.
+//!
+//! A [`TokenStore`] keeps opaque bytes under string keys, with an expiry,
+//! a compare-and-delete and a lease. It knows nothing about tokens or
+//! providers. [`SharedTokenStore`] wraps one with what every store needs:
+//!
+//! * a short timeout on each call ([`StoreOptions::timeout`], 200 ms);
+//! * a circuit breaker: after a failed call, the store is left alone for
+//!   [`StoreOptions::breaker_period`], then one call tries it again;
+//! * encryption at rest with AES-256-GCM when an [`EncryptionKey`] is given,
+//!   the key name bound as additional authenticated data;
+//! * the key layout, `<prefix>:{<identity hash>}:token` and `…:lease`: the
+//!   braces are a Redis Cluster hash tag, so a token and its lease share a
+//!   slot.
+//!
+//! A [`ManagedToken`](crate::ManagedToken) built with
+//! [`store`](crate::cache::ManagedTokenBuilder::store) consults the store only
+//! when its own copy is missing or due for refresh; a fresh token is still
+//! served from memory in nanoseconds. A store that fails, is slow or holds
+//! garbage never makes a fetch fail: the cache then fetches by itself.
+//!
+//! Stores here: [`MemoryStore`] (one process, for tests) and [`FileStore`]
+//! (one machine). The `authmux-redis` crate has a Redis store for fleets.
+
+mod file;
+mod memory;
+mod seal;
+pub(crate) mod stored;
+
+pub use file::FileStore;
+pub use memory::MemoryStore;
+pub use seal::EncryptionKey;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::source::TokenIdentity;
+
+/// A key-value store that tokens are shared through.
+///
+/// Values are opaque bytes (sealed tokens and lease holders); keys are
+/// printable ASCII without spaces, such as `authmux:{3q2-…}:token`.
+/// Implementations need not add timeouts or retries:
+/// [`SharedTokenStore`] bounds every call and stops calling a store that
+/// fails.
+///
+/// Implement it to share tokens through another backend (DynamoDB, etcd, …);
+/// [`MemoryStore`] is the reference implementation.
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// What and where the store is, for `authmux check` and logs: `file
+    /// /home/me/.cache/authmux`, `redis redis://cache:6379/0`. Never a
+    /// password.
+    fn describe(&self) -> String;
+
+    /// The value under `key`, unless it is missing or expired.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Sets `key` to `value`, expiring after `ttl`.
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+
+    /// Deletes `key` if, and only if, it still holds `expected`, atomically.
+    /// Returns whether it was deleted.
+    async fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, StoreError>;
+
+    /// Takes the lease `key` for `holder` unless someone holds it, for at
+    /// most `ttl` (Redis: `SET key holder NX PX ttl`). Returns whether it
+    /// was taken. A holder that dies loses the lease when `ttl` runs out.
+    async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Gives the lease `key` back if `holder` still holds it.
+    async fn release_lease(&self, key: &str, holder: &str) -> Result<bool, StoreError> {
+        self.compare_and_delete(key, holder.as_bytes()).await
+    }
+
+    /// Checks that the store can be reached and used.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Why a store call failed. Logged, never handed to a token's caller: the
+/// cache fetches by itself instead.
+#[derive(Clone, Debug)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: Cow<'static, str>,
+}
+
+/// What kind of store failure a [`StoreError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The store did not answer within the timeout.
+    Timeout,
+    /// The store could not be reached or refused the call.
+    Unavailable,
+    /// The circuit breaker is open: the store failed recently and is left
+    /// alone for a while.
+    CircuitOpen,
+    /// The store is misconfigured: a bad URL, a missing key.
+    Config,
+}
+
+impl StoreError {
+    /// A new error; the message is one line without secrets.
+    pub fn new(kind: StoreErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The store could not be reached or refused the call.
+    pub fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StoreErrorKind::Unavailable, message)
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// The message, without a kind prefix.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// How a [`SharedTokenStore`] calls its store and how caches use it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// The first part of every key (default `authmux`), so that several
+    /// deployments can share one Redis.
+    pub prefix: String,
+    /// The longest one store call may take (default 200 ms).
+    pub timeout: Duration,
+    /// How long a failing store is left alone before one call tries it
+    /// again (default 5 s).
+    pub breaker_period: Duration,
+    /// How long a lease lasts unless released: the longest a fleet waits
+    /// for a process that died mid-fetch (default 10 s).
+    pub lease_ttl: Duration,
+    /// How long a process waits for another one's token before fetching
+    /// its own (default 10 s, the lease time).
+    pub lease_wait: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "authmux".to_owned(),
+            timeout: Duration::from_millis(200),
+            breaker_period: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(10),
+            lease_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A cheap, clonable handle to a [`TokenStore`] with timeouts, a circuit
+/// breaker and, given a key, encryption. Hand one to every
+/// [`ManagedToken`](crate::ManagedToken) that should share tokens.
+#[derive(Clone)]
+pub struct SharedTokenStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn TokenStore>,
+    options: StoreOptions,
+    key: Option<EncryptionKey>,
+    breaker: Breaker,
+}
+
+impl fmt::Debug for SharedTokenStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedTokenStore")
+            .field("store", &self.inner.store.describe())
+            .field("options", &self.inner.options)
+            .field("encrypted", &self.inner.key.is_some())
+            .finish()
+    }
+}
+
+/// Builds a [`SharedTokenStore`]; see [`SharedTokenStore::builder`].
+pub struct SharedTokenStoreBuilder {
+    store: Arc<dyn TokenStore>,
+    options: StoreOptions,
+    key: Option<EncryptionKey>,
+}
+
+impl fmt::Debug for SharedTokenStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedTokenStoreBuilder")
+            .field("store", &self.store.describe())
+            .field("options", &self.options)
+            .field("encrypted", &self.key.is_some())
+            .finish()
+    }
+}
+
+impl SharedTokenStoreBuilder {
+    /// All the options at once.
+    pub fn options(mut self, options: StoreOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// See [`StoreOptions::prefix`].
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.options.prefix = prefix.into();
+        self
+    }
+
+    /// See [`StoreOptions::timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = timeout;
+        self
+    }
+
+    /// See [`StoreOptions::breaker_period`].
+    pub fn breaker_period(mut self, period: Duration) -> Self {
+        self.options.breaker_period = period;
+        self
+    }
+
+    /// See [`StoreOptions::lease_ttl`].
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.options.lease_ttl = ttl;
+        self
+    }
+
+    /// See [`StoreOptions::lease_wait`].
+    pub fn lease_wait(mut self, wait: Duration) -> Self {
+        self.options.lease_wait = wait;
+        self
+    }
+
+    /// Seals every value with `key` (AES-256-GCM). Values that do not open
+    /// with it, plaintext ones included, are misses.
+    pub fn encryption_key(mut self, key: EncryptionKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Builds the handle.
+    pub fn build(self) -> SharedTokenStore {
+        SharedTokenStore {
+            inner: Arc::new(Inner {
+                breaker: Breaker::new(self.options.breaker_period),
+                store: self.store,
+                options: self.options,
+                key: self.key,
+            }),
+        }
+    }
+}
+
+impl<T: TokenStore> From<T> for SharedTokenStore {
+    fn from(store: T) -> Self {
+        Self::builder(store).build()
+    }
+}
+
+/// Where a token and its lease live in a store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreKeys {
+    /// The sealed token.
+    pub token: String,
+    /// The lease of the process fetching it.
+    pub lease: String,
+}
+
+impl SharedTokenStore {
+    /// Starts building a handle to `store`, with default options and no
+    /// encryption.
+    pub fn builder(store: impl TokenStore) -> SharedTokenStoreBuilder {
+        Self::builder_arc(Arc::new(store))
+    }
+
+    /// [`builder`](Self::builder) for a store already behind an `Arc`.
+    pub fn builder_arc(store: Arc<dyn TokenStore>) -> SharedTokenStoreBuilder {
+        SharedTokenStoreBuilder {
+            store,
+            options: StoreOptions::default(),
+            key: None,
+        }
+    }
+
+    /// What and where the store is.
+    pub fn describe(&self) -> String {
+        self.inner.store.describe()
+    }
+
+    /// The options.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// Whether values are sealed with an encryption key.
+    pub fn is_encrypted(&self) -> bool {
+        self.inner.key.is_some()
+    }
+
+    /// Checks that the store answers, within the timeout (the breaker is
+    /// bypassed, so that a check always really asks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match tokio::time::timeout(self.inner.options.timeout, self.inner.store.ping()).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// The keys of the token `identity` describes: a SHA-256 of every part
+    /// of the identity, under the prefix, in a Redis Cluster hash tag.
+    pub fn keys(&self, identity: &TokenIdentity) -> StoreKeys {
+        let prefix = &self.inner.options.prefix;
+        let hash = identity.fingerprint();
+        StoreKeys {
+            token: format!("{prefix}:{{{hash}}}:token"),
+            lease: format!("{prefix}:{{{hash}}}:lease"),
+        }
+    }
+
+    fn timed_out(&self) -> StoreError {
+        StoreError::new(
+            StoreErrorKind::Timeout,
+            format!(
+                "the token store did not answer within {} ms",
+                self.inner.options.timeout.as_millis()
+            ),
+        )
+    }
+
+    /// Runs one store call under the breaker and the timeout.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if !self.inner.breaker.admit() {
+            return Err(StoreError::new(
+                StoreErrorKind::CircuitOpen,
+                "the token store failed recently; not asking it for a while",
+            ));
+        }
+        let outcome = match tokio::time::timeout(self.inner.options.timeout, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(self.timed_out()),
+        };
+        match &outcome {
+            Ok(_) => self.inner.breaker.succeeded(&self.describe()),
+            Err(error) => self.inner.breaker.failed(&self.describe(), error),
+        }
+        outcome
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.call(self.inner.store.get(key)).await
+    }
+
+    pub(crate) async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.call(self.inner.store.put(key, value, ttl)).await
+    }
+
+    pub(crate) async fn compare_and_delete(
+        &self,
+        key: &str,
+        expected: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.call(self.inner.store.compare_and_delete(key, expected))
+            .await
+    }
+
+    pub(crate) async fn try_lease(&self, key: &str, holder: &str) -> Result<bool, StoreError> {
+        let ttl = self.inner.options.lease_ttl;
+        self.call(self.inner.store.try_lease(key, holder, ttl))
+            .await
+    }
+
+    pub(crate) async fn release_lease(&self, key: &str, holder: &str) -> Result<bool, StoreError> {
+        self.call(self.inner.store.release_lease(key, holder)).await
+    }
+
+    /// The bytes to store for `plaintext` under `key`: sealed if there is a
+    /// key, else marked plaintext.
+    pub(crate) fn seal(&self, key: &str, plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
+        seal::seal(self.inner.key.as_ref(), key, plaintext)
+    }
+
+    /// The plaintext of a stored value, or why it is unusable (tampered,
+    /// another key, malformed).
+    pub(crate) fn open(
+        &self,
+        key: &str,
+        value: &[u8],
+    ) -> Result<secrecy::zeroize::Zeroizing<Vec<u8>>, &'static str> {
+        seal::open(self.inner.key.as_ref(), key, value)
+    }
+}
+
+/// A circuit breaker: closed while calls succeed; open for one period after
+/// a failure, refusing calls at once; then half-open, letting one call try.
+struct Breaker {
+    period: Duration,
+    /// `None` when closed; otherwise calls are refused until this instant,
+    /// after which the first caller moves it one period on and tries.
+    open_until: Mutex<Option<Instant>>,
+}
+
+impl Breaker {
+    fn new(period: Duration) -> Self {
+        Self {
+            period,
+            open_until: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.open_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn admit(&self) -> bool {
+        let mut open_until = self.lock();
+        match *open_until {
+            None => true,
+            Some(until) => {
+                let now = Instant::now();
+                if now < until {
+                    return false;
+                }
+                // Half-open: this caller tries; the others keep waiting.
+                *open_until = Some(now + self.period);
+                true
+            }
+        }
+    }
+
+    fn succeeded(&self, store: &str) {
+        let mut open_until = self.lock();
+        if open_until.take().is_some() {
+            tracing::info!(store, "the token store answers again; sharing tokens");
+        }
+    }
+
+    fn failed(&self, store: &str, error: &StoreError) {
+        let mut open_until = self.lock();
+        if open_until.is_none() {
+            tracing::warn!(
+                store,
+                error = %error,
+                pause_ms = self.period.as_millis() as u64,
+                "the token store failed; fetching tokens without it for a while"
+            );
+        }
+        *open_until = Some(Instant::now() + self.period);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_a_hash_tag_and_differ_by_identity() {
+        let store = SharedTokenStore::builder(MemoryStore::new())
+            .prefix("fleet-a")
+            .build();
+        let identity = TokenIdentity::new("auth0", "https://t.example/oauth/token")
+            .with("client_id", "c1")
+            .with("audience", "https://api");
+        let keys = store.keys(&identity);
+        let tag = |key: &str| {
+            let start = key.find('{').expect("tag start");
+            let end = key.find('}').expect("tag end");
+            key[start..=end].to_owned()
+        };
+        assert!(keys.token.starts_with("fleet-a:{"), "{}", keys.token);
+        assert!(keys.token.ends_with("}:token"));
+        assert!(keys.lease.ends_with("}:lease"));
+        assert_eq!(tag(&keys.token), tag(&keys.lease));
+        assert_eq!(keys, store.keys(&identity.clone()));
+        for other in [
+            identity.clone().with("audience", "https://other"),
+            identity.clone().with("organization", "org_1"),
+            identity.clone().with("dpop", "thumbprint"),
+            TokenIdentity::new("oauth2", "https://t.example/oauth/token")
+                .with("client_id", "c1")
+                .with("audience", "https://api"),
+        ] {
+            assert_ne!(store.keys(&other).token, keys.token, "{other}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_on_failure_and_lets_one_call_try_after_its_period() {
+        let breaker = Breaker::new(Duration::from_secs(5));
+        assert!(breaker.admit());
+        breaker.failed("memory", &StoreError::unavailable("down"));
+        assert!(!breaker.admit());
+        tokio::time::advance(Duration::from_millis(4_999)).await;
+        assert!(!breaker.admit());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(breaker.admit(), "half-open: one call tries");
+        assert!(!breaker.admit(), "the others keep waiting");
+        breaker.succeeded("memory");
+        assert!(breaker.admit());
+        assert!(breaker.admit());
+    }
+}

@@ -1,0 +1,132 @@
+//! A token as it is kept in a store: JSON with its wall-clock expiry and
+//! original lifetime, rebuilt on another process's clock.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use secrecy::ExposeSecret as _;
+use secrecy::zeroize::Zeroizing;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use crate::token::{Token, TokenType};
+
+/// The stored fields of a token. Not `Debug`: it holds the token.
+#[derive(Serialize, Deserialize)]
+struct StoredToken {
+    access_token: String,
+    token_type: String,
+    /// Milliseconds since the Unix epoch.
+    expires_at_ms: u64,
+    /// The lifetime it was issued with, so every process computes the same
+    /// refresh window.
+    lifetime_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    extra: Map<String, Value>,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The JSON of `token`.
+pub(crate) fn encode(token: &Token) -> Zeroizing<Vec<u8>> {
+    let stored = StoredToken {
+        access_token: token.secret().expose_secret().to_owned(),
+        token_type: token.token_type().scheme().to_owned(),
+        expires_at_ms: millis(
+            token
+                .expires_at_utc()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+        ),
+        lifetime_ms: millis(token.lifetime()),
+        scope: token.scope().map(str::to_owned),
+        extra: token.extra().clone(),
+    };
+    let json = serde_json::to_vec(&stored).unwrap_or_default();
+    let _wiped = Zeroizing::new(stored.access_token);
+    Zeroizing::new(json)
+}
+
+/// Rebuilds a stored token on this process's clock: it expires at the same
+/// wall-clock moment and keeps its original lifetime. The error says why a
+/// value is not a usable token, without quoting it.
+pub(crate) fn decode(json: &[u8]) -> Result<Token, &'static str> {
+    let stored: StoredToken =
+        serde_json::from_slice(json).map_err(|_| "the stored token is malformed")?;
+    let remaining = UNIX_EPOCH
+        .checked_add(Duration::from_millis(stored.expires_at_ms))
+        .and_then(|expires_at| expires_at.duration_since(SystemTime::now()).ok())
+        .ok_or("the stored token has expired")?;
+    let lifetime = Duration::from_millis(stored.lifetime_ms).max(remaining);
+    let now = Instant::now();
+    // Issued `lifetime - remaining` ago; a process younger than that may not
+    // reach so far back on its monotonic clock, and then counts from now.
+    let (issued_at, lifetime) = match now.checked_sub(lifetime - remaining) {
+        Some(issued_at) => (issued_at, lifetime),
+        None => (now, remaining),
+    };
+    Token::builder(stored.access_token)
+        .token_type(TokenType::parse(&stored.token_type))
+        .issued_at(issued_at)
+        .lifetime(lifetime)
+        .scope(stored.scope)
+        .extra(stored.extra)
+        .build()
+        .map_err(|_| "the stored token is not a valid token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_token_round_trips_with_its_expiry_and_lifetime() {
+        let mut extra = Map::new();
+        extra.insert("merchant".into(), Value::from("4259"));
+        let token = Token::builder("abc.def")
+            .token_type(TokenType::DPoP)
+            .lifetime(Duration::from_secs(3600))
+            .issued_at(Instant::now() - Duration::from_secs(600))
+            .scope(Some("read write".into()))
+            .extra(extra)
+            .build()
+            .expect("token");
+        let json = encode(&token);
+        let back = decode(&json).expect("decodes");
+        assert_eq!(back.secret().expose_secret(), "abc.def");
+        assert_eq!(back.token_type(), &TokenType::DPoP);
+        assert_eq!(back.scope(), Some("read write"));
+        assert_eq!(back.extra()["merchant"], "4259");
+        assert_eq!(back.lifetime(), Duration::from_secs(3600));
+        let drift = back
+            .expires_at_utc()
+            .duration_since(token.expires_at_utc())
+            .unwrap_or_else(|error| error.duration());
+        assert!(drift < Duration::from_secs(1), "{drift:?}");
+        assert_ne!(back.id(), token.id(), "a rebuilt token is another token");
+    }
+
+    #[test]
+    fn expired_and_malformed_values_are_not_tokens() {
+        let expired = br#"{"access_token":"t","token_type":"Bearer","expires_at_ms":1000,"lifetime_ms":3600000}"#;
+        assert_eq!(decode(expired).err(), Some("the stored token has expired"));
+        assert_eq!(decode(b"{").err(), Some("the stored token is malformed"));
+        assert!(decode(br#"{"access_token":"t"}"#).is_err());
+        let far = millis(
+            (SystemTime::now() + Duration::from_secs(600))
+                .duration_since(UNIX_EPOCH)
+                .expect("after epoch"),
+        );
+        let empty = format!(
+            r#"{{"access_token":"","token_type":"Bearer","expires_at_ms":{far},"lifetime_ms":3600000}}"#
+        );
+        assert_eq!(
+            decode(empty.as_bytes()).err(),
+            Some("the stored token is not a valid token")
+        );
+    }
+}
