@@ -23,6 +23,18 @@
 //! token fetch included, has `--timeout` (30 s unless given); running out of
 //! it exits 4.
 //!
+//! # Token store
+//!
+//! `authmux token` and `authmux request` keep tokens in a file store,
+//! `$XDG_CACHE_HOME/authmux` (else `~/.cache/authmux`): a directory of mode
+//! 0700 holding files of mode 0600, plaintext unless the config's
+//! `[store]` gives an `encryption_key`. A second run reuses the token until
+//! its refresh window, and parallel runs make one token request between
+//! them. A `[store]` table in the config chooses another store (`kind =
+//! "redis"`) or none (`kind = "none"`); `--no-store` bypasses it for one
+//! run, and `store = false` for one client. `authmux check` shows the store
+//! and whether it can be reached.
+//!
 //! # Logging
 //!
 //! `-v` on `authmux request` prints the response's status line and turns on
@@ -62,6 +74,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod commands;
+mod store;
 
 pub use commands::check::CheckArgs;
 pub use commands::completions::CompletionsArgs;
@@ -110,6 +123,10 @@ pub struct Cli {
     // written either way should keep working.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Neither read nor write the token store: fetch a new token.
+    #[arg(long, global = true)]
+    pub no_store: bool,
 
     /// What to do.
     #[command(subcommand)]
@@ -207,10 +224,11 @@ impl From<Exit> for ExitCode {
 /// Needs a tokio runtime with I/O and time enabled; one thread is enough.
 pub async fn run(cli: Cli, mut stdout: impl Write, mut stderr: impl Write) -> Exit {
     let config = cli.config.as_deref();
+    let no_store = cli.no_store;
     let result = match &cli.command {
-        Command::Token(args) => token(config, args, &mut stdout, &mut stderr).await,
-        Command::Request(args) => request(config, args, &mut stdout, &mut stderr).await,
-        Command::Check(args) => check(config, args, &mut stdout, &mut stderr),
+        Command::Token(args) => token(config, no_store, args, &mut stdout, &mut stderr).await,
+        Command::Request(args) => request(config, no_store, args, &mut stdout, &mut stderr).await,
+        Command::Check(args) => check(config, no_store, args, &mut stdout, &mut stderr).await,
         Command::Completions(args) => commands::completions::completions(args, &mut stdout),
     };
     match result {

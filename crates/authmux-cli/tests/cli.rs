@@ -47,10 +47,14 @@ impl Drop for Scratch {
 
 /// The binary, run in `dir`, without any `AUTHMUX_*` variable of the host:
 /// the config reads those case-insensitively, so all spellings go. Nor
-/// with the host's `RUST_LOG`, which would add log lines to stderr.
+/// with the host's `RUST_LOG`, which would add log lines to stderr. Its
+/// token store is `dir/cache/authmux`, the test's own.
 fn authmux(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_authmux"));
-    command.current_dir(dir).env_remove("RUST_LOG");
+    command
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("XDG_CACHE_HOME", dir.join("cache"));
     for (key, _) in std::env::vars_os() {
         if key
             .to_str()
@@ -472,6 +476,7 @@ audience = "https://api.example.com"
         .lines()
         .map(|line| line.split_whitespace().collect())
         .collect();
+    let store = scratch.dir.join("cache").join("authmux");
     assert_eq!(
         lines,
         [
@@ -480,6 +485,13 @@ audience = "https://api.example.com"
                 "mm",
                 "mention-me",
                 &format!("{}/api/oauth/token", server.base_url())
+            ],
+            vec![
+                "store",
+                "file",
+                store.to_str().expect("UTF-8 path"),
+                "(reachable,",
+                "plaintext)"
             ],
         ]
     );
@@ -511,7 +523,24 @@ audience = "https://api.example.com"
                 "token_url": "https://tenant.eu.auth0.com/oauth/token"}])
     );
     assert_eq!(found["problems"], json!([]));
+    let store = &found["store"];
+    assert_eq!(store["reachable"], json!(true), "{store}");
+    assert_eq!(store["encrypted"], json!(false), "{store}");
+    assert!(
+        store["store"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("file ")),
+        "{store}"
+    );
     assert_no_secret(&output);
+
+    let output = run(
+        &scratch.dir,
+        &["check", "--json", "--no-store", "--config", config],
+    )
+    .await;
+    let found: Value = serde_json::from_str(&parts(&output).1).expect("one JSON object");
+    assert_eq!(found["store"]["store"], json!("none"));
 
     let broken = scratch.config("[clients.api]\nprovider = \"auth0\"\n");
     let broken = broken.to_str().expect("UTF-8 path");
@@ -650,7 +679,9 @@ async fn check_of_a_file_without_clients_names_the_file() {
 
     let (code, stdout, stderr) = parts(&output);
     assert_eq!(code, Some(2), "stderr: {stderr}");
-    assert_eq!(stdout, "");
+    // No client is listed; the store line is all stdout has.
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("store  file "), "{stdout}");
     assert_eq!(stderr, "authmux: no clients configured in authmux.toml\n");
 }
 
@@ -1354,4 +1385,101 @@ dpop = true
         (1, 1)
     );
     assert_no_credentials(&output, "t-bound");
+}
+
+/// A Mention Me token response, served after `delay`, that lasts an hour.
+async fn serve_slow_token(server: &MockServer, delay: Duration) -> httpmock::Mock<'_> {
+    server
+        .mock_async(|when, then| {
+            when.method(Method::POST).path("/api/oauth/token");
+            then.status(200)
+                .delay(delay)
+                .json_body(json!({"access_token": jwt(&claims()), "expires_in": 3600}));
+        })
+        .await
+}
+
+#[tokio::test]
+async fn sequential_token_runs_share_one_token_through_the_file_store() {
+    let server = MockServer::start_async().await;
+    let mock = serve_slow_token(&server, Duration::ZERO).await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let mut printed = Vec::new();
+    for _ in 0..3 {
+        let output = run(&scratch.dir, &["token", "mm", "--config", config]).await;
+        let (code, stdout, stderr) = parts(&output);
+        assert_eq!(code, Some(0), "stderr: {stderr}");
+        printed.push(stdout);
+    }
+    mock.assert_calls_async(1).await;
+    assert!(printed.iter().all(|token| token == &printed[0]));
+
+    let stored = std::fs::read_dir(scratch.dir.join("cache").join("authmux"))
+        .expect("the store directory")
+        .map(|entry| std::fs::read(entry.expect("entry").path()).expect("readable"))
+        .collect::<Vec<_>>();
+    assert!(!stored.is_empty(), "the token is in the file store");
+    for bytes in &stored {
+        assert!(
+            !String::from_utf8_lossy(bytes).contains(SECRET),
+            "no client secret at rest"
+        );
+    }
+
+    let output = run(
+        &scratch.dir,
+        &["token", "mm", "--no-store", "--config", config],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0));
+    mock.assert_calls_async(2).await;
+}
+
+#[tokio::test]
+async fn parallel_token_runs_make_one_token_request() {
+    let server = MockServer::start_async().await;
+    // Slow enough that every run starts while the first is fetching.
+    let mock = serve_slow_token(&server, Duration::from_millis(500)).await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let runs: Vec<_> = (0..20)
+        .map(|_| {
+            let mut command = authmux(&scratch.dir);
+            command.args(["token", "mm", "--config", config]);
+            tokio::spawn(output(command))
+        })
+        .collect();
+    let mut printed = Vec::new();
+    for run in runs {
+        let output = run.await.expect("the run");
+        let (code, stdout, stderr) = parts(&output);
+        assert_eq!(code, Some(0), "stderr: {stderr}");
+        printed.push(stdout);
+    }
+    mock.assert_calls_async(1).await;
+    assert!(printed.iter().all(|token| token == &printed[0]));
+}
+
+#[tokio::test]
+async fn store_false_and_no_store_in_check() {
+    let server = MockServer::start_async().await;
+    let mock = serve_slow_token(&server, Duration::ZERO).await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&format!("{}store = false\n", mention_me_config(&server)));
+    let config = config.to_str().expect("UTF-8 path");
+    for _ in 0..2 {
+        let output = run(&scratch.dir, &["token", "mm", "--config", config]).await;
+        assert_eq!(output.status.code(), Some(0));
+    }
+    mock.assert_calls_async(2).await;
+
+    let output = run(&scratch.dir, &["check", "--no-store", "--config", config]).await;
+    let (code, stdout, _) = parts(&output);
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout.lines().last(), Some("store  none"));
 }

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use authmux_core::{CachePolicy, Error};
+
+use crate::store::StoreConfig;
 use figment::error::{Actual, Kind};
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
@@ -38,7 +40,7 @@ pub const ENV_PREFIX: &str = "AUTHMUX_";
 /// The top-level tables of a config. Only environment variables that start
 /// with [`ENV_PREFIX`], one of these in capitals and `__` are config:
 /// `AUTHMUX_CLIENTS__API__TIMEOUT`, `AUTHMUX_DEFAULTS__MAX_ATTEMPTS`.
-pub const SECTIONS: [&str; 2] = ["clients", "defaults"];
+pub const SECTIONS: [&str; 3] = ["clients", "defaults", "store"];
 
 /// Every provider authmux knows, compiled in or not.
 pub fn known_providers() -> Vec<&'static str> {
@@ -225,6 +227,9 @@ pub struct ClientConfig {
     pub provider: String,
     /// The defaults with this client's overrides applied.
     pub settings: Settings,
+    /// Whether the client shares tokens through the `[store]`; `store =
+    /// false` opts it out.
+    pub store: bool,
     /// The client's configured name.
     name: String,
     /// The provider's own keys, as written.
@@ -236,6 +241,7 @@ impl fmt::Debug for ClientConfig {
         f.debug_struct("ClientConfig")
             .field("provider", &self.provider)
             .field("settings", &self.settings)
+            .field("store", &self.store)
             .field("keys", &self.fields.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -253,7 +259,7 @@ impl ClientConfig {
     pub fn provider_config<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         let mut problems = Vec::new();
         let mut known: Vec<&str> = SETTING_KEYS.to_vec();
-        known.push("provider");
+        known.extend(["provider", "store"]);
         let at = format!("clients.{}", self.name);
         deserialize_all(&at, self.fields.clone(), &known, &mut problems)
             .ok_or_else(|| ConfigError::new(problems))
@@ -290,6 +296,8 @@ pub struct Config {
     pub defaults: Settings,
     /// The clients, by name.
     pub clients: BTreeMap<String, ClientConfig>,
+    /// The `[store]` table.
+    pub store: StoreConfig,
     /// The config file that was read, if any.
     file: Option<PathBuf>,
 }
@@ -453,6 +461,7 @@ impl Config {
         let mut problems = Vec::new();
         let mut defaults = Settings::default();
         let mut clients = Dict::new();
+        let mut store = StoreConfig::default();
         for (key, value) in root {
             match key.as_str() {
                 "defaults" => {
@@ -463,8 +472,15 @@ impl Config {
                     }
                 }
                 "clients" => clients = table(&key, value, &mut problems).unwrap_or_default(),
+                "store" => {
+                    if let Some(table) = table(&key, value, &mut problems)
+                        .and_then(|table| deserialize_all(&key, table, &[], &mut problems))
+                    {
+                        store = table;
+                    }
+                }
                 _ => problems.push(format!(
-                    "{key}: unknown section{} (known: [clients.<name>], [defaults])",
+                    "{key}: unknown section{} (known: [clients.<name>], [defaults], [store])",
                     suggestion(&key, &SECTIONS)
                         .map(|known| format!("; did you mean [{known}]?"))
                         .unwrap_or_default()
@@ -482,6 +498,7 @@ impl Config {
             Ok(Self {
                 defaults,
                 clients: built,
+                store,
                 file: None,
             })
         } else {
@@ -545,6 +562,19 @@ fn client_config(
         ));
         return None;
     }
+    let store = match fields.remove("store") {
+        None => true,
+        Some(Value::Bool(_, store)) => store,
+        // From an environment variable.
+        Some(Value::String(_, text)) if matches!(text.trim(), "true" | "false") => {
+            text.trim() == "true"
+        }
+        Some(other) => {
+            let kind = Kind::InvalidType(other.to_actual(), "true or false".to_owned());
+            problems.push(problem(&[at.clone(), "store".to_owned()], &kind));
+            true
+        }
+    };
     let mut overrides = Dict::new();
     for key in SETTING_KEYS {
         if let Some(value) = fields.remove(key) {
@@ -568,6 +598,7 @@ fn client_config(
     Some(ClientConfig {
         provider,
         settings,
+        store,
         name: name.to_owned(),
         fields,
     })
@@ -595,7 +626,7 @@ struct Overrides {
     max_retry_after: Option<Duration>,
 }
 
-fn some_duration<'de, D: de::Deserializer<'de>>(
+pub(crate) fn some_duration<'de, D: de::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
     duration(deserializer).map(Some)

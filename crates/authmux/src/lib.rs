@@ -80,9 +80,11 @@ pub mod middleware;
 pub use reqwest_middleware;
 mod providers;
 mod registry;
+pub mod store;
 
 pub use config::{ClientConfig, Config, ConfigError, Settings};
 pub use registry::{Client, Registry, RegistryBuilder};
+pub use store::{StoreConfig, StoreKind};
 
 /// The configuration library behind [`Config`], for layering its sources
 /// yourself (see [`Config::from`]).

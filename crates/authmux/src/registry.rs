@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authmux_core::wire::{HeaderMap, HttpClient, HttpConfig};
-use authmux_core::{BuildContext, Error, ManagedToken, SharedTokenSource, TokenGuard};
+use authmux_core::{
+    BuildContext, Error, ManagedToken, SharedTokenSource, SharedTokenStore, TokenGuard,
+};
 
 use crate::config::{ClientConfig, Config, ConfigError, Settings, not_compiled_in};
 
@@ -103,6 +105,7 @@ impl From<&Client> for ManagedToken {
 pub struct Registry {
     clients: Arc<BTreeMap<String, Client>>,
     unavailable: Arc<BTreeMap<String, Error>>,
+    store: Option<SharedTokenStore>,
 }
 
 impl fmt::Debug for Registry {
@@ -114,7 +117,7 @@ impl fmt::Debug for Registry {
 impl Registry {
     /// Builds every client of `config`, reporting every problem at once.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        Self::build(config.clients.iter())
+        Self::build(config.clients.iter(), store(config)?)
     }
 
     /// Starts a registry that mixes clients from a config with sources and
@@ -145,7 +148,7 @@ impl Registry {
                         "clients.{name}.provider: {why}"
                     )]));
                 }
-                Self::build(std::iter::once((name, client)))
+                Self::build(std::iter::once((name, client)), store(config)?)
             }
             None => {
                 let names: Vec<&str> = config.clients.keys().map(String::as_str).collect();
@@ -156,6 +159,7 @@ impl Registry {
 
     fn build<'a>(
         clients: impl Iterator<Item = (&'a String, &'a ClientConfig)>,
+        store: Option<SharedTokenStore>,
     ) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let mut http_clients: HashMap<(Duration, Duration, Duration), HttpClient> = HashMap::new();
@@ -179,10 +183,13 @@ impl Registry {
             };
             match build_source(client, &context) {
                 Ok(source) => {
-                    let cache = ManagedToken::builder(source)
+                    let mut cache = ManagedToken::builder(source)
                         .name(name.as_str())
-                        .policy(client.settings.cache_policy())
-                        .build();
+                        .policy(client.settings.cache_policy());
+                    if let Some(store) = store.as_ref().filter(|_| client.store) {
+                        cache = cache.store(store.clone());
+                    }
+                    let cache = cache.build();
                     built.insert(name.clone(), Client::new(name, cache));
                 }
                 Err(mut found) => problems.append(&mut found),
@@ -192,6 +199,7 @@ impl Registry {
             Ok(Self {
                 clients: Arc::new(built),
                 unavailable: Arc::new(unavailable),
+                store,
             })
         } else {
             Err(ConfigError::new(problems))
@@ -228,6 +236,12 @@ impl Registry {
     /// A usable token for the client called `name`.
     pub async fn token(&self, name: &str) -> Result<TokenGuard, Error> {
         self.client(name)?.token().await
+    }
+
+    /// The token store the configured clients share tokens through, if
+    /// the config has one (`[store]`).
+    pub fn store(&self) -> Option<&SharedTokenStore> {
+        self.store.as_ref()
     }
 
     /// The names of the clients this build serves, in order.
@@ -320,14 +334,20 @@ impl RegistryBuilder {
         if !problems.is_empty() {
             return Err(ConfigError::new(problems));
         }
-        let unavailable = built
-            .map(|registry| registry.unavailable)
+        let (unavailable, store) = built
+            .map(|registry| (registry.unavailable, registry.store))
             .unwrap_or_default();
         Ok(Registry {
             clients: Arc::new(clients),
             unavailable,
+            store,
         })
     }
+}
+
+/// The `[store]` of `config`; nothing is connected yet.
+fn store(config: &Config) -> Result<Option<SharedTokenStore>, ConfigError> {
+    config.store.build().map_err(ConfigError::new)
 }
 
 fn unknown_client(name: &str, configured: &[&str]) -> String {

@@ -3,17 +3,22 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use authmux::{Config, Registry};
+use authmux::Registry;
 use clap::Args;
 use serde::Serialize;
 
+use crate::store::StoreStatus;
 use crate::{Exit, fail, one_line};
 
 pub(crate) const CHECK_EXAMPLES: &str = "\
 Examples:
   authmux check
   authmux check --config deploy/authmux.toml || exit 1
-  authmux check --json | jq '.clients[].name'";
+  authmux check --json | jq '.clients[].name'
+
+The last line names the token store and whether it can be reached. A store
+that cannot be reached is reported but does not fail the check: tokens are
+then fetched without it.";
 
 /// The arguments of `authmux check`.
 #[derive(Debug, Args)]
@@ -30,6 +35,9 @@ struct CheckJson<'a> {
     file: Option<String>,
     /// The clients this build serves.
     clients: Vec<ClientJson<'a>>,
+    /// The token store, once the config was built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<StoreStatus>,
     /// Every problem, one line each, as stderr would show them.
     problems: Vec<String>,
 }
@@ -42,15 +50,16 @@ struct ClientJson<'a> {
 }
 
 /// `authmux check`. The outer error is a failure to write the output.
-pub(crate) fn check(
+pub(crate) async fn check(
     config: Option<&Path>,
+    no_store: bool,
     args: &CheckArgs,
     stdout: &mut impl Write,
     stderr: &mut impl Write,
 ) -> io::Result<Exit> {
     // Building the registry is the part that catches a missing secret
     // variable or a bad URL; it sends nothing.
-    let built = Config::load(config)
+    let built = crate::store::load(config, no_store)
         .and_then(|loaded| Registry::from_config(&loaded).map(|registry| (loaded, registry)));
     let (loaded, registry) = match built {
         Ok(built) => built,
@@ -83,6 +92,7 @@ pub(crate) fn check(
                 token_url: client.token_url(),
             })
             .collect(),
+        store: Some(crate::store::status(&registry).await),
         problems: Vec::new(),
     };
     report(args, found, problems, stdout, stderr)
@@ -131,7 +141,17 @@ fn report(
             client.token_url,
         )?;
     }
+    if let Some(store) = &found.store {
+        writeln!(stdout, "{}", store.line())?;
+    }
     stdout.flush()?;
+    if let Some(problem) = found
+        .store
+        .as_ref()
+        .and_then(|store| store.problem.as_ref())
+    {
+        fail(stderr, problem)?;
+    }
     for problem in &problems {
         fail(stderr, problem)?;
     }

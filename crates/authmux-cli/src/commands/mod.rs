@@ -8,7 +8,7 @@ pub(crate) mod token;
 use std::io::{self, Write};
 use std::path::Path;
 
-use authmux::{Client, Config, Registry};
+use authmux::{Client, Registry};
 
 use crate::{Exit, fail};
 
@@ -17,17 +17,19 @@ use crate::{Exit, fail};
 /// it. On failure the one-line error is written and the exit code returned.
 pub(crate) fn load_client(
     config: Option<&Path>,
+    no_store: bool,
     name: &str,
     stderr: &mut impl Write,
 ) -> io::Result<Result<Client, Exit>> {
-    let registry =
-        match Config::load(config).and_then(|loaded| Registry::with_client(&loaded, name)) {
-            Ok(registry) => registry,
-            Err(error) => {
-                fail(stderr, &error.to_string())?;
-                return Ok(Err(Exit::Usage));
-            }
-        };
+    let registry = match crate::store::load(config, no_store)
+        .and_then(|loaded| Registry::with_client(&loaded, name))
+    {
+        Ok(registry) => registry,
+        Err(error) => {
+            fail(stderr, &error.to_string())?;
+            return Ok(Err(Exit::Usage));
+        }
+    };
     match registry.client(name) {
         Ok(client) => Ok(Ok(client.clone())),
         Err(error) => {

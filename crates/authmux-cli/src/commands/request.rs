@@ -83,6 +83,7 @@ const USER_AGENT: &str = concat!("authmux/", env!("CARGO_PKG_VERSION"));
 /// `authmux request`. The outer error is a failure to write the output.
 pub(crate) async fn request(
     config: Option<&Path>,
+    no_store: bool,
     args: &RequestArgs,
     stdout: &mut impl Write,
     stderr: &mut impl Write,
@@ -94,7 +95,7 @@ pub(crate) async fn request(
             return Ok(Exit::Usage);
         }
     };
-    let client = match super::load_client(config, &args.client, stderr)? {
+    let client = match super::load_client(config, no_store, &args.client, stderr)? {
         Ok(client) => client,
         Err(exit) => return Ok(exit),
     };

@@ -13,9 +13,12 @@ pub(crate) const TOKEN_EXAMPLES: &str = "\
 Examples:
   authmux token api
   curl -H \"Authorization: Bearer $(authmux token api)\" https://api.example.com/things
-  authmux token api --json | jq -r .expires_at";
+  authmux token api --json | jq -r .expires_at
+  authmux token api --no-store      # a new token, the store neither read nor written
 
-/// Shown under `authmux request --help`.
+Tokens are kept in $XDG_CACHE_HOME/authmux (else ~/.cache/authmux), so the
+next run reuses the token until its refresh window.";
+
 /// The arguments of `authmux token`.
 #[derive(Debug, Args)]
 pub struct TokenArgs {
@@ -69,11 +72,12 @@ impl<'a> TokenJson<'a> {
 /// `authmux token`. The outer error is a failure to write the output.
 pub(crate) async fn token(
     config: Option<&Path>,
+    no_store: bool,
     args: &TokenArgs,
     stdout: &mut impl Write,
     stderr: &mut impl Write,
 ) -> io::Result<Exit> {
-    let client = match super::load_client(config, &args.client, stderr)? {
+    let client = match super::load_client(config, no_store, &args.client, stderr)? {
         Ok(client) => client,
         Err(exit) => return Ok(exit),
     };

@@ -1,0 +1,176 @@
+//! The `[store]` table and `store = false`: which clients share tokens,
+//! where, and what a mistake in the table says.
+#![allow(clippy::result_large_err)]
+#![cfg(feature = "mention-me")]
+
+use authmux::{Config, Registry, StoreKind};
+use base64::Engine as _;
+use figment::Jail;
+
+const KEY_B64: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+fn clients(store: &str) -> String {
+    format!(
+        r#"
+{store}
+
+[clients.shared]
+provider = "mention-me"
+client_id = "a"
+client_secret = "s"
+environment = "demo"
+
+[clients.alone]
+provider = "mention-me"
+client_id = "b"
+client_secret = "s"
+environment = "demo"
+store = false
+"#
+    )
+}
+
+fn problems(toml: &str) -> Vec<String> {
+    match Config::from_toml_str(toml).and_then(|config| Registry::from_config(&config)) {
+        Ok(_) => Vec::new(),
+        Err(error) => error.problems().to_vec(),
+    }
+}
+
+#[test]
+fn the_library_default_is_no_store() {
+    let config = Config::from_toml_str(&clients("")).expect("valid");
+    assert_eq!(config.store.kind, None);
+    let registry = Registry::from_config(&config).expect("valid");
+    assert!(registry.store().is_none());
+    assert!(
+        registry
+            .client("shared")
+            .expect("built")
+            .cache()
+            .store()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_file_store_is_shared_by_every_client_but_those_that_opt_out() {
+    let dir = std::env::temp_dir().join("authmux-store-config-test");
+    let config = Config::from_toml_str(&clients(&format!(
+        "[store]\nkind = \"file\"\npath = {:?}\nprefix = \"svc\"\ntimeout = \"50ms\"\nencryption_key = \"{KEY_B64}\"",
+        dir.display().to_string()
+    )))
+    .expect("valid");
+    assert!(!config.clients["alone"].store);
+    let registry = Registry::from_config(&config).expect("valid");
+    let store = registry.store().expect("a store");
+    assert_eq!(store.describe(), format!("file {}", dir.display()));
+    assert!(store.is_encrypted());
+    assert_eq!(store.options().prefix, "svc");
+    assert_eq!(
+        store.options().timeout,
+        std::time::Duration::from_millis(50)
+    );
+    assert!(
+        registry
+            .client("shared")
+            .expect("built")
+            .cache()
+            .store()
+            .is_some()
+    );
+    assert!(
+        registry
+            .client("alone")
+            .expect("built")
+            .cache()
+            .store()
+            .is_none()
+    );
+    assert!(!dir.exists(), "building writes nothing");
+}
+
+#[test]
+fn store_mistakes_name_their_key() {
+    let short_key = base64::engine::general_purpose::STANDARD.encode([1u8; 16]);
+    let cases = [
+        (
+            "[store]\nkid = \"file\"",
+            "store.kid: unknown key; did you mean kind?",
+        ),
+        (
+            "[store]\nkind = \"s3\"",
+            "store.kind: expected one of \"none\", \"file\", \"redis\", found \"s3\"",
+        ),
+        (
+            "[store]\nkind = \"file\"\nurl = \"redis://x\"",
+            "store.url: only for kind = \"redis\" (kind is \"file\")",
+        ),
+        (
+            "[store]\nkind = \"file\"\ntimeout = 5",
+            "store.timeout: expected a duration such as \"5s\", found integer 5",
+        ),
+        (
+            &format!("[store]\nkind = \"file\"\nencryption_key = \"{short_key}\""),
+            "store.encryption_key: expected 32 bytes in base64, found 16 bytes",
+        ),
+        (
+            "[store]\nkind = \"file\"\nencryption_key = { env = \"AUTHMUX_TEST_NO_SUCH_VARIABLE\" }",
+            "store.encryption_key: environment variable AUTHMUX_TEST_NO_SUCH_VARIABLE is not set",
+        ),
+        (
+            &format!(
+                "[store]\nkind = \"file\"\nencryption = \"none\"\nencryption_key = \"{KEY_B64}\""
+            ),
+            "store.encryption: \"none\" contradicts store.encryption_key; remove one",
+        ),
+    ];
+    for (table, expected) in cases {
+        let found = problems(&clients(table));
+        assert_eq!(found, [expected], "{table}");
+    }
+    let found = problems(&clients(
+        "[clients.x]\nprovider = \"mention-me\"\nstore = \"yes\"",
+    ));
+    assert!(
+        found
+            .iter()
+            .any(|problem| problem
+                == "clients.x.store: expected true or false, found string \"yes\""),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn the_store_is_configured_from_the_environment_too() {
+    Jail::expect_with(|jail| {
+        jail.create_file("authmux.toml", &clients(""))?;
+        jail.set_env("AUTHMUX_STORE__KIND", "file");
+        jail.set_env("AUTHMUX_STORE__TIMEOUT", "75ms");
+        jail.set_env("AUTHMUX_STORE__ENCRYPTION_KEY__ENV", "THE_STORE_KEY");
+        jail.set_env("THE_STORE_KEY", KEY_B64);
+        jail.set_env("AUTHMUX_CLIENTS__SHARED__STORE", "false");
+        let config = Config::load(None).expect("valid");
+        assert_eq!(config.store.kind, Some(StoreKind::File));
+        assert_eq!(
+            config.store.timeout,
+            Some(std::time::Duration::from_millis(75))
+        );
+        assert!(!config.clients["shared"].store);
+        let store = Registry::from_config(&config).expect("valid");
+        assert!(store.store().expect("a store").is_encrypted());
+        Ok(())
+    });
+}
+
+#[test]
+fn debug_shows_no_store_key_nor_url_password() {
+    let config = Config::from_toml_str(&clients(&format!(
+        "[store]\nkind = \"redis\"\nurl = \"redis://user:pa55w0rd@cache:6379/0\"\nencryption_key = \"{KEY_B64}\""
+    )))
+    .expect("valid");
+    let debug = format!("{config:?}");
+    assert!(!debug.contains(KEY_B64), "{debug}");
+    assert!(!debug.contains("pa55w0rd"), "{debug}");
+    assert!(debug.contains("redis://***@cache:6379/0"), "{debug}");
+}
