@@ -45,6 +45,9 @@
 //! | `auth0` | `"auth0"` | [`auth0`] |
 //! | `oauth2` | `"oauth2"` | [`oauth2`] |
 //!
+//! The `redis` feature (off by default) adds the Redis token store,
+//! [`redis`] (`authmux-redis`), for `[store] kind = "redis"`; see [`store`].
+//!
 //! The `reqwest-middleware` feature (off by default) adds
 //! `middleware::Authenticate`, which attaches tokens to outgoing requests
 //! and recovers from a rejected token once.
@@ -113,6 +116,11 @@ pub use authmux_360learning as learning360;
 #[cfg(feature = "auth0")]
 #[cfg_attr(docsrs, doc(cfg(feature = "auth0")))]
 pub use authmux_auth0 as auth0;
+
+/// The Redis token store (needs the `redis` feature).
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use authmux_redis as redis;
 
 /// Any RFC 6749 server (needs the `oauth2` feature).
 #[cfg(feature = "oauth2")]

@@ -76,6 +76,11 @@ pub struct StoreConfig {
     /// `"none"` to store tokens in plaintext on purpose; the Redis store
     /// refuses to start without a key otherwise.
     pub encryption: Option<Encryption>,
+    /// Redis only: the ACL user, when not in the URL (with `password`).
+    pub username: Option<String>,
+    /// Redis only: the password, inline, `{ env = … }` or `{ file = … }`,
+    /// when not in the URL.
+    pub password: Option<ClientSecret>,
     /// File only: the directory (default `$XDG_CACHE_HOME/authmux`, else
     /// `~/.cache/authmux`).
     pub path: Option<PathBuf>,
@@ -100,6 +105,8 @@ impl fmt::Debug for StoreConfig {
             .field("prefix", &self.prefix)
             .field("encryption_key", &self.encryption_key)
             .field("encryption", &self.encryption)
+            .field("username", &self.username)
+            .field("password", &self.password)
             .field("path", &self.path)
             .field("timeout", &self.timeout)
             .field("lease_ttl", &self.lease_ttl)
@@ -176,6 +183,12 @@ impl StoreConfig {
                 kind.as_str()
             ));
         }
+        if kind != StoreKind::Redis && (self.username.is_some() || self.password.is_some()) {
+            problems.push(format!(
+                "store.password: only for kind = \"redis\" (kind is {:?})",
+                kind.as_str()
+            ));
+        }
         if kind != StoreKind::File && self.path.is_some() {
             problems.push(format!(
                 "store.path: only for kind = \"file\" (kind is {:?})",
@@ -223,6 +236,40 @@ impl StoreConfig {
     }
 }
 
+#[cfg(feature = "redis")]
+fn redis_store(
+    config: &StoreConfig,
+    has_key: bool,
+) -> Result<authmux_core::store::SharedTokenStoreBuilder, Vec<String>> {
+    if !has_key && config.encryption != Some(Encryption::None) {
+        return Err(vec![
+            "store.encryption_key: required for the Redis store (32 random bytes in base64: \
+             `openssl rand -base64 32`), or set encryption = \"none\" to store tokens in plaintext"
+                .to_owned(),
+        ]);
+    }
+    let Some(url) = &config.url else {
+        return Err(vec![
+            "store.url: required for kind = \"redis\" (such as \"redis://127.0.0.1:6379/0\")"
+                .to_owned(),
+        ]);
+    };
+    let mut store = authmux_redis::RedisStore::from_url(url)
+        .map_err(|error| vec![format!("store.url: {error}")])?;
+    if let Some(password) = &config.password {
+        let password = password
+            .resolve("store.password")
+            .map_err(|error| vec![error.message().to_owned()])?;
+        store = store.credentials(config.username.clone(), password);
+    } else if config.username.is_some() {
+        return Err(vec![
+            "store.username: needs store.password (inline, { env = … } or { file = … })".to_owned(),
+        ]);
+    }
+    Ok(SharedTokenStore::builder(store))
+}
+
+#[cfg(not(feature = "redis"))]
 fn redis_store(
     _config: &StoreConfig,
     _has_key: bool,

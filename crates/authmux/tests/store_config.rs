@@ -141,6 +141,30 @@ fn store_mistakes_name_their_key() {
     );
 }
 
+#[cfg(feature = "redis")]
+#[test]
+fn the_redis_store_refuses_to_start_without_a_key_unless_told() {
+    let without = problems(&clients(
+        "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1/0\"",
+    ));
+    assert_eq!(without.len(), 1, "{without:?}");
+    assert!(without[0].starts_with("store.encryption_key: required for the Redis store"));
+    assert!(without[0].contains("encryption = \"none\""));
+    let opted_out = problems(&clients(
+        "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1/0\"\nencryption = \"none\"",
+    ));
+    assert_eq!(opted_out, Vec::<String>::new());
+    let password_apart = problems(&clients(
+        "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1/0\"\nencryption = \"none\"\nusername = \"svc\"\npassword = { env = \"AUTHMUX_TEST_NO_SUCH_PASSWORD\" }",
+    ));
+    assert_eq!(
+        password_apart,
+        ["store.password: environment variable AUTHMUX_TEST_NO_SUCH_PASSWORD is not set"]
+    );
+    let no_url = problems(&clients("[store]\nkind = \"redis\"\nencryption = \"none\""));
+    assert!(no_url[0].starts_with("store.url: required"), "{no_url:?}");
+}
+
 #[test]
 fn the_store_is_configured_from_the_environment_too() {
     Jail::expect_with(|jail| {

@@ -1,0 +1,427 @@
+//! A Redis token store for [authmux]: the processes of a fleet share one
+//! token per client and single-flight its fetches and refreshes.
+//!
+//! ```no_run
+//! use authmux_core::store::EncryptionKey;
+//! use authmux_core::{ManagedToken, SharedTokenStore};
+//! use authmux_redis::RedisStore;
+//! # fn run(source: authmux_core::SharedTokenSource, key: EncryptionKey) -> Result<(), Box<dyn std::error::Error>> {
+//! let store = SharedTokenStore::builder(RedisStore::from_url("rediss://cache.internal:6380/0")?)
+//!     .encryption_key(key)
+//!     .build();
+//! let cache = ManagedToken::builder(source).name("api").store(store).build();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Wire
+//!
+//! With keys `<prefix>:{<identity hash>}:token` and `…:lease` (the braces
+//! are a hash tag: a token and its lease share a cluster slot):
+//!
+//! | operation | command |
+//! |---|---|
+//! | read | `GET token` |
+//! | write | `SET token <sealed value> PX <ms until expiry>` |
+//! | take the lease | `SET lease <random holder> NX PX <lease time>` |
+//! | give it back, delete an invalidated token | `EVALSHA` of `if GET == expected then DEL` |
+//! | check | `PING` |
+//!
+//! Nothing else is used, so Valkey and any Redis from 2.6.12 on work.
+//!
+//! # URLs
+//!
+//! * `redis://[[user]:password@]host[:port][/db]`, `rediss://…` for TLS
+//!   (rustls, with the system's root certificates);
+//! * a cluster: `redis+cluster://host:port` (or `rediss+cluster://`), or
+//!   several node URLs separated by commas; the other nodes are discovered.
+//!
+//! A user and password may come from the URL or from
+//! [`RedisStore::credentials`], so that the password need not sit in a
+//! URL. [`describe`](authmux_core::TokenStore::describe) and every error
+//! leave the password out.
+//!
+//! # Connections
+//!
+//! The first call connects; building a store does no I/O. A single node is
+//! reached through a [`redis::aio::ConnectionManager`], which reconnects by
+//! itself after Redis restarts; a cluster through a
+//! [`redis::cluster_async::ClusterConnection`]. Timeouts and the circuit
+//! breaker are [`SharedTokenStore`](authmux_core::SharedTokenStore)'s.
+//!
+//! [authmux]: https://github.com/authmux/authmux
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use authmux_core::store::{StoreError, StoreErrorKind, TokenStore};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, IntoConnectionInfo, RedisError, Script};
+use secrecy::{ExposeSecret as _, SecretString};
+use tokio::sync::OnceCell;
+
+/// The name of this store in [`TokenStore::describe`].
+pub const NAME: &str = "redis";
+
+/// Deletes `KEYS[1]` only if it still holds `ARGV[1]`.
+const COMPARE_AND_DELETE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// How long one connection attempt may take. Store calls are bounded more
+/// tightly by [`SharedTokenStore`](authmux_core::SharedTokenStore); this only
+/// keeps a connection attempt from outliving them for long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A [`TokenStore`] on Redis or Valkey: a single node or a cluster, plain
+/// or TLS. Cloning is cheap and shares the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The node, or the cluster's seed nodes.
+    nodes: Vec<redis::ConnectionInfo>,
+    cluster: bool,
+    /// The URLs as shown: passwords replaced by `***`.
+    shown: String,
+    username: Option<String>,
+    password: Option<SecretString>,
+    connection: OnceCell<Connection>,
+    compare_and_delete: Script,
+}
+
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.inner.shown)
+            .field("username", &self.inner.username)
+            .field(
+                "password",
+                &self.inner.password.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
+}
+
+fn config_error(message: String) -> StoreError {
+    StoreError::new(StoreErrorKind::Config, message)
+}
+
+/// A Redis error as one line; Redis never echoes a password in one.
+fn failure(error: &RedisError) -> StoreError {
+    let text = error.to_string();
+    let line = text.lines().next().unwrap_or("unknown error");
+    let kind = if error.is_timeout() {
+        StoreErrorKind::Timeout
+    } else {
+        StoreErrorKind::Unavailable
+    };
+    StoreError::new(kind, format!("redis: {line}"))
+}
+
+/// `url` with its password (and user) replaced by `***`.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+impl RedisStore {
+    /// A store at `url`; see the [crate documentation](crate#urls) for the
+    /// forms it takes. Nothing is connected until the first call. The
+    /// error names what is wrong, never the password.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        let urls: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect();
+        let shown = urls
+            .iter()
+            .map(|url| redacted(url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let parse = |url: &str| -> Result<redis::ConnectionInfo, StoreError> {
+            let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+            if !matches!(scheme, "redis" | "rediss") {
+                return Err(config_error(format!(
+                    "{} is not a redis://, rediss://, redis+cluster:// or rediss+cluster:// URL",
+                    redacted(url)
+                )));
+            }
+            url.into_connection_info().map_err(|error| {
+                config_error(format!(
+                    "{} is not a usable Redis URL: {}",
+                    redacted(url),
+                    error.to_string().lines().next().unwrap_or("invalid")
+                ))
+            })
+        };
+        let (nodes, cluster) = match urls.as_slice() {
+            [] => return Err(config_error("no Redis URL given".to_owned())),
+            [one] => {
+                let seed = one
+                    .strip_prefix("redis+cluster://")
+                    .map(|rest| format!("redis://{rest}"))
+                    .or_else(|| {
+                        one.strip_prefix("rediss+cluster://")
+                            .map(|rest| format!("rediss://{rest}"))
+                    });
+                match seed {
+                    Some(seed) => (vec![parse(&seed)?], true),
+                    None => (vec![parse(one)?], false),
+                }
+            }
+            several => (
+                several
+                    .iter()
+                    .map(|url| parse(url))
+                    .collect::<Result<_, _>>()?,
+                true,
+            ),
+        };
+        Ok(Self::with(nodes, cluster, shown, None, None))
+    }
+
+    fn with(
+        nodes: Vec<redis::ConnectionInfo>,
+        cluster: bool,
+        shown: String,
+        username: Option<String>,
+        password: Option<SecretString>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                nodes,
+                cluster,
+                shown,
+                username,
+                password,
+                connection: OnceCell::new(),
+                compare_and_delete: Script::new(COMPARE_AND_DELETE),
+            }),
+        }
+    }
+
+    /// Authenticates with `username` (the default user when `None`) and
+    /// `password`, overriding any the URL gives. Call it before the first
+    /// use.
+    pub fn credentials(self, username: Option<String>, password: SecretString) -> Self {
+        Self::with(
+            self.inner.nodes.clone(),
+            self.inner.cluster,
+            self.inner.shown.clone(),
+            username,
+            Some(password),
+        )
+    }
+
+    /// Whether this store talks to a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.cluster
+    }
+
+    fn with_credentials(&self, info: &redis::ConnectionInfo) -> redis::ConnectionInfo {
+        let Some(password) = &self.inner.password else {
+            return info.clone();
+        };
+        let mut settings = info
+            .redis_settings()
+            .clone()
+            .set_password(password.expose_secret());
+        if let Some(username) = &self.inner.username {
+            settings = settings.set_username(username);
+        }
+        info.clone().set_redis_settings(settings)
+    }
+
+    async fn connect(&self) -> Result<Connection, StoreError> {
+        let nodes: Vec<redis::ConnectionInfo> = self
+            .inner
+            .nodes
+            .iter()
+            .map(|info| self.with_credentials(info))
+            .collect();
+        match nodes.as_slice() {
+            [node] if !self.inner.cluster => {
+                let client = Client::open(node.clone()).map_err(|error| failure(&error))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_number_of_retries(1);
+                let manager = ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map_err(|error| failure(&error))?;
+                Ok(Connection::Single(manager))
+            }
+            _ => {
+                let client = ClusterClient::builder(nodes)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .retries(1)
+                    .build()
+                    .map_err(|error| failure(&error))?;
+                let connection = client
+                    .get_async_connection()
+                    .await
+                    .map_err(|error| failure(&error))?;
+                Ok(Connection::Cluster(connection))
+            }
+        }
+    }
+
+    /// The connection, made on first use. A failed attempt is tried again
+    /// by the next call.
+    async fn connection(&self) -> Result<Connection, StoreError> {
+        self.inner
+            .connection
+            .get_or_try_init(|| self.connect())
+            .await
+            .cloned()
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
+        let result = match self.connection().await? {
+            Connection::Single(mut connection) => command.query_async(&mut connection).await,
+            Connection::Cluster(mut connection) => command.query_async(&mut connection).await,
+        };
+        result.map_err(|error| failure(&error))
+    }
+
+    async fn compare_and_delete_script(
+        &self,
+        key: &str,
+        expected: &[u8],
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self.inner.compare_and_delete.key(key);
+        invocation.arg(expected);
+        let deleted: i64 = match self.connection().await? {
+            Connection::Single(mut connection) => invoke(&invocation, &mut connection).await,
+            Connection::Cluster(mut connection) => invoke(&invocation, &mut connection).await,
+        }
+        .map_err(|error| failure(&error))?;
+        Ok(deleted == 1)
+    }
+}
+
+async fn invoke<C: ConnectionLike + Send>(
+    invocation: &redis::ScriptInvocation<'_>,
+    connection: &mut C,
+) -> Result<i64, RedisError> {
+    invocation.invoke_async(connection).await
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+#[async_trait]
+impl TokenStore for RedisStore {
+    fn describe(&self) -> String {
+        if self.inner.cluster {
+            format!("{NAME} cluster {}", self.inner.shown)
+        } else {
+            format!("{NAME} {}", self.inner.shown)
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.query(redis::cmd("GET").arg(key)).await
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.query::<()>(
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(millis(ttl)),
+        )
+        .await
+    }
+
+    async fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, StoreError> {
+        self.compare_and_delete_script(key, expected).await
+    }
+
+    async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let taken: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(holder)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl)),
+            )
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _pong: String = self.query(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_shown_without_their_password() {
+        let store = RedisStore::from_url("redis://user:s3cr3t@cache:6379/2").expect("valid");
+        assert_eq!(store.describe(), "redis redis://***@cache:6379/2");
+        assert!(!format!("{store:?}").contains("s3cr3t"));
+        assert!(!store.is_cluster());
+
+        let tls = RedisStore::from_url("rediss://cache:6380").expect("valid");
+        assert_eq!(tls.describe(), "redis rediss://cache:6380");
+
+        let cluster = RedisStore::from_url("redis+cluster://:pw@a:7000").expect("valid");
+        assert!(cluster.is_cluster());
+        assert_eq!(
+            cluster.describe(),
+            "redis cluster redis+cluster://***@a:7000"
+        );
+        let nodes = RedisStore::from_url("redis://a:7000, redis://b:7001").expect("valid");
+        assert!(nodes.is_cluster());
+
+        let error = RedisStore::from_url("http://user:s3cr3t@cache").expect_err("not redis");
+        assert_eq!(error.kind(), StoreErrorKind::Config);
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
+        assert!(RedisStore::from_url("").is_err());
+
+        let with_password = RedisStore::from_url("redis://cache")
+            .expect("valid")
+            .credentials(
+                Some("svc".into()),
+                SecretString::from("pw-from-env".to_owned()),
+            );
+        let debug = format!("{with_password:?}");
+        assert!(
+            !debug.contains("pw-from-env") && debug.contains("[redacted]"),
+            "{debug}"
+        );
+    }
+}

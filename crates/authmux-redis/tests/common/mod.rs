@@ -1,0 +1,242 @@
+//! Real `redis-server` processes on free loopback ports, and a token
+//! source that counts its fetches. A missing `redis-server` fails the test
+//! with the way to install it: these tests never skip.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use authmux_core::{Error, Token, TokenIdentity, TokenSource};
+
+const INSTALL: &str = "these tests need a real Redis: install the Debian package redis-server \
+     (apt-get install redis-server), or run scripts/test.sh, which installs it";
+
+/// A port nobody listens on now, whose cluster bus port is free too.
+pub fn free_port() -> u16 {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let port = listener.local_addr().expect("local address").port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One raw RESP command, for readiness checks: the first reply line.
+fn raw(port: u16, command: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+    let mut buffer = [0u8; 4096];
+    let read = stream.read(&mut buffer).ok()?;
+    Some(String::from_utf8_lossy(&buffer[..read]).into_owned())
+}
+
+fn scratch(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "authmux-redis-{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+/// A `redis-server` of its own, killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    extra: Vec<String>,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with extra `redis-server` arguments, such as
+    /// `["--requirepass", "pw"]`.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let mut server = Self {
+            port: free_port(),
+            extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+            dir: scratch("server"),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start redis-server ({error}): {INSTALL}"));
+        self.child = Some(child);
+        wait_until(&format!("redis-server on port {}", self.port), || {
+            raw(self.port, "PING")
+                .is_some_and(|reply| reply.starts_with("+PONG") || reply.starts_with("-NOAUTH"))
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// `kill -9`: no goodbye to any client.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{what} did not come up within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A 3-node Redis Cluster on loopback (3 masters, no replicas).
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|index| {
+                let bus = free_port();
+                let config = format!("nodes-{index}.conf");
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &config,
+                    "--cluster-port",
+                    &bus.to_string(),
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|error| panic!("cannot run redis-cli ({error}): {INSTALL}"));
+        assert!(created.success(), "redis-cli --cluster create failed");
+        for node in &nodes {
+            wait_until("the cluster", || {
+                raw(node.port, "CLUSTER INFO").is_some_and(|info| info.contains("cluster_state:ok"))
+            });
+        }
+        Self { nodes }
+    }
+
+    /// The URL that names the cluster by one node.
+    pub fn url(&self) -> String {
+        format!("redis+cluster://127.0.0.1:{}", self.nodes[0].port)
+    }
+
+    /// The hash slot of `key`, as the cluster computes it.
+    pub fn slot(&self, key: &str) -> u16 {
+        let output = Command::new("redis-cli")
+            .args([
+                "-p",
+                &self.nodes[0].port.to_string(),
+                "CLUSTER",
+                "KEYSLOT",
+                key,
+            ])
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("a slot number")
+    }
+}
+
+/// Tokens `token-1`, `token-2`, … of `lifetime`, after `delay`, counted.
+#[derive(Clone)]
+pub struct CountingSource {
+    calls: Arc<AtomicUsize>,
+    lifetime: Duration,
+    delay: Duration,
+}
+
+impl CountingSource {
+    pub fn new(lifetime: Duration, delay: Duration) -> Self {
+        Self {
+            calls: Arc::new(AtomicUsize::new(0)),
+            lifetime,
+            delay,
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenSource for CountingSource {
+    fn provider(&self) -> &str {
+        "counting"
+    }
+
+    fn identity(&self) -> TokenIdentity {
+        TokenIdentity::new("counting", "memory://")
+    }
+
+    async fn fetch_token(&self) -> Result<Token, Error> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::time::sleep(self.delay).await;
+        Token::builder(format!("token-{call}"))
+            .lifetime(self.lifetime)
+            .build()
+    }
+}
