@@ -77,6 +77,17 @@ fn cache_hit(c: &mut Criterion) {
     group.bench_function("get_await_then_text", |b| {
         b.iter(|| black_box(get_now(black_box(&cache), &mut cx)))
     });
+    // The same hit with a token store configured: the store is consulted
+    // only on a miss or a refresh, so this must match the line above.
+    let stored = ManagedToken::builder(ScriptedSource::tokens(HOUR, Duration::ZERO))
+        .store(authmux_core::SharedTokenStore::from(
+            authmux_core::store::MemoryStore::new(),
+        ))
+        .build();
+    runtime.block_on(stored.get()).unwrap();
+    group.bench_function("get_await_then_text_with_store", |b| {
+        b.iter(|| black_box(get_now(black_box(&stored), &mut cx)))
+    });
     group.bench_function("floor_arcswap_load_relaxed_load_compare", |b| {
         b.iter(|| black_box(floor_now(black_box(&floor))))
     });

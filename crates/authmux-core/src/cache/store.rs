@@ -14,10 +14,20 @@ use crate::source::SharedTokenSource;
 use crate::store::{SharedTokenStore, StoreError, StoreKeys, stored};
 use crate::token::Token;
 
-/// The first pause between two looks at the store while another process
-/// holds the lease; it doubles up to [`POLL_MAX`], each pause jittered.
-const POLL_FIRST: Duration = Duration::from_millis(20);
+/// The pause between two looks at the store while another process holds
+/// the lease, for the first [`POLL_STEADY_FOR`]: short, because the
+/// holder's fetch usually takes tens of milliseconds and a waiter's latency
+/// is the fetch plus the pause that straddles its end (a GET every few
+/// milliseconds is nothing to Redis). After that each pause is a quarter
+/// longer, up to [`POLL_MAX`]. Every pause is jittered.
+const POLL_FIRST: Duration = Duration::from_millis(4);
+const POLL_STEADY_FOR: Duration = Duration::from_millis(250);
+const POLL_GROWTH: f64 = 1.25;
 const POLL_MAX: Duration = Duration::from_millis(200);
+
+/// How often a waiting process asks for the lease again, to take over from
+/// a holder that died or gave up.
+const LEASE_RETRY: Duration = Duration::from_millis(100);
 
 /// A cache's token store and where its token lives there.
 pub(super) struct StoreBinding {
@@ -132,17 +142,25 @@ impl Shared {
             .options()
             .lease_wait
             .min(self.policy.retry.deadline / 2);
-        let wait_until = later(Instant::now(), wait);
+        let waiting_since = Instant::now();
+        let wait_until = later(waiting_since, wait);
         let mut pause = POLL_FIRST;
+        let mut lease_tried_at: Option<Instant> = None;
         loop {
-            match store.try_lease(&binding.keys.lease, &holder).await {
-                Ok(true) => {
-                    return self
-                        .fetch_as_holder(binding, &holder, &unwanted, deadline)
-                        .await;
+            // The lease changes hands rarely (its holder died, or gave it
+            // back without a token): asking for it at every look would
+            // double the load of a waiting fleet for nothing.
+            if lease_tried_at.is_none_or(|at| at.elapsed() >= LEASE_RETRY) {
+                lease_tried_at = Some(Instant::now());
+                match store.try_lease(&binding.keys.lease, &holder).await {
+                    Ok(true) => {
+                        return self
+                            .fetch_as_holder(binding, &holder, &unwanted, deadline)
+                            .await;
+                    }
+                    Ok(false) => {}
+                    Err(error) => return self.fetch_alone(&error, deadline).await,
                 }
-                Ok(false) => {}
-                Err(error) => return self.fetch_alone(&error, deadline).await,
             }
             let now = Instant::now();
             if now >= wait_until {
@@ -155,7 +173,9 @@ impl Shared {
             // Jittered, so that waiting processes do not ask in step.
             let nap = pause.mul_f64(0.5 + rand::random::<f64>() / 2.0);
             tokio::time::sleep_until(later(now, nap).min(wait_until)).await;
-            pause = (pause * 2).min(POLL_MAX);
+            if now.duration_since(waiting_since) >= POLL_STEADY_FOR {
+                pause = pause.mul_f64(POLL_GROWTH).min(POLL_MAX);
+            }
             match store.get(&binding.keys.token).await {
                 Ok(value) => {
                     if let Some(adopted) = self.adopt(binding, value, &unwanted) {

@@ -84,9 +84,9 @@ pub(super) fn seal(
         value.extend_from_slice(plaintext);
         return Ok(value);
     };
-    let mut nonce = [0u8; NONCE_LEN];
-    aws_lc_rs::rand::fill(&mut nonce)
-        .map_err(|_| StoreError::unavailable("no randomness for a nonce"))?;
+    // rand's thread-local CSPRNG (ChaCha, seeded from the OS): a random
+    // 96-bit nonce per value, as many per key as tokens are ever stored.
+    let nonce: [u8; NONCE_LEN] = rand::random();
     let mut sealed = Vec::with_capacity(plaintext.len() + AES_256_GCM.tag_len());
     sealed.extend_from_slice(plaintext);
     key.0
