@@ -22,6 +22,9 @@ use authmux_core::store::{EncryptionKey, FileStore, StoreOptions};
 use authmux_core::{ClientSecret, SharedTokenStore};
 use serde::Deserialize;
 
+/// The default [`StoreConfig::timeout`] of the file store.
+pub const FILE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Which store holds the tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -84,7 +87,8 @@ pub struct StoreConfig {
     /// File only: the directory (default `$XDG_CACHE_HOME/authmux`, else
     /// `~/.cache/authmux`).
     pub path: Option<PathBuf>,
-    /// The longest one store call may take (default 200 ms).
+    /// The longest one store call may take (default 200 ms; 1 s for the
+    /// file store, [`FILE_TIMEOUT`]).
     #[serde(default, deserialize_with = "crate::config::some_duration")]
     pub timeout: Option<Duration>,
     /// How long a process may hold the fleet's lease while it fetches
@@ -136,6 +140,11 @@ impl StoreConfig {
         }
         if let Some(timeout) = self.timeout {
             options.timeout = timeout;
+        } else if self.kind == Some(StoreKind::File) {
+            // A local disk needs no network timeout; a burst of processes
+            // on a busy machine (a script starting a hundred runs) can keep
+            // a file call waiting for a thread longer than 200 ms.
+            options.timeout = FILE_TIMEOUT;
         }
         if let Some(ttl) = self.lease_ttl {
             options.lease_ttl = ttl;
