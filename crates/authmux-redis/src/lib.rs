@@ -56,7 +56,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use authmux_core::store::{StoreError, StoreErrorKind, TokenStore};
+use authmux_core::store::{StoreError, StoreErrorKind, TokenStore, redact_url};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -134,18 +134,6 @@ fn failure(error: &RedisError) -> StoreError {
     StoreError::new(kind, format!("redis: {line}"))
 }
 
-/// `url` with its password (and user) replaced by `***`.
-fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(not a URL)".to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
-}
-
 impl RedisStore {
     /// A store at `url`; see the [crate documentation](crate#urls) for the
     /// forms it takes. Nothing is connected until the first call. The
@@ -158,7 +146,7 @@ impl RedisStore {
             .collect();
         let shown = urls
             .iter()
-            .map(|url| redacted(url))
+            .map(|url| redact_url(url))
             .collect::<Vec<_>>()
             .join(",");
         let parse = |url: &str| -> Result<redis::ConnectionInfo, StoreError> {
@@ -166,13 +154,13 @@ impl RedisStore {
             if !matches!(scheme, "redis" | "rediss") {
                 return Err(config_error(format!(
                     "{} is not a redis://, rediss://, redis+cluster:// or rediss+cluster:// URL",
-                    redacted(url)
+                    redact_url(url)
                 )));
             }
             url.into_connection_info().map_err(|error| {
                 config_error(format!(
                     "{} is not a usable Redis URL: {}",
-                    redacted(url),
+                    redact_url(url),
                     error.to_string().lines().next().unwrap_or("invalid")
                 ))
             })

@@ -18,7 +18,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use authmux_core::store::{EncryptionKey, FileStore, StoreOptions};
+use authmux_core::store::{EncryptionKey, FileStore, StoreOptions, redact_url};
 use authmux_core::{ClientSecret, SharedTokenStore};
 use serde::Deserialize;
 
@@ -116,18 +116,6 @@ impl fmt::Debug for StoreConfig {
             .field("lease_ttl", &self.lease_ttl)
             .field("lease_wait", &self.lease_wait)
             .finish()
-    }
-}
-
-/// `url` without its credentials: `redis://***@host:6379/0`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(not a URL)".to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
     }
 }
 
@@ -286,23 +274,4 @@ fn redis_store(
     Err(vec![
         "store.kind: the Redis store is not compiled in: enable feature \"redis\"".to_owned(),
     ])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_lose_their_credentials() {
-        assert_eq!(
-            redact_url("redis://user:pa55@cache:6379/0"),
-            "redis://***@cache:6379/0"
-        );
-        assert_eq!(
-            redact_url("rediss://:pa55@cache/0?x=@"),
-            "rediss://***@cache/0?x=@"
-        );
-        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
-        assert_eq!(redact_url("pa55"), "(not a URL)");
-    }
 }

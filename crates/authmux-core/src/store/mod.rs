@@ -84,6 +84,19 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// `url` with the credentials in it replaced by `***`
+/// (`redis://***@cache:6379/0`), for messages and `describe`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 /// Why a store call failed. Logged, never handed to a token's caller: the
 /// cache fetches by itself instead.
 #[derive(Clone, Debug)]
@@ -481,6 +494,20 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("redis://user:pa55@cache:6379/0"),
+            "redis://***@cache:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://:pa55@cache/0?x=@"),
+            "rediss://***@cache/0?x=@"
+        );
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(redact_url("pa55"), "(not a URL)");
+    }
 
     #[test]
     fn keys_share_a_hash_tag_and_differ_by_identity() {
