@@ -51,6 +51,8 @@
 //! [authmux]: https://github.com/authmux/authmux
 
 pub mod bench;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 
 pub use bench::keep_alive_server;
 

@@ -2,7 +2,9 @@
 //! reqwest POST plus `serde_json` parse of the same response.
 //!
 //! The server is `authmux_testkit::keep_alive_server`, a minimal keep-alive
-//! HTTP/1.1 responder on its own thread.
+//! HTTP/1.1 responder on its own thread. It lives in the unpublished
+//! `authmux-tests` crate so that the core does not depend on the testkit,
+//! whose conformance suite depends on the core.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
