@@ -235,6 +235,10 @@ async fn an_echoed_secret_never_reaches_errors_or_logs() {
     all_shapes.extend(basic_shapes());
     // A JSON request body quoted whole inside a JSON error string.
     let echoed_body = json!({"client_id": CLIENT_ID, "client_secret": SECRET}).to_string();
+    // One server and one HTTP client for every combination: starting a
+    // server and loading the root store each time made this test slow.
+    let server = MockServer::start_async().await;
+    let http = HttpClient::new().expect("client");
     let mut checked = 0;
     for case in cases() {
         let mut shapes = body_shapes(SECRET);
@@ -257,9 +261,9 @@ async fn an_echoed_secret_never_reaches_errors_or_logs() {
                 {
                     continue;
                 }
-                let server = MockServer::start_async().await;
+                server.reset_async().await;
                 echo(&server, place, shape).await;
-                let source = (case.build)(&server, HttpClient::new().expect("client"));
+                let source = (case.build)(&server, http.clone());
                 let cache = ManagedToken::builder(source)
                     .name("api")
                     .policy(policy.clone())
