@@ -32,7 +32,8 @@
 //! # URLs
 //!
 //! * `redis://[[user]:password@]host[:port][/db]`, `rediss://…` for TLS
-//!   (rustls, with the system's root certificates);
+//!   (rustls, with the system's root certificates, or the ones given to
+//!   [`RedisStore::root_certificates`] for a private CA);
 //! * a cluster: `redis+cluster://host:port` (or `rediss+cluster://`), or
 //!   several node URLs separated by commas; the other nodes are discovered.
 //!
@@ -95,6 +96,8 @@ struct Inner {
     shown: String,
     username: Option<String>,
     password: Option<SecretString>,
+    /// PEM root certificates that replace the system's for TLS.
+    root_certificates: Option<Vec<u8>>,
     connection: OnceCell<Connection>,
     compare_and_delete: Script,
 }
@@ -113,6 +116,10 @@ impl fmt::Debug for RedisStore {
             .field(
                 "password",
                 &self.inner.password.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "root_certificates",
+                &self.inner.root_certificates.as_ref().map(|_| "[given]"),
             )
             .finish()
     }
@@ -188,26 +195,35 @@ impl RedisStore {
                 true,
             ),
         };
-        Ok(Self::with(nodes, cluster, shown, None, None))
-    }
-
-    fn with(
-        nodes: Vec<redis::ConnectionInfo>,
-        cluster: bool,
-        shown: String,
-        username: Option<String>,
-        password: Option<SecretString>,
-    ) -> Self {
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 nodes,
                 cluster,
                 shown,
-                username,
-                password,
+                username: None,
+                password: None,
+                root_certificates: None,
                 connection: OnceCell::new(),
                 compare_and_delete: Script::new(COMPARE_AND_DELETE),
             }),
+        })
+    }
+
+    /// A copy with `change` applied and no connection yet.
+    fn with(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Inner {
+            nodes: self.inner.nodes.clone(),
+            cluster: self.inner.cluster,
+            shown: self.inner.shown.clone(),
+            username: self.inner.username.clone(),
+            password: self.inner.password.clone(),
+            root_certificates: self.inner.root_certificates.clone(),
+            connection: OnceCell::new(),
+            compare_and_delete: Script::new(COMPARE_AND_DELETE),
+        };
+        change(&mut inner);
+        Self {
+            inner: Arc::new(inner),
         }
     }
 
@@ -215,13 +231,29 @@ impl RedisStore {
     /// `password`, overriding any the URL gives. Call it before the first
     /// use.
     pub fn credentials(self, username: Option<String>, password: SecretString) -> Self {
-        Self::with(
-            self.inner.nodes.clone(),
-            self.inner.cluster,
-            self.inner.shown.clone(),
-            username,
-            Some(password),
-        )
+        self.with(|inner| {
+            inner.username = username;
+            inner.password = Some(password);
+        })
+    }
+
+    /// Trusts the root certificates in `pem` (one or more PEM
+    /// `CERTIFICATE` blocks), instead of the system's, for `rediss://`: a
+    /// Redis behind a private CA. Call it before the first use; a `pem`
+    /// without a certificate is an error when connecting.
+    pub fn root_certificates(self, pem: impl Into<Vec<u8>>) -> Self {
+        let pem = pem.into();
+        self.with(|inner| inner.root_certificates = Some(pem))
+    }
+
+    fn tls_certificates(&self) -> Option<redis::TlsCertificates> {
+        self.inner
+            .root_certificates
+            .as_ref()
+            .map(|pem| redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            })
     }
 
     /// Whether this store talks to a cluster.
@@ -252,7 +284,11 @@ impl RedisStore {
             .collect();
         match nodes.as_slice() {
             [node] if !self.inner.cluster => {
-                let client = Client::open(node.clone()).map_err(|error| failure(&error))?;
+                let client = match self.tls_certificates() {
+                    Some(certificates) => Client::build_with_tls(node.clone(), certificates),
+                    None => Client::open(node.clone()),
+                }
+                .map_err(|error| failure(&error))?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_number_of_retries(1);
@@ -262,11 +298,13 @@ impl RedisStore {
                 Ok(Connection::Single(manager))
             }
             _ => {
-                let client = ClusterClient::builder(nodes)
+                let mut builder = ClusterClient::builder(nodes)
                     .connection_timeout(CONNECT_TIMEOUT)
-                    .retries(1)
-                    .build()
-                    .map_err(|error| failure(&error))?;
+                    .retries(1);
+                if let Some(certificates) = self.tls_certificates() {
+                    builder = builder.certs(certificates);
+                }
+                let client = builder.build().map_err(|error| failure(&error))?;
                 let connection = client
                     .get_async_connection()
                     .await

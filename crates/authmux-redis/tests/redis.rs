@@ -98,6 +98,34 @@ async fn store_calls_on_a_real_redis() {
     );
 }
 
+#[tokio::test]
+async fn rediss_with_a_private_ca_works_and_an_untrusted_server_is_refused() {
+    let files = common::TlsFiles::new();
+    let (_server, tls_port) = common::tls_server(&files);
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+
+    let trusted = redis(&url).root_certificates(files.ca_pem.clone());
+    assert!(
+        format!("{trusted:?}").contains("root_certificates: Some(\"[given]\")"),
+        "{trusted:?}"
+    );
+    trusted.ping().await.expect("PING over TLS");
+    trusted.put("k", b"over tls", HOUR).await.expect("SET");
+    assert_eq!(
+        trusted.get("k").await.expect("GET"),
+        Some(b"over tls".to_vec())
+    );
+
+    // The system's roots do not know the private CA: the handshake fails,
+    // as a store error (a miss for callers), never a panic.
+    let untrusted = redis(&url);
+    let error = untrusted.ping().await.expect_err("an unknown issuer");
+    assert!(!error.to_string().contains('\n'), "{error}");
+    // Plain text to the TLS port fails too: the scheme is what picks TLS.
+    let plain = redis(&format!("redis://127.0.0.1:{tls_port}/0"));
+    assert!(plain.ping().await.is_err(), "plain text to a TLS port");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_fleet_fetches_one_token() {
     let server = RedisServer::start();

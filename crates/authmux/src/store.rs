@@ -84,6 +84,9 @@ pub struct StoreConfig {
     /// Redis only: the password, inline, `{ env = … }` or `{ file = … }`,
     /// when not in the URL.
     pub password: Option<ClientSecret>,
+    /// Redis only: a PEM file of root certificates to trust for
+    /// `rediss://` instead of the system's (a Redis behind a private CA).
+    pub tls_ca_file: Option<PathBuf>,
     /// File only: the directory (default `$XDG_CACHE_HOME/authmux`, else
     /// `~/.cache/authmux`).
     pub path: Option<PathBuf>,
@@ -111,6 +114,7 @@ impl fmt::Debug for StoreConfig {
             .field("encryption", &self.encryption)
             .field("username", &self.username)
             .field("password", &self.password)
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("path", &self.path)
             .field("timeout", &self.timeout)
             .field("lease_ttl", &self.lease_ttl)
@@ -183,6 +187,12 @@ impl StoreConfig {
         if kind != StoreKind::Redis && (self.username.is_some() || self.password.is_some()) {
             problems.push(format!(
                 "store.password: only for kind = \"redis\" (kind is {:?})",
+                kind.as_str()
+            ));
+        }
+        if kind != StoreKind::Redis && self.tls_ca_file.is_some() {
+            problems.push(format!(
+                "store.tls_ca_file: only for kind = \"redis\" (kind is {:?})",
                 kind.as_str()
             ));
         }
@@ -262,6 +272,24 @@ fn redis_store(
         return Err(vec![
             "store.username: needs store.password (inline, { env = … } or { file = … })".to_owned(),
         ]);
+    }
+    if let Some(file) = &config.tls_ca_file {
+        let pem = std::fs::read(file).map_err(|error| {
+            vec![format!(
+                "store.tls_ca_file: cannot read {}: {error}",
+                file.display()
+            )]
+        })?;
+        if !pem
+            .windows(b"-----BEGIN CERTIFICATE-----".len())
+            .any(|window| window == b"-----BEGIN CERTIFICATE-----")
+        {
+            return Err(vec![format!(
+                "store.tls_ca_file: {} holds no PEM certificate",
+                file.display()
+            )]);
+        }
+        store = store.root_certificates(pem);
     }
     Ok(SharedTokenStore::builder(store))
 }

@@ -165,6 +165,52 @@ fn the_redis_store_refuses_to_start_without_a_key_unless_told() {
     assert!(no_url[0].starts_with("store.url: required"), "{no_url:?}");
 }
 
+#[cfg(feature = "redis")]
+#[test]
+fn a_private_ca_for_rediss_is_read_at_build_and_checked() {
+    let dir = std::env::temp_dir().join(format!("authmux-store-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let ca = dir.join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "hello").expect("write");
+    let table = |file: &std::path::Path| {
+        clients(&format!(
+            "[store]\nkind = \"redis\"\nurl = \"rediss://cache:6380/0\"\nencryption = \"none\"\ntls_ca_file = {:?}",
+            file.display().to_string()
+        ))
+    };
+    assert_eq!(problems(&table(&ca)), Vec::<String>::new());
+    let found = problems(&table(&not_pem));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("store.tls_ca_file: ")
+            && found[0].ends_with("holds no PEM certificate"),
+        "{found:?}"
+    );
+    let missing = problems(&table(&dir.join("missing.pem")));
+    assert!(
+        missing[0].starts_with("store.tls_ca_file: cannot read "),
+        "{missing:?}"
+    );
+    let wrong_kind = problems(&clients(&format!(
+        "[store]\nkind = \"file\"\ntls_ca_file = {:?}",
+        ca.display().to_string()
+    )));
+    assert!(
+        wrong_kind
+            .iter()
+            .any(|problem| problem
+                == "store.tls_ca_file: only for kind = \"redis\" (kind is \"file\")"),
+        "{wrong_kind:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn the_store_is_configured_from_the_environment_too() {
     Jail::expect_with(|jail| {

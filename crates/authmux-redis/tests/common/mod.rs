@@ -132,6 +132,71 @@ fn wait_until(what: &str, ready: impl Fn() -> bool) {
     }
 }
 
+/// A private CA and a server certificate for 127.0.0.1 signed by it, as
+/// PEM, written into a scratch directory.
+pub struct TlsFiles {
+    pub ca_pem: String,
+    pub dir: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "authmux test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("the CA certificate");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().expect("a server key");
+        let server_params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("server params");
+        let server_cert = server_params
+            .signed_by(&server_key, &issuer)
+            .expect("the server certificate");
+        let dir = scratch("tls");
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write ca.pem");
+        std::fs::write(dir.join("server.pem"), server_cert.pem()).expect("write server.pem");
+        std::fs::write(dir.join("server.key"), server_key.serialize_pem())
+            .expect("write server.key");
+        Self {
+            ca_pem: ca_cert.pem(),
+            dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `redis-server` that also listens with TLS, on `tls_port`, with a
+/// certificate from `files`; its plain port stays for readiness checks.
+pub fn tls_server(files: &TlsFiles) -> (RedisServer, u16) {
+    let tls_port = free_port();
+    let server = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &files.path("server.pem"),
+        "--tls-key-file",
+        &files.path("server.key"),
+        "--tls-ca-cert-file",
+        &files.path("ca.pem"),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    (server, tls_port)
+}
+
 /// A 3-node Redis Cluster on loopback (3 masters, no replicas).
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
