@@ -137,7 +137,7 @@ fn provider_type_errors_name_the_key_and_never_show_a_secret() {
         client_id = "id"
         client_secret = 987654321
         scopes = "read"
-        auth_style = "bassic"
+        client_auth = "bassic"
         "#,
     )
     .expect("the settings are fine");
@@ -152,7 +152,7 @@ fn provider_type_errors_name_the_key_and_never_show_a_secret() {
     );
     assert!(
         problems.iter().any(|problem| problem
-            .starts_with("clients.gen.auth_style: expected one of ")
+            .starts_with("clients.gen.client_auth: expected one of ")
             && problem.ends_with(r#"found "bassic""#)),
         "{problems:#?}"
     );
