@@ -354,3 +354,81 @@ impl TokenSource for RequestSource {
         self.dpop.as_ref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::SigningKey;
+
+    fn request(encoding: BodyEncoding) -> TokenRequest {
+        let key = SigningKey::generate_p256().expect("key");
+        let assertion =
+            ClientAssertion::new("client-1", "https://idp.example/", key, None, None).expect("ok");
+        TokenRequest::builder("https://idp.example/token")
+            .encoding(encoding)
+            .param("grant_type", "client_credentials")
+            .client_assertion(assertion)
+            .build()
+            .expect("valid")
+    }
+
+    fn body_fields(attempt: &Attempt, encoding: BodyEncoding) -> Vec<(String, String)> {
+        let body = attempt
+            .request
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .expect("a body");
+        match encoding {
+            BodyEncoding::Form => form_urlencoded::parse(body).into_owned().collect(),
+            BodyEncoding::Json => {
+                let object: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(body).expect("JSON");
+                let mut fields: Vec<(String, String)> = object
+                    .into_iter()
+                    .map(|(name, value)| (name, value.as_str().unwrap_or_default().to_owned()))
+                    .collect();
+                fields.sort();
+                fields
+            }
+        }
+    }
+
+    #[test]
+    fn each_attempt_mints_an_assertion_that_its_scrubber_knows() {
+        for encoding in [BodyEncoding::Form, BodyEncoding::Json] {
+            let request = request(encoding);
+            let prepared = request.prepare().expect("prepared");
+            let first = prepared.attempt(request.scrubber()).expect("attempt");
+            let second = prepared.attempt(request.scrubber()).expect("attempt");
+            let assertion = |attempt: &Attempt| {
+                body_fields(attempt, encoding)
+                    .into_iter()
+                    .find(|(name, _)| name == "client_assertion")
+                    .map(|(_, value)| value)
+                    .expect("an assertion")
+            };
+            let names: Vec<String> = body_fields(&first, encoding)
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+            let mut expected = vec![
+                "grant_type",
+                "client_id",
+                "client_assertion_type",
+                "client_assertion",
+            ];
+            if encoding == BodyEncoding::Json {
+                expected.sort_unstable();
+            }
+            assert_eq!(names, expected);
+            let jwt = assertion(&first);
+            assert_ne!(jwt, assertion(&second), "a new assertion per attempt");
+            let echoed = format!("rejected assertion {jwt}");
+            assert_eq!(
+                first.scrubber.scrub(&echoed),
+                "rejected assertion [redacted]"
+            );
+            assert!(!format!("{prepared:?} {request:?}").contains(&jwt));
+        }
+    }
+}
