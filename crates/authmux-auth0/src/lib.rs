@@ -18,7 +18,20 @@
 //! Compatibility Profile is `compatibility`; `organization` is sent only when
 //! set. The body can be form-encoded instead (`body = "form"`), and the
 //! client can authenticate with HTTP Basic instead of body parameters
-//! (`client_auth = "basic"`).
+//! (`client_auth = "basic"`), or with a JWT signed by its private key
+//! (`client_auth = "private_key_jwt"`), which replaces the secret:
+//!
+//! ```text
+//! {"grant_type":"client_credentials","client_id":"<id>","audience":"https://api.example.com",
+//!  "client_assertion_type":"urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+//!  "client_assertion":"<JWT>"}
+//! ```
+//!
+//! The assertion is new for every request (retries included): header
+//! `{"alg":"RS256","typ":"JWT","kid":"<client_assertion_kid, if set>"}`,
+//! claims `iss` = `sub` = the client id, `aud` = `https://{domain}/`
+//! (`client_assertion_audience` overrides), a random `jti`, `iat` and `exp`
+//! two minutes later. See [`authmux_core::ClientAssertion`].
 //!
 //! ```text
 //! HTTP/1.1 200 OK
@@ -65,6 +78,21 @@
 //! # organization = "org_123"
 //! # body = "form"                      # default "json"
 //! # client_auth = "basic"              # default "post"
+//! ```
+//!
+//! With `private_key_jwt`, a key instead of the secret:
+//!
+//! ```toml
+//! [clients.api]
+//! provider = "auth0"
+//! domain = "tenant.eu.auth0.com"
+//! client_id = "my-client-id"
+//! audience = "https://api.example.com"
+//! client_auth = "private_key_jwt"
+//! client_assertion_key = { file = "/etc/authmux/client.pem" } # RSA or P-256, PEM or JWK
+//! # client_assertion_alg = "PS256"     # RS256, PS256 or ES256; default from the key
+//! # client_assertion_kid = "key-1"
+//! # client_assertion_audience = "https://tenant.eu.auth0.com/"
 //! ```
 //!
 //! [authmux]: https://github.com/authmux/authmux
@@ -318,7 +346,11 @@ impl Auth0Provider {
         config.builder()
     }
 
-    fn config(domain: String, client_id: String, client_secret: Option<ClientSecret>) -> Auth0Config {
+    fn config(
+        domain: String,
+        client_id: String,
+        client_secret: Option<ClientSecret>,
+    ) -> Auth0Config {
         Auth0Config {
             domain,
             client_id,

@@ -129,7 +129,10 @@ async fn an_rs256_assertion_from_a_pkcs1_key_replaces_the_secret_in_the_json_bod
             Algorithm::RS256,
             &format!("{}/", server.base_url()),
         );
-        assert_eq!(header, json!({"alg": "RS256", "typ": "JWT", "kid": "key-1"}));
+        assert_eq!(
+            header,
+            json!({"alg": "RS256", "typ": "JWT", "kid": "key-1"})
+        );
         jtis.insert(claims["jti"].as_str().expect("jti").to_owned());
     }
     assert_eq!(jtis.len(), 2, "a new jti for every request");
@@ -138,7 +141,12 @@ async fn an_rs256_assertion_from_a_pkcs1_key_replaces_the_secret_in_the_json_bod
 #[tokio::test]
 async fn ps256_from_pkcs8_and_es256_from_sec1_and_jwk_in_a_form_body() {
     let cases = [
-        (keys::RSA_PKCS8_PEM, keys::RSA_JWK, Some(SigningAlgorithm::PS256), Algorithm::PS256),
+        (
+            keys::RSA_PKCS8_PEM,
+            keys::RSA_JWK,
+            Some(SigningAlgorithm::PS256),
+            Algorithm::PS256,
+        ),
         (keys::EC_SEC1_PEM, keys::EC_JWK, None, Algorithm::ES256),
         (keys::EC_PKCS8_PEM, keys::EC_JWK, None, Algorithm::ES256),
         (keys::EC_JWK, keys::EC_JWK, None, Algorithm::ES256),
@@ -147,14 +155,11 @@ async fn ps256_from_pkcs8_and_es256_from_sec1_and_jwk_in_a_form_body() {
     for (key, jwk, chosen, expected) in cases {
         let server = MockServer::start_async().await;
         let bodies = token_endpoint(&server, "application/x-www-form-urlencoded").await;
-        let mut builder = Auth0Provider::private_key_jwt(
-            server.base_url(),
-            CLIENT_ID,
-            ClientSecret::inline(key),
-        )
-        .audience("https://api.example.com")
-        .body(BodyEncoding::Form)
-        .http_client(HttpClient::new().expect("client"));
+        let mut builder =
+            Auth0Provider::private_key_jwt(server.base_url(), CLIENT_ID, ClientSecret::inline(key))
+                .audience("https://api.example.com")
+                .body(BodyEncoding::Form)
+                .http_client(HttpClient::new().expect("client"));
         if let Some(algorithm) = chosen {
             builder = builder.client_assertion_alg(algorithm);
         }
@@ -173,7 +178,10 @@ async fn ps256_from_pkcs8_and_es256_from_sec1_and_jwk_in_a_form_body() {
             expected,
             &format!("{}/", server.base_url()),
         );
-        assert_eq!(header, json!({"alg": format!("{expected:?}"), "typ": "JWT"}));
+        assert_eq!(
+            header,
+            json!({"alg": format!("{expected:?}"), "typ": "JWT"})
+        );
     }
 }
 
@@ -197,8 +205,16 @@ async fn private_key_jwt_with_dpop_mints_a_new_assertion_for_the_nonce_retry() {
     let recorded = idp.recorded();
     assert_eq!(recorded.len(), 2, "the nonce challenge, then the retry");
     let assertion = |index: usize| recorded[index].fields["client_assertion"].clone();
-    assert_ne!(assertion(0), assertion(1), "the retry carries a new assertion");
-    assert!(recorded.iter().all(|request| request.headers.contains_key("dpop")));
+    assert_ne!(
+        assertion(0),
+        assertion(1),
+        "the retry carries a new assertion"
+    );
+    assert!(
+        recorded
+            .iter()
+            .all(|request| request.headers.contains_key("dpop"))
+    );
 }
 
 #[tokio::test]
@@ -307,13 +323,19 @@ fn debug_and_identity_show_the_key_by_its_thumbprint_only() {
             let value = private[member].as_str().expect("a member");
             assert!(!shown.contains(&value[..24]), "{member} in {shown}");
         }
-        for line in keys::RSA_PKCS1_PEM.lines().filter(|line| !line.starts_with("-----")) {
+        for line in keys::RSA_PKCS1_PEM
+            .lines()
+            .filter(|line| !line.starts_with("-----"))
+        {
             assert!(!shown.contains(line), "{shown}");
         }
     }
     let thumbprint = authmux_core::signing::jwk_thumbprint(&keys::public_jwk(keys::RSA_JWK))
         .expect("thumbprint");
-    assert_eq!(rsa.identity().get("client_assertion_key"), Some(thumbprint.as_str()));
+    assert_eq!(
+        rsa.identity().get("client_assertion_key"),
+        Some(thumbprint.as_str())
+    );
     assert_eq!(rsa.identity().get("client_auth"), Some("private_key_jwt"));
     assert_ne!(rsa.identity(), ec.identity());
     assert_ne!(rsa.identity(), post.identity());

@@ -1514,20 +1514,34 @@ client_assertion_key = {{ file = "{}" }}
     };
 
     let path = scratch.config(&config(&right));
-    let output = run(&scratch.dir, &["token", "api", "--config", path.to_str().expect("UTF-8")]).await;
+    let output = run(
+        &scratch.dir,
+        &["token", "api", "--config", path.to_str().expect("UTF-8")],
+    )
+    .await;
     let (code, stdout, stderr) = parts(&output);
     assert_eq!(code, Some(0), "stderr: {stderr}");
     assert!(!stdout.is_empty());
 
     std::fs::remove_dir_all(scratch.dir.join("cache")).ok();
     let path = scratch.config(&config(&wrong));
-    let output = run(&scratch.dir, &["token", "api", "--config", path.to_str().expect("UTF-8")]).await;
+    let output = run(
+        &scratch.dir,
+        &["token", "api", "--config", path.to_str().expect("UTF-8")],
+    )
+    .await;
     let (code, stdout, stderr) = parts(&output);
     assert_eq!(code, Some(3), "stderr: {stderr}");
     assert_eq!(stdout, "");
-    assert!(stderr.contains("\"api\"") && stderr.contains("auth0"), "{stderr}");
+    assert!(
+        stderr.contains("\"api\"") && stderr.contains("auth0"),
+        "{stderr}"
+    );
     assert!(stderr.contains("invalid_client"), "{stderr}");
-    for line in keys::OTHER_RSA_PKCS1_PEM.lines().filter(|line| !line.starts_with("-----")) {
+    for line in keys::OTHER_RSA_PKCS1_PEM
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+    {
         assert!(!stderr.contains(line), "{stderr}");
     }
 }

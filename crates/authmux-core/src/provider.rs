@@ -336,7 +336,9 @@ impl ClientCredentials {
             )));
         }
         let source = self.assertion.key.as_ref().ok_or_else(|| {
-            Error::config(format!("client_assertion_key: required with {PRIVATE_KEY_JWT}"))
+            Error::config(format!(
+                "client_assertion_key: required with {PRIVATE_KEY_JWT}"
+            ))
         })?;
         let field = "client_assertion_key";
         let text = source.resolve_file(field, "key file")?;
@@ -349,7 +351,11 @@ impl ClientCredentials {
                 _ => Error::config(format!("{field}: {why}")),
             }
         })?;
-        let audience = self.assertion.audience.as_deref().unwrap_or(default_audience);
+        let audience = self
+            .assertion
+            .audience
+            .as_deref()
+            .unwrap_or(default_audience);
         require("client_assertion_audience", audience)?;
         ClientAssertion::new(
             &self.client_id,

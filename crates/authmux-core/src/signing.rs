@@ -275,7 +275,10 @@ impl SigningKey {
                 let n = b64(public.modulus().big_endian_without_leading_zero());
                 let e = b64(public.exponent().big_endian_without_leading_zero());
                 let thumbprint = canonical_thumbprint(&[("e", &e), ("kty", "RSA"), ("n", &n)]);
-                (serde_json::json!({"kty": "RSA", "n": n, "e": e}), thumbprint)
+                (
+                    serde_json::json!({"kty": "RSA", "n": n, "e": e}),
+                    thumbprint,
+                )
             }
         };
         Self {
@@ -504,8 +507,13 @@ mod tests {
     fn a_generated_key_signs_es256_only() {
         let key = SigningKey::generate_p256().expect("key");
         assert_eq!(key.default_algorithm(), SigningAlgorithm::ES256);
-        assert_eq!(key.sign(SigningAlgorithm::ES256, b"x").expect("sig").len(), 64);
-        let error = key.sign(SigningAlgorithm::RS256, b"x").expect_err("RSA alg");
+        assert_eq!(
+            key.sign(SigningAlgorithm::ES256, b"x").expect("sig").len(),
+            64
+        );
+        let error = key
+            .sign(SigningAlgorithm::RS256, b"x")
+            .expect_err("RSA alg");
         assert_eq!(error.to_string(), "RS256 does not fit an EC key");
         assert_eq!(
             key.thumbprint(),

@@ -77,10 +77,10 @@ mod config;
 mod key;
 mod proof;
 
+pub use authmux_core::signing::jwk_thumbprint;
 pub use config::DpopConfig;
 pub use key::DpopKey;
 pub use proof::{access_token_hash, htu};
-pub use authmux_core::signing::jwk_thumbprint;
 
 /// The JWS `alg` of every proof: ECDSA on P-256 with SHA-256.
 pub const ALGORITHM: &str = "ES256";

@@ -4,7 +4,7 @@
 //!
 //! # The exchange
 //!
-//! With `auth_style = "basic"` (the default), the client authenticates with
+//! With `client_auth = "basic"` (the default), the client authenticates with
 //! an HTTP Basic header whose id and secret are each form-urlencoded before
 //! base64, as RFC 6749 §2.3.1 requires:
 //!
@@ -18,12 +18,25 @@
 //! ```
 //!
 //! `scope` is sent only when scopes are configured, and the extra params
-//! (here `audience`) follow in name order. With `auth_style = "post"` there
+//! (here `audience`) follow in name order. With `client_auth = "post"` there
 //! is no `authorization` header and the credentials go in the body:
 //!
 //! ```text
 //! grant_type=client_credentials&scope=read+write&client_id=<client-id>&client_secret=<client-secret>&audience=https%3A%2F%2Fapi.example.com
 //! ```
+//!
+//! With `client_auth = "private_key_jwt"` there is no secret: the body
+//! carries `client_id` and a JWT client assertion (RFC 7523 §2.2), signed
+//! with `client_assertion_key` and new for every request, retries included:
+//!
+//! ```text
+//! grant_type=client_credentials&scope=read+write&client_id=<client-id>&audience=https%3A%2F%2Fapi.example.com&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=<JWT>
+//! ```
+//!
+//! Its claims are `iss` = `sub` = the client id, `aud` = the token URL
+//! (or `client_assertion_audience`, such as an issuer learned from
+//! discovery, set with [`OAuth2Builder::client_assertion_audience`]), a
+//! random `jti`, `iat` and `exp`; see [`authmux_core::ClientAssertion`].
 //!
 //! A successful answer:
 //!
@@ -81,9 +94,23 @@
 //! client_id = "my-client-id"
 //! client_secret = { env = "IDP_CLIENT_SECRET" }
 //! scopes = ["read", "write"]                              # optional
-//! auth_style = "basic"                                    # or "post"
+//! client_auth = "basic"                                   # or "post"; "auth_style" still works
 //! extra_params = { audience = "https://api.example.com" } # optional
 //! # allow_insecure_http = false
+//! ```
+//!
+//! With `private_key_jwt`:
+//!
+//! ```toml
+//! [clients.api]
+//! provider = "oauth2"
+//! token_url = "https://idp.example.com/oauth2/token"
+//! client_id = "my-client-id"
+//! client_auth = "private_key_jwt"
+//! client_assertion_key = { file = "/etc/authmux/client.pem" } # RSA or P-256, PEM or JWK
+//! # client_assertion_alg = "ES256"      # RS256, PS256 or ES256; default from the key
+//! # client_assertion_kid = "key-1"
+//! # client_assertion_audience = "https://idp.example.com"     # default: token_url
 //! ```
 //!
 //! Scopes and extra params are part of the token's identity, the key under
@@ -477,7 +504,12 @@ impl OAuth2Provider {
         client_id: impl Into<String>,
         client_secret: impl Into<ClientSecret>,
     ) -> OAuth2Builder {
-        Self::config(token_url.into(), client_id.into(), Some(client_secret.into())).builder()
+        Self::config(
+            token_url.into(),
+            client_id.into(),
+            Some(client_secret.into()),
+        )
+        .builder()
     }
 
     /// Starts building a source for one client of the token endpoint at

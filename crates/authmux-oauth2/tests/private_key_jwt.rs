@@ -53,14 +53,11 @@ async fn the_form_body_carries_client_id_and_an_assertion_for_the_token_url() {
         })
         .await;
     let token_url = server.url("/oauth2/token");
-    let source = OAuth2Provider::private_key_jwt(
-        &token_url,
-        CLIENT_ID,
-        ClientSecret::inline(keys::RSA_JWK),
-    )
-    .scope("read")
-    .build()
-    .expect("valid");
+    let source =
+        OAuth2Provider::private_key_jwt(&token_url, CLIENT_ID, ClientSecret::inline(keys::RSA_JWK))
+            .scope("read")
+            .build()
+            .expect("valid");
     source.fetch_token().await.expect("token");
     mock.assert_async().await;
 
@@ -69,7 +66,13 @@ async fn the_form_body_carries_client_id_and_an_assertion_for_the_token_url() {
     let names: Vec<&str> = fields.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(
         names,
-        ["grant_type", "scope", "client_id", "client_assertion_type", "client_assertion"]
+        [
+            "grant_type",
+            "scope",
+            "client_id",
+            "client_assertion_type",
+            "client_assertion"
+        ]
     );
     assert_eq!(fields[0].1, "client_credentials");
     assert_eq!(fields[2].1, CLIENT_ID);
@@ -103,7 +106,9 @@ async fn every_attempt_has_a_new_assertion_even_across_a_retry_after_a_503() {
     let jtis: BTreeSet<String> = recorded
         .iter()
         .map(|request| {
-            let assertion = request.fields["client_assertion"].as_str().expect("assertion");
+            let assertion = request.fields["client_assertion"]
+                .as_str()
+                .expect("assertion");
             let claims = claims(
                 assertion,
                 &keys::public_jwk(keys::EC_JWK),
@@ -152,7 +157,10 @@ fn config_reads_client_auth_and_the_assertion_keys() {
     }))
     .expect("valid config");
     let source = config.builder().build().expect("valid");
-    assert_eq!(source.identity().get("client_auth"), Some("private_key_jwt"));
+    assert_eq!(
+        source.identity().get("client_auth"),
+        Some("private_key_jwt")
+    );
     assert!(source.identity().get("client_assertion_key").is_some());
     assert!(!format!("{config:?}").contains(keys::EC_PKCS8_PEM.lines().nth(1).expect("line")));
     let error = OAuth2Provider::private_key_jwt(
@@ -163,5 +171,10 @@ fn config_reads_client_auth_and_the_assertion_keys() {
     .extra_param("client_assertion", "x")
     .build()
     .expect_err("reserved");
-    assert!(error.to_string().starts_with("extra_params.client_assertion: "), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("extra_params.client_assertion: "),
+        "{error}"
+    );
 }

@@ -430,10 +430,18 @@ fn accepts_assertion(knobs: &mut Knobs, flavor: Flavor, request: &Recorded) -> b
     let Some((client_id, key)) = &knobs.client_key else {
         return false;
     };
-    let Some(assertion) = request.fields.get("client_assertion").and_then(Value::as_str) else {
+    let Some(assertion) = request
+        .fields
+        .get("client_assertion")
+        .and_then(Value::as_str)
+    else {
         return false;
     };
-    let Some(host) = request.headers.get(HOST).and_then(|host| host.to_str().ok()) else {
+    let Some(host) = request
+        .headers
+        .get(HOST)
+        .and_then(|host| host.to_str().ok())
+    else {
         return false;
     };
     let audience = match flavor {
@@ -452,7 +460,11 @@ fn accepts_assertion(knobs: &mut Knobs, flavor: Flavor, request: &Recorded) -> b
         return false;
     };
     let body_id = request.fields.get("client_id").and_then(Value::as_str);
-    let jti = data.claims.get("jti").and_then(Value::as_str).map(str::to_owned);
+    let jti = data
+        .claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     body_id == Some(client_id.as_str())
         && header.typ.as_deref() == Some("JWT")
         && jti.is_some_and(|jti| knobs.assertion_ids.insert(jti))

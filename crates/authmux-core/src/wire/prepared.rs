@@ -50,7 +50,10 @@ impl fmt::Debug for PreparedRequest {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("body_bytes", &self.body.len())
             .field("timeout", &self.timeout)
-            .field("assertion", &self.assertion.as_ref().map(|(assertion, _)| assertion))
+            .field(
+                "assertion",
+                &self.assertion.as_ref().map(|(assertion, _)| assertion),
+            )
             .finish()
     }
 }
@@ -128,7 +131,8 @@ impl PreparedRequest {
     ///
     /// When a client assertion cannot be minted.
     pub fn to_request(&self) -> Result<reqwest::Request, Error> {
-        self.attempt(&Scrubber::new()).map(|attempt| attempt.request)
+        self.attempt(&Scrubber::new())
+            .map(|attempt| attempt.request)
     }
 }
 
