@@ -15,6 +15,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 const CLIENT_ID: &str = "generic-jwt-client";
+/// A form body's fields, in order.
+type Fields = Vec<(String, String)>;
+
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 fn claims(assertion: &str, public_jwk: &Value, algorithm: Algorithm, aud: &str) -> Value {
@@ -33,7 +36,7 @@ fn claims(assertion: &str, public_jwk: &Value, algorithm: Algorithm, aud: &str) 
 #[tokio::test]
 async fn the_form_body_carries_client_id_and_an_assertion_for_the_token_url() {
     let server = MockServer::start_async().await;
-    let bodies: Arc<Mutex<Vec<Vec<(String, String)>>>> = Arc::default();
+    let bodies: Arc<Mutex<Vec<Fields>>> = Arc::default();
     let seen = Arc::clone(&bodies);
     let mock = server
         .mock_async(move |when, then| {
