@@ -20,7 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         client_id = "okta-client"
         client_secret = "okta-secret"
         scopes = ["read:things"]
-        auth_style = "basic"
+        client_auth = "basic"
         "#,
         server.oauth2_token_url()
     ))?;

@@ -161,7 +161,7 @@ fn auth0(server: &MockServer, http: HttpClient, auth: ClientAuth) -> SharedToken
 
 fn oauth2(server: &MockServer, http: HttpClient, auth: ClientAuth) -> SharedTokenSource {
     OAuth2Provider::builder(server.url(PATH), CLIENT_ID, secret())
-        .auth_style(auth)
+        .client_auth(auth)
         .http_client(http)
         .build()
         .expect("valid")

@@ -18,7 +18,20 @@
 //! Compatibility Profile is `compatibility`; `organization` is sent only when
 //! set. The body can be form-encoded instead (`body = "form"`), and the
 //! client can authenticate with HTTP Basic instead of body parameters
-//! (`client_auth = "basic"`).
+//! (`client_auth = "basic"`), or with a JWT signed by its private key
+//! (`client_auth = "private_key_jwt"`), which replaces the secret:
+//!
+//! ```text
+//! {"grant_type":"client_credentials","client_id":"<id>","audience":"https://api.example.com",
+//!  "client_assertion_type":"urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+//!  "client_assertion":"<JWT>"}
+//! ```
+//!
+//! The assertion is new for every request (retries included): header
+//! `{"alg":"RS256","typ":"JWT","kid":"<client_assertion_kid, if set>"}`,
+//! claims `iss` = `sub` = the client id, `aud` = `https://{domain}/`
+//! (`client_assertion_audience` overrides), a random `jti`, `iat` and `exp`
+//! two minutes later. See [`authmux_core::ClientAssertion`].
 //!
 //! ```text
 //! HTTP/1.1 200 OK
@@ -67,6 +80,21 @@
 //! # client_auth = "basic"              # default "post"
 //! ```
 //!
+//! With `private_key_jwt`, a key instead of the secret:
+//!
+//! ```toml
+//! [clients.api]
+//! provider = "auth0"
+//! domain = "tenant.eu.auth0.com"
+//! client_id = "my-client-id"
+//! audience = "https://api.example.com"
+//! client_auth = "private_key_jwt"
+//! client_assertion_key = { file = "/etc/authmux/client.pem" } # RSA or P-256, PEM or JWK
+//! # client_assertion_alg = "PS256"     # RS256, PS256 or ES256; default from the key
+//! # client_assertion_kid = "key-1"
+//! # client_assertion_audience = "https://tenant.eu.auth0.com/"
+//! ```
+//!
 //! [authmux]: https://github.com/authmux/authmux
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,8 +102,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use authmux_core::EndpointBuilder;
 use authmux_core::wire::{BodyEncoding, ClientAuth, RequestSource, TokenRequest, require};
 use authmux_core::{
-    BuildContext, ClientCredentials, ClientSecret, Endpoint, Error, ErrorKind, Provider,
-    SharedTokenSource,
+    AssertionSettings, BuildContext, ClientCredentials, ClientSecret, Endpoint, Error, ErrorKind,
+    Provider, SharedTokenSource, SigningAlgorithm,
 };
 use authmux_dpop::DpopConfig;
 use serde::Deserialize;
@@ -99,8 +127,10 @@ pub struct Auth0Config {
     pub domain: String,
     /// The application's client id.
     pub client_id: String,
-    /// The application's client secret.
-    pub client_secret: ClientSecret,
+    /// The application's client secret; required unless `client_auth` is
+    /// `private_key_jwt`.
+    #[serde(default)]
+    pub client_secret: Option<ClientSecret>,
     /// The API identifier; required unless `resource` is set.
     #[serde(default)]
     pub audience: Option<String>,
@@ -113,9 +143,24 @@ pub struct Auth0Config {
     /// `json` (default) or `form`.
     #[serde(default = "json")]
     pub body: BodyEncoding,
-    /// `post` (default: credentials in the body) or `basic`.
+    /// `post` (default: credentials in the body), `basic` or
+    /// `private_key_jwt`.
     #[serde(default)]
     pub client_auth: ClientAuth,
+    /// The private key of `private_key_jwt`, RSA or P-256, PEM or JWK:
+    /// inline, `{ env = "…" }` or `{ file = "…" }`.
+    #[serde(default)]
+    pub client_assertion_key: Option<ClientSecret>,
+    /// The assertion's algorithm: RS256, PS256 or ES256; from the key type
+    /// unless set.
+    #[serde(default)]
+    pub client_assertion_alg: Option<SigningAlgorithm>,
+    /// The assertion header's `kid`.
+    #[serde(default)]
+    pub client_assertion_kid: Option<String>,
+    /// The assertion's `aud`; `https://{domain}/` unless set.
+    #[serde(default)]
+    pub client_assertion_audience: Option<String>,
     /// Allows plain `http` to a non-loopback host.
     #[serde(default)]
     pub allow_insecure_http: bool,
@@ -188,6 +233,26 @@ impl Auth0Builder {
         self
     }
 
+    /// The `private_key_jwt` assertion's algorithm; RS256 for an RSA key,
+    /// ES256 for a P-256 key unless set.
+    pub fn client_assertion_alg(mut self, algorithm: SigningAlgorithm) -> Self {
+        self.config.client_assertion_alg = Some(algorithm);
+        self
+    }
+
+    /// The `kid` header of the `private_key_jwt` assertion.
+    pub fn client_assertion_kid(mut self, kid: impl Into<String>) -> Self {
+        self.config.client_assertion_kid = Some(kid.into());
+        self
+    }
+
+    /// The `aud` of the `private_key_jwt` assertion, replacing
+    /// `https://{domain}/`.
+    pub fn client_assertion_audience(mut self, audience: impl Into<String>) -> Self {
+        self.config.client_assertion_audience = Some(audience.into());
+        self
+    }
+
     /// Validates the settings, reads the secret and builds the source.
     pub fn build(self) -> Result<RequestSource, Error> {
         let config = self.config;
@@ -214,8 +279,21 @@ impl Auth0Builder {
         let (url, field) =
             self.endpoint
                 .token_url(Some(("domain", &base)), TOKEN_PATH, "domain: required")?;
-        let credentials =
-            ClientCredentials::new(config.client_id, config.client_secret, config.client_auth);
+        // Auth0 wants the tenant's own URL, with its trailing slash, as the
+        // assertion's audience.
+        let tenant = url.strip_suffix(TOKEN_PATH).unwrap_or(&url);
+        let credentials = ClientCredentials {
+            client_id: config.client_id,
+            client_secret: config.client_secret,
+            auth: config.client_auth,
+            assertion: AssertionSettings {
+                key: config.client_assertion_key,
+                algorithm: config.client_assertion_alg,
+                kid: config.client_assertion_kid,
+                audience: config.client_assertion_audience,
+            },
+        }
+        .default_audience(format!("{tenant}/"));
         let request = credentials
             .apply(
                 TokenRequest::builder(url)
@@ -245,26 +323,51 @@ pub struct Auth0Provider;
 
 impl Auth0Provider {
     /// Starts building a source for one application of the tenant at
-    /// `domain`.
+    /// `domain`, which authenticates with its client secret.
     pub fn builder(
         domain: impl Into<String>,
         client_id: impl Into<String>,
         client_secret: impl Into<ClientSecret>,
     ) -> Auth0Builder {
+        Self::config(domain.into(), client_id.into(), Some(client_secret.into())).builder()
+    }
+
+    /// Starts building a source for one application of the tenant at
+    /// `domain`, which authenticates with `private_key_jwt`: a JWT signed
+    /// with `key` (RSA or P-256, PEM or JWK).
+    pub fn private_key_jwt(
+        domain: impl Into<String>,
+        client_id: impl Into<String>,
+        key: impl Into<ClientSecret>,
+    ) -> Auth0Builder {
+        let mut config = Self::config(domain.into(), client_id.into(), None);
+        config.client_auth = ClientAuth::PrivateKeyJwt;
+        config.client_assertion_key = Some(key.into());
+        config.builder()
+    }
+
+    fn config(
+        domain: String,
+        client_id: String,
+        client_secret: Option<ClientSecret>,
+    ) -> Auth0Config {
         Auth0Config {
-            domain: domain.into(),
-            client_id: client_id.into(),
-            client_secret: client_secret.into(),
+            domain,
+            client_id,
+            client_secret,
             audience: None,
             resource: None,
             organization: None,
             body: BodyEncoding::Json,
             client_auth: ClientAuth::Body,
+            client_assertion_key: None,
+            client_assertion_alg: None,
+            client_assertion_kid: None,
+            client_assertion_audience: None,
             allow_insecure_http: false,
             dpop: DpopConfig::Disabled,
             accept_bearer_downgrade: false,
         }
-        .builder()
     }
 }
 

@@ -1483,3 +1483,65 @@ async fn store_false_and_no_store_in_check() {
     assert_eq!(code, Some(0));
     assert_eq!(stdout.lines().last(), Some("store  none"));
 }
+
+#[tokio::test]
+async fn a_private_key_jwt_client_with_the_wrong_key_exits_3() {
+    use authmux_testkit::keys;
+    let idp = authmux_testkit::TokenServer::start().await;
+    idp.expect_client_key("jwt-client", &keys::public_jwk(keys::RSA_JWK));
+    let scratch = Scratch::new();
+    let right = scratch.dir.join("right.pem");
+    let wrong = scratch.dir.join("wrong.pem");
+    std::fs::write(&right, keys::RSA_PKCS1_PEM).expect("write the key");
+    std::fs::write(&wrong, keys::OTHER_RSA_PKCS1_PEM).expect("write the key");
+    let config = |key: &Path| {
+        format!(
+            r#"
+[defaults]
+max_attempts = 1
+
+[clients.api]
+provider = "auth0"
+domain = "{}"
+client_id = "jwt-client"
+audience = "https://api.example.com"
+client_auth = "private_key_jwt"
+client_assertion_key = {{ file = "{}" }}
+"#,
+            idp.base_url(),
+            key.display()
+        )
+    };
+
+    let path = scratch.config(&config(&right));
+    let output = run(
+        &scratch.dir,
+        &["token", "api", "--config", path.to_str().expect("UTF-8")],
+    )
+    .await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(!stdout.is_empty());
+
+    std::fs::remove_dir_all(scratch.dir.join("cache")).ok();
+    let path = scratch.config(&config(&wrong));
+    let output = run(
+        &scratch.dir,
+        &["token", "api", "--config", path.to_str().expect("UTF-8")],
+    )
+    .await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(3), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains("\"api\"") && stderr.contains("auth0"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("invalid_client"), "{stderr}");
+    for line in keys::OTHER_RSA_PKCS1_PEM
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+    {
+        assert!(!stderr.contains(line), "{stderr}");
+    }
+}

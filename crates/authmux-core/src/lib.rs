@@ -70,6 +70,7 @@
 //!
 //! [authmux]: https://github.com/authmux/authmux
 
+pub mod assertion;
 pub mod cache;
 pub mod clock;
 pub mod dpop;
@@ -77,20 +78,26 @@ pub mod error;
 pub mod provider;
 pub mod scrub;
 pub mod secret;
+pub mod signing;
 pub mod source;
 pub mod store;
 pub mod token;
 pub mod wire;
 
+pub use assertion::ClientAssertion;
 pub use cache::{
     CachePolicy, Get, ManagedToken, RefresherHandle, RetryPolicy, Schedule, TokenGuard,
 };
 pub use clock::Clock;
 pub use dpop::{Dpop, DpopNonces, DpopProver, is_resource_nonce_challenge};
 pub use error::{Error, ErrorKind, OAuthError, RateLimit};
-pub use provider::{BuildContext, ClientCredentials, Endpoint, EndpointBuilder, Provider};
+pub use provider::{
+    AssertionSettings, BuildContext, ClientCredentials, Credential, Endpoint, EndpointBuilder,
+    Provider,
+};
 pub use scrub::Scrubber;
 pub use secret::ClientSecret;
+pub use signing::{SigningAlgorithm, SigningKey};
 pub use source::{SharedTokenSource, TokenIdentity, TokenSource};
 pub use store::{SharedTokenStore, TokenStore};
 pub use token::{MAX_LIFETIME, Token, TokenType};

@@ -12,12 +12,14 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::de::DeserializeOwned;
 
+use crate::assertion::ClientAssertion;
 use crate::dpop::Dpop;
 use crate::error::Error;
 use crate::secret::ClientSecret;
+use crate::signing::{SigningAlgorithm, SigningKey};
 use crate::source::SharedTokenSource;
 use crate::wire::{ClientAuth, HttpClient, RequestSource, TokenRequestBuilder, join_url, require};
 
@@ -197,18 +199,80 @@ pub trait EndpointBuilder: Sized {
     }
 }
 
+/// The `private_key_jwt` settings of a client, the same keys in every
+/// provider's config:
+///
+/// ```toml
+/// client_auth = "private_key_jwt"
+/// client_assertion_key = { file = "/etc/authmux/client.pem" } # or inline, or { env = … }
+/// client_assertion_alg = "PS256"         # RS256, PS256 or ES256; default from the key
+/// client_assertion_kid = "key-1"         # the header's `kid`, if the server wants one
+/// client_assertion_audience = "https://idp.example.com/" # the provider's convention unless set
+/// ```
+///
+/// `Debug` names a key's variable or file, never the key.
+#[derive(Clone, Debug, Default)]
+pub struct AssertionSettings {
+    /// The private key, RSA or P-256, PEM (PKCS#1, PKCS#8, SEC1) or a JWK.
+    pub key: Option<ClientSecret>,
+    /// The signature algorithm; RS256 for an RSA key and ES256 for a P-256
+    /// key unless set.
+    pub algorithm: Option<SigningAlgorithm>,
+    /// The `kid` header.
+    pub kid: Option<String>,
+    /// The `aud` claim; the provider's convention unless set.
+    pub audience: Option<String>,
+}
+
+impl AssertionSettings {
+    /// Assertions signed with `key`.
+    pub fn new(key: impl Into<ClientSecret>) -> Self {
+        Self {
+            key: Some(key.into()),
+            ..Self::default()
+        }
+    }
+
+    /// The config key of the first setting given, if any.
+    fn first_set(&self) -> Option<&'static str> {
+        [
+            (self.key.is_some(), "client_assertion_key"),
+            (self.algorithm.is_some(), "client_assertion_alg"),
+            (self.kid.is_some(), "client_assertion_kid"),
+            (self.audience.is_some(), "client_assertion_audience"),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name))
+    }
+}
+
+/// What a client authenticates with, read and checked: a secret, or the
+/// assertions it mints.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// A client secret, for `post` and `basic`.
+    Secret(SecretString),
+    /// A `private_key_jwt` client's assertions.
+    Assertion(ClientAssertion),
+}
+
 /// How a client proves who it is to the token endpoint: its id, its
-/// secret, and where they go. The one place that reads the secret and
-/// attaches it to a request.
+/// secret or private key, and how they are sent. The one place that reads
+/// them and attaches them to a request.
 #[derive(Clone, Debug)]
 pub struct ClientCredentials {
     /// The client id.
     pub client_id: String,
-    /// The client secret's source.
-    pub client_secret: ClientSecret,
-    /// Body parameters or HTTP Basic.
+    /// The client secret's source; needed unless `auth` is
+    /// [`ClientAuth::PrivateKeyJwt`].
+    pub client_secret: Option<ClientSecret>,
+    /// Body parameters, HTTP Basic, or a JWT client assertion.
     pub auth: ClientAuth,
+    /// The assertion settings, for [`ClientAuth::PrivateKeyJwt`].
+    pub assertion: AssertionSettings,
 }
+
+const PRIVATE_KEY_JWT: &str = "client_auth = \"private_key_jwt\"";
 
 impl ClientCredentials {
     /// Credentials sent as `auth` says.
@@ -219,22 +283,111 @@ impl ClientCredentials {
     ) -> Self {
         Self {
             client_id: client_id.into(),
-            client_secret: client_secret.into(),
+            client_secret: Some(client_secret.into()),
             auth,
+            assertion: AssertionSettings::default(),
         }
     }
 
-    /// Checks the id and reads the secret: `client_id: must not be empty`,
-    /// `client_secret: environment variable … is not set`.
-    pub fn resolve(&self) -> Result<SecretString, Error> {
+    /// `private_key_jwt` credentials: the id and the assertion settings,
+    /// no secret.
+    pub fn private_key_jwt(client_id: impl Into<String>, assertion: AssertionSettings) -> Self {
+        Self {
+            client_id: client_id.into(),
+            client_secret: None,
+            auth: ClientAuth::PrivateKeyJwt,
+            assertion,
+        }
+    }
+
+    /// Sets the assertion's audience unless the settings already give one
+    /// (or the client does not use `private_key_jwt`): a provider's
+    /// convention, such as Auth0's `https://{domain}/`.
+    pub fn default_audience(mut self, audience: impl Into<String>) -> Self {
+        if self.auth == ClientAuth::PrivateKeyJwt && self.assertion.audience.is_none() {
+            self.assertion.audience = Some(audience.into());
+        }
+        self
+    }
+
+    /// Checks the settings and reads the secret or the key. Assertions go
+    /// to the configured audience, else to `default_audience`.
+    ///
+    /// Errors name the key and the fix:
+    /// `client_secret: required unless client_auth = "private_key_jwt"`,
+    /// `client_assertion_key: /etc/k.pem: not an RSA or P-256 private key in
+    /// PEM or JWK form`, `client_secret: environment variable … is not set`.
+    pub fn credential(&self, default_audience: &str) -> Result<Credential, Error> {
         require("client_id", &self.client_id)?;
-        self.client_secret.resolve("client_secret")
+        if self.auth.uses_secret() {
+            if let Some(name) = self.assertion.first_set() {
+                return Err(Error::config(format!(
+                    "{name}: only used with {PRIVATE_KEY_JWT}"
+                )));
+            }
+            let secret = self.client_secret.as_ref().ok_or_else(|| {
+                Error::config(format!("client_secret: required unless {PRIVATE_KEY_JWT}"))
+            })?;
+            return secret.resolve("client_secret").map(Credential::Secret);
+        }
+        if self.client_secret.is_some() {
+            return Err(Error::config(format!(
+                "client_secret: not used with {PRIVATE_KEY_JWT}; remove it"
+            )));
+        }
+        let source = self.assertion.key.as_ref().ok_or_else(|| {
+            Error::config(format!(
+                "client_assertion_key: required with {PRIVATE_KEY_JWT}"
+            ))
+        })?;
+        let field = "client_assertion_key";
+        let text = source.resolve_file(field, "key file")?;
+        let key = SigningKey::parse(text.expose_secret()).map_err(|problem| {
+            let why = problem.describe("not an RSA or P-256 private key in PEM or JWK form");
+            match source {
+                ClientSecret::File { file } => {
+                    Error::config(format!("{field}: {}: {why}", file.display()))
+                }
+                _ => Error::config(format!("{field}: {why}")),
+            }
+        })?;
+        let audience = self
+            .assertion
+            .audience
+            .as_deref()
+            .unwrap_or(default_audience);
+        require("client_assertion_audience", audience)?;
+        ClientAssertion::new(
+            &self.client_id,
+            audience.trim(),
+            key,
+            self.assertion.algorithm,
+            self.assertion.kid.as_deref(),
+        )
+        .map(Credential::Assertion)
+    }
+
+    /// Reads the secret of a `post` or `basic` client: `client_id: must not
+    /// be empty`, `client_secret: environment variable … is not set`.
+    pub fn resolve(&self) -> Result<SecretString, Error> {
+        match self.credential("")? {
+            Credential::Secret(secret) => Ok(secret),
+            Credential::Assertion(_) => Err(Error::config(format!(
+                "client_auth: a secret is needed, not {PRIVATE_KEY_JWT}"
+            ))),
+        }
     }
 
     /// Attaches the credentials to `request`: body parameters appended
-    /// here, or a Basic header.
+    /// here, a Basic header, or a client assertion minted per request (to
+    /// the request's URL unless an audience is set).
     pub fn apply(&self, request: TokenRequestBuilder) -> Result<TokenRequestBuilder, Error> {
-        let secret = self.resolve()?;
-        Ok(request.client_credentials(self.auth, self.client_id.clone(), secret))
+        let default_audience = request.url().trim().to_owned();
+        Ok(match self.credential(&default_audience)? {
+            Credential::Secret(secret) => {
+                request.client_credentials(self.auth, self.client_id.clone(), secret)
+            }
+            Credential::Assertion(assertion) => request.client_assertion(assertion),
+        })
     }
 }

@@ -45,6 +45,12 @@ impl ClientSecret {
     /// Reads the secret. `field` names the config key in errors, which say
     /// which variable or file failed but never what it held.
     pub fn resolve(&self, field: &str) -> Result<SecretString, Error> {
+        self.resolve_file(field, "client secret file")
+    }
+
+    /// [`resolve`](Self::resolve), with `file_noun` naming a file that
+    /// cannot be read: `cannot read key file /etc/k.pem: …`.
+    pub fn resolve_file(&self, field: &str, file_noun: &str) -> Result<SecretString, Error> {
         let value = match self {
             Self::Inline(secret) => return non_empty(secret.clone(), field),
             Self::Env { env } => std::env::var(env).map_err(|error| {
@@ -60,7 +66,7 @@ impl ClientSecret {
                 let text = error.to_string();
                 let why = text.split(" (os error ").next().unwrap_or(&text);
                 Error::config(format!(
-                    "{field}: cannot read client secret file {}: {why}",
+                    "{field}: cannot read {file_noun} {}: {why}",
                     file.display()
                 ))
             })?,

@@ -103,6 +103,10 @@ impl fmt::Debug for SharedTokenSource {
     }
 }
 
+/// The identity field that holds the RFC 7638 thumbprint of a
+/// `private_key_jwt` client's key.
+pub const CLIENT_ASSERTION_KEY_FIELD: &str = "client_assertion_key";
+
 /// What a token depends on: the provider, the endpoint and every request
 /// parameter that changes the token (client id, scope, audience, …), but
 /// never a secret. Caches and single flights are keyed on it.
@@ -124,11 +128,15 @@ impl TokenIdentity {
     }
 
     /// The identity of a request: its URL, the client id (in the body or in
-    /// a Basic header) and every non-secret body parameter.
+    /// a Basic header), every non-secret body parameter and, with
+    /// `private_key_jwt`, the thumbprint of the assertion key.
     pub fn from_request(provider: &str, request: &TokenRequest) -> Self {
         let mut identity = Self::new(provider, request.url().as_str());
         if let Some(client_id) = request.client_id() {
             identity = identity.with("client_id", client_id);
+        }
+        if let Some(assertion) = request.client_assertion() {
+            identity = identity.with(CLIENT_ASSERTION_KEY_FIELD, assertion.thumbprint());
         }
         for name in request.param_names() {
             if let Some(value) = request.param(name) {

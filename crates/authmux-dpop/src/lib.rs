@@ -1,6 +1,11 @@
 //! DPoP ([RFC 9449]) for [authmux]: ES256 keys and the proofs that bind
 //! access tokens to them.
 //!
+//! Keys are parsed, generated and used through aws-lc-rs (the crypto
+//! library rustls already links), with the same parser as every other key
+//! authmux reads ([`authmux_core::signing`]); `jti`s come from its random
+//! number generator.
+//!
 //! A [`DpopKey`] is a P-256 key pair. It implements
 //! [`authmux_core::DpopProver`], so a provider that is handed one sends a
 //! fresh proof in the `DPoP` header of every token request, and a caller
@@ -71,12 +76,11 @@
 mod config;
 mod key;
 mod proof;
-mod thumbprint;
 
+pub use authmux_core::signing::jwk_thumbprint;
 pub use config::DpopConfig;
 pub use key::DpopKey;
 pub use proof::{access_token_hash, htu};
-pub use thumbprint::jwk_thumbprint;
 
 /// The JWS `alg` of every proof: ECDSA on P-256 with SHA-256.
 pub const ALGORITHM: &str = "ES256";

@@ -8,7 +8,6 @@ use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 use url::{Position, Url};
 
 use crate::DpopKey;
@@ -54,7 +53,7 @@ impl DpopProver for DpopKey {
 
         let header = self.encoded_header();
         // header '.' payload '.' signature, each base64url (4 characters per
-        // 3 bytes, rounded up); the signature is 64 bytes.
+        // 3 bytes, rounded up); the ES256 signature is 64 bytes.
         let mut jws = String::with_capacity(header.len() + payload.len().div_ceil(3) * 4 + 90);
         jws.push_str(header);
         jws.push('.');
@@ -117,7 +116,7 @@ pub fn htu(url: &Url) -> Result<String, Error> {
 /// );
 /// ```
 pub fn access_token_hash(access_token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))
+    authmux_core::signing::sha256_b64(access_token.as_bytes())
 }
 
 /// `method` in upper case, if it is an HTTP method name (an RFC 9110

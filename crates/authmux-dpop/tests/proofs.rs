@@ -224,14 +224,14 @@ fn htm_is_the_method_in_upper_case() {
 }
 
 #[test]
-fn jti_is_unique_across_ten_thousand_proofs() {
+fn jti_is_unique_across_a_thousand_proofs() {
     let key = DpopKey::generate();
     let target = url("https://idp.example.com/oauth/token");
     let halves: Vec<Vec<String>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..2)
             .map(|_| {
                 scope.spawn(|| {
-                    (0..5_000)
+                    (0..500)
                         .map(|_| {
                             let proof = key.proof("POST", &target, None, None).expect("proof");
                             // Signatures are checked by the other tests; here
@@ -261,7 +261,7 @@ fn jti_is_unique_across_ten_thousand_proofs() {
         assert!(b64(&jti).len() >= 16, "at least 128 bits");
         assert!(seen.insert(jti), "a jti was repeated");
     }
-    assert_eq!(seen.len(), 10_000);
+    assert_eq!(seen.len(), 1_000);
 }
 
 #[test]

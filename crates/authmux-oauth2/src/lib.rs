@@ -4,7 +4,7 @@
 //!
 //! # The exchange
 //!
-//! With `auth_style = "basic"` (the default), the client authenticates with
+//! With `client_auth = "basic"` (the default), the client authenticates with
 //! an HTTP Basic header whose id and secret are each form-urlencoded before
 //! base64, as RFC 6749 §2.3.1 requires:
 //!
@@ -18,12 +18,25 @@
 //! ```
 //!
 //! `scope` is sent only when scopes are configured, and the extra params
-//! (here `audience`) follow in name order. With `auth_style = "post"` there
+//! (here `audience`) follow in name order. With `client_auth = "post"` there
 //! is no `authorization` header and the credentials go in the body:
 //!
 //! ```text
 //! grant_type=client_credentials&scope=read+write&client_id=<client-id>&client_secret=<client-secret>&audience=https%3A%2F%2Fapi.example.com
 //! ```
+//!
+//! With `client_auth = "private_key_jwt"` there is no secret: the body
+//! carries `client_id` and a JWT client assertion (RFC 7523 §2.2), signed
+//! with `client_assertion_key` and new for every request, retries included:
+//!
+//! ```text
+//! grant_type=client_credentials&scope=read+write&client_id=<client-id>&audience=https%3A%2F%2Fapi.example.com&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=<JWT>
+//! ```
+//!
+//! Its claims are `iss` = `sub` = the client id, `aud` = the token URL
+//! (or `client_assertion_audience`, such as an issuer learned from
+//! discovery, set with [`OAuth2Builder::client_assertion_audience`]), a
+//! random `jti`, `iat` and `exp`; see [`authmux_core::ClientAssertion`].
 //!
 //! A successful answer:
 //!
@@ -81,9 +94,23 @@
 //! client_id = "my-client-id"
 //! client_secret = { env = "IDP_CLIENT_SECRET" }
 //! scopes = ["read", "write"]                              # optional
-//! auth_style = "basic"                                    # or "post"
+//! client_auth = "basic"                                   # or "post"; "auth_style" still works
 //! extra_params = { audience = "https://api.example.com" } # optional
 //! # allow_insecure_http = false
+//! ```
+//!
+//! With `private_key_jwt`:
+//!
+//! ```toml
+//! [clients.api]
+//! provider = "oauth2"
+//! token_url = "https://idp.example.com/oauth2/token"
+//! client_id = "my-client-id"
+//! client_auth = "private_key_jwt"
+//! client_assertion_key = { file = "/etc/authmux/client.pem" } # RSA or P-256, PEM or JWK
+//! # client_assertion_alg = "ES256"      # RS256, PS256 or ES256; default from the key
+//! # client_assertion_kid = "key-1"
+//! # client_assertion_audience = "https://idp.example.com"     # default: token_url
 //! ```
 //!
 //! Scopes and extra params are part of the token's identity, the key under
@@ -105,12 +132,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use authmux_core::EndpointBuilder;
+use authmux_core::source::CLIENT_ASSERTION_KEY_FIELD;
 use authmux_core::wire::{
-    ClientAuth, PreparedRequest, RequestSource, join_url, require, validate_url,
+    BodyEncoding, ClientAuth, PreparedRequest, RequestSource, join_url, require, validate_url,
 };
 use authmux_core::{
-    BuildContext, ClientCredentials, ClientSecret, Endpoint, Error, ExposeSecret, Provider,
-    Scrubber, SecretString, SharedTokenSource, TokenIdentity,
+    AssertionSettings, BuildContext, ClientCredentials, ClientSecret, Credential, Endpoint, Error,
+    ExposeSecret, Provider, Scrubber, SharedTokenSource, SigningAlgorithm, TokenIdentity,
 };
 use authmux_dpop::DpopConfig;
 use oauth2::basic::BasicClient;
@@ -131,14 +159,31 @@ pub struct OAuth2Config {
     pub token_url: String,
     /// The client id.
     pub client_id: String,
-    /// The client secret: inline, `{ env = "…" }` or `{ file = "…" }`.
-    pub client_secret: ClientSecret,
+    /// The client secret: inline, `{ env = "…" }` or `{ file = "…" }`;
+    /// required unless `client_auth` is `private_key_jwt`.
+    #[serde(default)]
+    pub client_secret: Option<ClientSecret>,
     /// The scopes to ask for, sent space-separated as `scope`; none by default.
     #[serde(default, deserialize_with = "scope_list")]
     pub scopes: Vec<String>,
-    /// How the client authenticates: `"basic"` (the default) or `"post"`.
-    #[serde(default = "default_auth_style")]
-    pub auth_style: ClientAuth,
+    /// How the client authenticates: `"basic"` (the default), `"post"` or
+    /// `"private_key_jwt"`. `auth_style`, its former name, is still read.
+    #[serde(default = "default_client_auth", alias = "auth_style")]
+    pub client_auth: ClientAuth,
+    /// The private key of `private_key_jwt`, RSA or P-256, PEM or JWK:
+    /// inline, `{ env = "…" }` or `{ file = "…" }`.
+    #[serde(default)]
+    pub client_assertion_key: Option<ClientSecret>,
+    /// The assertion's algorithm: RS256, PS256 or ES256; from the key type
+    /// unless set.
+    #[serde(default)]
+    pub client_assertion_alg: Option<SigningAlgorithm>,
+    /// The assertion header's `kid`.
+    #[serde(default)]
+    pub client_assertion_kid: Option<String>,
+    /// The assertion's `aud`; the token endpoint's URL unless set.
+    #[serde(default)]
+    pub client_assertion_audience: Option<String>,
     /// More body parameters, such as `audience` or `resource`.
     #[serde(default)]
     pub extra_params: BTreeMap<String, String>,
@@ -179,7 +224,7 @@ fn scope_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<S
 
 /// RFC 6749 §2.3.1: every server must support Basic, while body
 /// credentials are optional for it.
-fn default_auth_style() -> ClientAuth {
+fn default_client_auth() -> ClientAuth {
     ClientAuth::Basic
 }
 
@@ -222,10 +267,36 @@ impl OAuth2Builder {
         self
     }
 
-    /// Where the client credentials go: [`ClientAuth::Basic`] (the
-    /// default) or [`ClientAuth::Body`].
-    pub fn auth_style(mut self, auth_style: ClientAuth) -> Self {
-        self.config.auth_style = auth_style;
+    /// How the client authenticates: [`ClientAuth::Basic`] (the default),
+    /// [`ClientAuth::Body`] or [`ClientAuth::PrivateKeyJwt`].
+    pub fn client_auth(mut self, client_auth: ClientAuth) -> Self {
+        self.config.client_auth = client_auth;
+        self
+    }
+
+    /// The former name of [`client_auth`](Self::client_auth).
+    #[deprecated(since = "0.1.0", note = "use client_auth")]
+    pub fn auth_style(self, auth_style: ClientAuth) -> Self {
+        self.client_auth(auth_style)
+    }
+
+    /// The `private_key_jwt` assertion's algorithm; RS256 for an RSA key,
+    /// ES256 for a P-256 key unless set.
+    pub fn client_assertion_alg(mut self, algorithm: SigningAlgorithm) -> Self {
+        self.config.client_assertion_alg = Some(algorithm);
+        self
+    }
+
+    /// The `kid` header of the `private_key_jwt` assertion.
+    pub fn client_assertion_kid(mut self, kid: impl Into<String>) -> Self {
+        self.config.client_assertion_kid = Some(kid.into());
+        self
+    }
+
+    /// The `aud` of the `private_key_jwt` assertion, replacing the token
+    /// endpoint's URL (an issuer learned from discovery, say).
+    pub fn client_assertion_audience(mut self, audience: impl Into<String>) -> Self {
+        self.config.client_assertion_audience = Some(audience.into());
         self
     }
 
@@ -263,14 +334,23 @@ impl OAuth2Builder {
             )
             .map_err(|error| Error::config(format!("base_url: {}", error.message())))?;
         }
-        let credentials =
-            ClientCredentials::new(config.client_id, config.client_secret, config.auth_style);
-        let client_secret = credentials.resolve()?;
+        let credentials = ClientCredentials {
+            client_id: config.client_id,
+            client_secret: config.client_secret,
+            auth: config.client_auth,
+            assertion: AssertionSettings {
+                key: config.client_assertion_key,
+                algorithm: config.client_assertion_alg,
+                kid: config.client_assertion_kid,
+                audience: config.client_assertion_audience,
+            },
+        };
+        let credential = credentials.credential(token_url.as_str())?;
         let scopes = checked_scopes(config.scopes)?;
         check_extra_params(&config.extra_params)?;
         let request = prepare(
             &credentials,
-            &client_secret,
+            &credential,
             &token_url,
             &scopes,
             &config.extra_params,
@@ -278,14 +358,19 @@ impl OAuth2Builder {
         .with_timeout(self.endpoint.timeout);
         // The `oauth2` crate put the credential on the request, so the core
         // never saw it: register it here, as Basic, which also covers it
-        // sent in the body.
+        // sent in the body. An assertion is registered as each is minted.
         let mut scrubber = Scrubber::new();
-        scrubber.register_basic(&credentials.client_id, &client_secret);
+        if let Credential::Secret(client_secret) = &credential {
+            scrubber.register_basic(&credentials.client_id, client_secret);
+        }
         let mut endpoint = self.endpoint;
         if endpoint.dpop.is_none() {
             endpoint.dpop = config.dpop.dpop(config.accept_bearer_downgrade)?;
         }
-        let identity = identity(&token_url, &credentials, &scopes, &config.extra_params);
+        let mut identity = identity(&token_url, &credentials, &scopes, &config.extra_params);
+        if let Credential::Assertion(assertion) = &credential {
+            identity = identity.with(CLIENT_ASSERTION_KEY_FIELD, assertion.thumbprint());
+        }
         Ok(
             RequestSource::from_prepared(endpoint.http_client()?, request, identity, scrubber)
                 .with_dpop(endpoint.dpop),
@@ -297,21 +382,24 @@ impl OAuth2Builder {
 /// it instead of sending it.
 fn prepare(
     credentials: &ClientCredentials,
-    client_secret: &SecretString,
+    credential: &Credential,
     token_url: &Url,
     scopes: &[String],
     extra_params: &BTreeMap<String, String>,
 ) -> Result<PreparedRequest, Error> {
     let auth_type = match credentials.auth {
         ClientAuth::Basic => AuthType::BasicAuth,
-        ClientAuth::Body => AuthType::RequestBody,
+        // Without a secret, the `oauth2` crate sends `client_id` in the body.
+        ClientAuth::Body | ClientAuth::PrivateKeyJwt => AuthType::RequestBody,
     };
-    let client = BasicClient::new(oauth2::ClientId::new(credentials.client_id.clone()))
-        .set_client_secret(oauth2::ClientSecret::new(
-            client_secret.expose_secret().to_owned(),
-        ))
+    let mut client = BasicClient::new(oauth2::ClientId::new(credentials.client_id.clone()))
         .set_auth_type(auth_type)
         .set_token_uri(TokenUrl::from_url(token_url.clone()));
+    if let Credential::Secret(client_secret) = credential {
+        client = client.set_client_secret(oauth2::ClientSecret::new(
+            client_secret.expose_secret().to_owned(),
+        ));
+    }
     let mut exchange = client
         .exchange_client_credentials()
         .add_scopes(scopes.iter().cloned().map(Scope::new));
@@ -332,7 +420,13 @@ fn prepare(
         });
     };
     let (parts, body) = request.into_parts();
-    Ok(PreparedRequest::new(token_url.clone(), parts.headers, body))
+    let prepared = PreparedRequest::new(token_url.clone(), parts.headers, body);
+    Ok(match credential {
+        Credential::Secret(_) => prepared,
+        Credential::Assertion(assertion) => {
+            prepared.with_client_assertion(assertion.clone(), BodyEncoding::Form)
+        }
+    })
 }
 
 /// Everything that changes the token. Scopes are sorted, so that their
@@ -349,7 +443,7 @@ fn identity(
     let mut identity = TokenIdentity::new(NAME, token_url.as_str())
         .with("client_id", &credentials.client_id)
         .with("scope", sorted.join(" "))
-        .with("auth_style", credentials.auth.as_str());
+        .with("client_auth", credentials.auth.as_str());
     for (name, value) in extra_params {
         identity = identity.with(format!("extra_params.{name}"), value);
     }
@@ -383,7 +477,9 @@ fn check_extra_params(params: &BTreeMap<String, String>) -> Result<(), Error> {
             "" => return Err(Error::config("extra_params: a name must not be empty")),
             "grant_type" => "it is always client_credentials",
             "scope" => "set scopes instead",
-            "client_id" | "client_secret" => "set client_id, client_secret and auth_style instead",
+            "client_id" | "client_secret" | "client_assertion" | "client_assertion_type" => {
+                "set client_id and client_auth with its secret or key instead"
+            }
             _ => continue,
         };
         return Err(Error::config(format!(
@@ -402,24 +498,54 @@ pub struct OAuth2Provider;
 
 impl OAuth2Provider {
     /// Starts building a source for one client of the token endpoint at
-    /// `token_url`.
+    /// `token_url`, which authenticates with its client secret.
     pub fn builder(
         token_url: impl Into<String>,
         client_id: impl Into<String>,
         client_secret: impl Into<ClientSecret>,
     ) -> OAuth2Builder {
+        Self::config(
+            token_url.into(),
+            client_id.into(),
+            Some(client_secret.into()),
+        )
+        .builder()
+    }
+
+    /// Starts building a source for one client of the token endpoint at
+    /// `token_url`, which authenticates with `private_key_jwt`: a JWT signed
+    /// with `key` (RSA or P-256, PEM or JWK).
+    pub fn private_key_jwt(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        key: impl Into<ClientSecret>,
+    ) -> OAuth2Builder {
+        let mut config = Self::config(token_url.into(), client_id.into(), None);
+        config.client_auth = ClientAuth::PrivateKeyJwt;
+        config.client_assertion_key = Some(key.into());
+        config.builder()
+    }
+
+    fn config(
+        token_url: String,
+        client_id: String,
+        client_secret: Option<ClientSecret>,
+    ) -> OAuth2Config {
         OAuth2Config {
-            token_url: token_url.into(),
-            client_id: client_id.into(),
-            client_secret: client_secret.into(),
+            token_url,
+            client_id,
+            client_secret,
             scopes: Vec::new(),
-            auth_style: default_auth_style(),
+            client_auth: default_client_auth(),
+            client_assertion_key: None,
+            client_assertion_alg: None,
+            client_assertion_kid: None,
+            client_assertion_audience: None,
             extra_params: BTreeMap::new(),
             allow_insecure_http: false,
             dpop: DpopConfig::Disabled,
             accept_bearer_downgrade: false,
         }
-        .builder()
     }
 }
 
@@ -502,32 +628,45 @@ mod tests {
     }
 
     #[test]
-    fn config_defaults_and_auth_style_names() {
-        let parse = |auth_style: Option<&str>| {
+    fn config_defaults_and_client_auth_names() {
+        let parse = |client_auth: Option<&str>| {
             let mut config = serde_json::json!({
                 "token_url": "https://idp.example/token",
                 "client_id": "id",
                 "client_secret": {"env": "IDP_SECRET"},
             });
-            if let Some(auth_style) = auth_style {
-                config["auth_style"] = auth_style.into();
+            if let Some(client_auth) = client_auth {
+                config["client_auth"] = client_auth.into();
             }
             serde_json::from_value::<OAuth2Config>(config)
         };
         let config = parse(None).expect("minimal config");
-        assert_eq!(config.auth_style, ClientAuth::Basic);
+        assert_eq!(config.client_auth, ClientAuth::Basic);
         assert!(config.scopes.is_empty());
         assert!(config.extra_params.is_empty());
         assert!(!config.allow_insecure_http);
         assert_eq!(
-            parse(Some("basic")).expect("basic").auth_style,
+            parse(Some("basic")).expect("basic").client_auth,
             ClientAuth::Basic
         );
         assert_eq!(
-            parse(Some("post")).expect("post").auth_style,
+            parse(Some("post")).expect("post").client_auth,
             ClientAuth::Body
         );
+        assert_eq!(
+            parse(Some("private_key_jwt")).expect("jwt").client_auth,
+            ClientAuth::PrivateKeyJwt
+        );
         assert!(parse(Some("header")).is_err());
+        // The former name still works.
+        let old: OAuth2Config = serde_json::from_value(serde_json::json!({
+            "token_url": "https://idp.example/token",
+            "client_id": "id",
+            "client_secret": "s",
+            "auth_style": "post",
+        }))
+        .expect("auth_style is an alias");
+        assert_eq!(old.client_auth, ClientAuth::Body);
     }
 
     #[test]

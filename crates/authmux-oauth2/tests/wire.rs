@@ -148,7 +148,7 @@ async fn post_style_sends_the_credentials_in_the_body() {
         })
         .await;
     let token = builder(&server)
-        .auth_style(ClientAuth::Body)
+        .client_auth(ClientAuth::Body)
         .scope("read")
         .extra_params([
             ("resource", "urn:api"),
@@ -314,7 +314,7 @@ async fn a_quoted_request_body_does_not_leak_the_encoded_secret() {
     )
     .await;
     let error = builder(&server)
-        .auth_style(ClientAuth::Body)
+        .client_auth(ClientAuth::Body)
         .build()
         .expect("valid provider")
         .fetch_token()
@@ -457,7 +457,7 @@ fn identity_covers_every_parameter_that_changes_the_token() {
     assert_eq!(identity.endpoint(), "https://idp.example.com/oauth2/token");
     assert_eq!(identity.get("client_id"), Some(CLIENT_ID));
     assert_eq!(identity.get("scope"), Some("read write"), "sorted");
-    assert_eq!(identity.get("auth_style"), Some("basic"));
+    assert_eq!(identity.get("client_auth"), Some("basic"));
     assert_eq!(
         identity.get("extra_params.audience"),
         Some("https://api.example.com")
@@ -492,13 +492,13 @@ fn identity_covers_every_parameter_that_changes_the_token() {
             builder
                 .scopes(["read", "write"])
                 .extra_param("audience", "https://api.example.com")
-                .auth_style(ClientAuth::Body)
+                .client_auth(ClientAuth::Body)
         }),
     ];
     for variant in &variants {
         assert_ne!(identity, variant.identity(), "{}", variant.identity());
     }
-    assert_eq!(variants[3].identity().get("auth_style"), Some("post"));
+    assert_eq!(variants[3].identity().get("client_auth"), Some("post"));
 
     for text in [identity.to_string(), format!("{identity:?}")] {
         assert!(!text.contains(SECRET), "{text}");

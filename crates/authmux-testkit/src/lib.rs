@@ -19,9 +19,11 @@
 //! `Retry-After` ([`rate_limit_next`](TokenServer::rate_limit_next)), slow
 //! them down ([`delay`](TokenServer::delay), on tokio's clock, so paused
 //! time skips it), refuse the client ([`deny`](TokenServer::deny)), set
-//! the lifetime ([`expires_in`](TokenServer::expires_in)) or demand a DPoP
-//! nonce ([`require_dpop_nonce`](TokenServer::require_dpop_nonce)); every
-//! request is counted and recorded.
+//! the lifetime ([`expires_in`](TokenServer::expires_in)), demand a DPoP
+//! nonce ([`require_dpop_nonce`](TokenServer::require_dpop_nonce)) or
+//! accept a `private_key_jwt` client by its public key
+//! ([`expect_client_key`](TokenServer::expect_client_key)); every request is
+//! counted and recorded.
 //!
 //! # Example
 //!
@@ -53,10 +55,11 @@
 pub mod bench;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod keys;
 
 pub use bench::keep_alive_server;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -67,11 +70,13 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -130,11 +135,12 @@ pub struct Recorded {
     pub headers: HeaderMap,
     /// The body's fields, read from JSON or a form.
     pub fields: Map<String, Value>,
-    /// The client id and secret, from the body or a Basic header.
+    /// The client id and secret, from the body or a Basic header. A
+    /// `private_key_jwt` client's secret is its assertion.
     pub credentials: Option<(String, String)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Knobs {
     failures: VecDeque<(u16, Option<Duration>)>,
     delay: Duration,
@@ -142,8 +148,22 @@ struct Knobs {
     expires_in: Option<i64>,
     dpop_nonce: Option<String>,
     client: Option<(String, String)>,
+    client_key: Option<(String, DecodingKey)>,
+    assertion_ids: HashSet<String>,
     recorded: Vec<Recorded>,
     issued: u64,
+}
+
+impl std::fmt::Debug for Knobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Knobs")
+            .field("failures", &self.failures)
+            .field("deny", &self.deny)
+            .field("client_key", &self.client_key.as_ref().map(|(id, _)| id))
+            .field("recorded", &self.recorded.len())
+            .field("issued", &self.issued)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A token server on a loopback port; it stops when dropped.
@@ -230,6 +250,24 @@ impl TokenServer {
         self.knobs().delay = delay;
     }
 
+    /// Only `client_id` with a `private_key_jwt` assertion signed by the
+    /// private key of `public_jwk` gets tokens, and each assertion only
+    /// once (by its `jti`). The assertion must be a JWT with `iss` and `sub`
+    /// the client id, `exp` in the future and `aud` the provider's: Auth0's
+    /// `{base_url}/`, the token URL elsewhere. Anything else is refused as
+    /// `invalid_client`.
+    ///
+    /// # Panics
+    ///
+    /// If `public_jwk` is not an RSA or EC public JWK.
+    pub fn expect_client_key(&self, client_id: &str, public_jwk: &Value) {
+        let jwk: Jwk = serde_json::from_value(public_jwk.clone())
+            .unwrap_or_else(|error| panic!("not a public JWK: {error}"));
+        let key = DecodingKey::from_jwk(&jwk)
+            .unwrap_or_else(|error| panic!("not a usable public JWK: {error}"));
+        self.knobs().client_key = Some((client_id.to_owned(), key));
+    }
+
     /// Refuses every client (`true`) or stops refusing them (`false`).
     pub fn deny(&self, deny: bool) {
         self.knobs().deny = deny;
@@ -310,7 +348,9 @@ fn record(path: &str, headers: HeaderMap, body: &[u8]) -> Recorded {
             .collect()
     };
     let text = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_owned);
-    let credentials = basic(&headers).or_else(|| text("client_id").zip(text("client_secret")));
+    let credentials = basic(&headers)
+        .or_else(|| text("client_id").zip(text("client_secret")))
+        .or_else(|| text("client_id").zip(text("client_assertion")));
     Recorded {
         flavor: Flavor::of(path),
         path: path.to_owned(),
@@ -347,10 +387,20 @@ fn respond(knobs: &mut Knobs, request: &Recorded) -> Response<Full<Bytes>> {
         }
         return response;
     }
-    let wrong_client = knobs
-        .client
-        .as_ref()
-        .is_some_and(|expected| request.credentials.as_ref() != Some(expected));
+    let assertion = request
+        .fields
+        .get("client_assertion_type")
+        .and_then(Value::as_str)
+        .is_some_and(|kind| kind == JWT_BEARER);
+    let wrong_client = if assertion {
+        !accepts_assertion(knobs, flavor, request)
+    } else {
+        knobs.client_key.is_some()
+            || knobs
+                .client
+                .as_ref()
+                .is_some_and(|expected| request.credentials.as_ref() != Some(expected))
+    };
     if knobs.deny || request.credentials.is_none() || wrong_client {
         return error(flavor, 401, "invalid_client");
     }
@@ -371,6 +421,55 @@ fn respond(knobs: &mut Knobs, request: &Recorded) -> Response<Full<Bytes>> {
     knobs.issued += 1;
     let lifetime = knobs.expires_in.unwrap_or(flavor.default_lifetime() as i64);
     success(flavor, request, knobs.issued, lifetime, proof.is_some())
+}
+
+/// The `client_assertion_type` of a JWT client assertion.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Whether the request's assertion is signed by the expected client's key,
+/// is for this server, and was never seen before.
+fn accepts_assertion(knobs: &mut Knobs, flavor: Flavor, request: &Recorded) -> bool {
+    let Some((client_id, key)) = &knobs.client_key else {
+        return false;
+    };
+    let Some(assertion) = request
+        .fields
+        .get("client_assertion")
+        .and_then(Value::as_str)
+    else {
+        return false;
+    };
+    let Some(host) = request
+        .headers
+        .get(HOST)
+        .and_then(|host| host.to_str().ok())
+    else {
+        return false;
+    };
+    let audience = match flavor {
+        Flavor::Auth0 => format!("http://{host}/"),
+        _ => format!("http://{host}{}", request.path),
+    };
+    let Ok(header) = jsonwebtoken::decode_header(assertion) else {
+        return false;
+    };
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[client_id]);
+    validation.sub = Some(client_id.clone());
+    validation.set_required_spec_claims(&["exp", "iat", "aud", "iss", "sub"]);
+    let Ok(data) = jsonwebtoken::decode::<Map<String, Value>>(assertion, key, &validation) else {
+        return false;
+    };
+    let body_id = request.fields.get("client_id").and_then(Value::as_str);
+    let jti = data
+        .claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    body_id == Some(client_id.as_str())
+        && header.typ.as_deref() == Some("JWT")
+        && jti.is_some_and(|jti| knobs.assertion_ids.insert(jti))
 }
 
 fn failure_code(status: u16) -> &'static str {

@@ -251,6 +251,8 @@ mod all_providers {
             let auth0: authmux::auth0::Auth0Config = api.provider_config().expect("auth0 config");
             let secret = auth0
                 .client_secret
+                .as_ref()
+                .expect("a secret")
                 .resolve("client_secret")
                 .expect("secret");
             use authmux::ExposeSecret as _;
@@ -282,7 +284,7 @@ mod all_providers {
         assert_eq!(config.defaults.max_attempts, 2);
         let auth0: authmux::auth0::Auth0Config = api.provider_config().expect("auth0 config");
         assert!(
-            matches!(&auth0.client_secret, authmux::ClientSecret::Env { env } if env == "API_SECRET"),
+            matches!(&auth0.client_secret, Some(authmux::ClientSecret::Env { env }) if env == "API_SECRET"),
             "the variable's source replaces the text's inline secret: {:?}",
             auth0.client_secret
         );

@@ -137,7 +137,7 @@ fn provider_type_errors_name_the_key_and_never_show_a_secret() {
         client_id = "id"
         client_secret = 987654321
         scopes = "read"
-        auth_style = "bassic"
+        client_auth = "bassic"
         "#,
     )
     .expect("the settings are fine");
@@ -152,7 +152,7 @@ fn provider_type_errors_name_the_key_and_never_show_a_secret() {
     );
     assert!(
         problems.iter().any(|problem| problem
-            .starts_with("clients.gen.auth_style: expected one of ")
+            .starts_with("clients.gen.client_auth: expected one of ")
             && problem.ends_with(r#"found "bassic""#)),
         "{problems:#?}"
     );
@@ -180,8 +180,23 @@ fn every_problem_of_one_client_is_reported() {
         [
             "clients.api.audiance: unknown key; did you mean audience?",
             "clients.api.client_secert: unknown key; did you mean client_secret?",
-            "clients.api.client_secret: required",
         ]
+    );
+    // The secret is optional for private_key_jwt, so its absence is found
+    // when the client is built, once its keys are right.
+    let config = Config::from_toml_str(
+        r#"
+        [clients.api]
+        provider = "auth0"
+        domain = "tenant.eu.auth0.com"
+        client_id = "id"
+        audience = "https://api.example.com"
+        "#,
+    )
+    .expect("the settings are fine");
+    assert_eq!(
+        self::problems(Registry::from_config(&config)),
+        [r#"clients.api.client_secret: required unless client_auth = "private_key_jwt""#]
     );
 }
 

@@ -8,7 +8,7 @@ mod request;
 mod response;
 
 pub use challenge::www_authenticate_error;
-pub use prepared::{PreparedRequest, RequestSource};
+pub use prepared::{Attempt, PreparedRequest, RequestSource};
 pub use request::{
     BodyEncoding, ClientAuth, DEFAULT_LIFETIME, TokenRequest, TokenRequestBuilder, is_loopback,
     validate_url,
@@ -20,6 +20,7 @@ pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
+use crate::scrub::Scrubber;
 use crate::token::Token;
 
 /// The most bytes of a token endpoint response that are read.
@@ -124,9 +125,10 @@ impl HttpClient {
     /// Sends one token request and parses the response into a [`Token`].
     pub async fn fetch_token(&self, request: &TokenRequest) -> Result<Token, Error> {
         let default_lifetime = request.default_lifetime().unwrap_or(self.default_lifetime);
-        self.send(request)
+        let attempt = request.prepare()?.attempt(request.scrubber())?;
+        self.execute(attempt.request)
             .await?
-            .parse(default_lifetime, request.scrubber())
+            .parse(default_lifetime, &attempt.scrubber)
     }
 
     /// The lifetime this client assumes when a response gives none.
@@ -137,8 +139,11 @@ impl HttpClient {
     /// Sends one token request and reads the response, capped at the body
     /// limit, without interpreting it. Providers that need the raw response
     /// (a DPoP nonce, say) call this, then [`EndpointResponse::into_token`].
+    /// A client assertion minted for the request is not known to
+    /// `request.scrubber()`: use [`PreparedRequest::attempt`] to get a
+    /// scrubber that knows it.
     pub async fn send(&self, request: &TokenRequest) -> Result<EndpointResponse, Error> {
-        self.execute(self.build(request)?).await
+        self.execute(request.prepare()?.to_request()?).await
     }
 
     /// Sends one token request with a fresh DPoP proof, retrying once with
@@ -150,8 +155,11 @@ impl HttpClient {
         dpop: &crate::dpop::Dpop,
     ) -> Result<Token, Error> {
         let default_lifetime = request.default_lifetime().unwrap_or(self.default_lifetime);
-        let response = self.execute_dpop(self.build(request)?, dpop).await?;
-        dpop.bind(response.parse(default_lifetime, request.scrubber())?)
+        let prepared = request.prepare()?;
+        let (response, scrubber) = self
+            .exchange_dpop(|| Some(prepared.attempt(request.scrubber())), dpop)
+            .await?;
+        dpop.bind(response.parse(default_lifetime, &scrubber)?)
     }
 
     /// Sends a prepared token request with a fresh DPoP proof for its method
@@ -163,16 +171,41 @@ impl HttpClient {
         request: reqwest::Request,
         dpop: &crate::dpop::Dpop,
     ) -> Result<EndpointResponse, Error> {
-        let url = request.url().clone();
-        let retry = request.try_clone();
-        let response = self.execute(with_proof(request, dpop)?).await?;
+        let mut copies = [request.try_clone(), Some(request)];
+        let mut next = move || {
+            let request = copies.iter_mut().rev().find_map(Option::take)?;
+            Some(Ok(Attempt {
+                request,
+                scrubber: Scrubber::new(),
+            }))
+        };
+        Ok(self.exchange_dpop(&mut next, dpop).await?.0)
+    }
+
+    /// The DPoP exchange of [`execute_dpop`](Self::execute_dpop), with each
+    /// request, the retry included, made by `next` (so that whatever must
+    /// be new in every request, such as a client assertion, is). `next`
+    /// returns `None` when the request cannot be sent again. Returns the
+    /// answer and the scrubber of the request it answers.
+    pub(crate) async fn exchange_dpop(
+        &self,
+        mut next: impl FnMut() -> Option<Result<Attempt, Error>> + Send,
+        dpop: &crate::dpop::Dpop,
+    ) -> Result<(EndpointResponse, Scrubber), Error> {
+        let first = next().ok_or_else(|| Error::config("no request to send"))??;
+        let url = first.request.url().clone();
+        let response = self.execute(with_proof(first.request, dpop)?).await?;
         let learned = dpop.nonces().remember(&url, response.headers());
         let challenged = crate::dpop::is_nonce_challenge(response.status(), response.body());
-        let Some(retry) = retry.filter(|_| challenged && learned) else {
-            return Ok(response);
+        if !(challenged && learned) {
+            return Ok((response, first.scrubber));
+        }
+        let Some(retry) = next() else {
+            return Ok((response, first.scrubber));
         };
+        let retry = retry?;
         tracing::debug!("token endpoint asked for a DPoP nonce; retrying once");
-        let response = self.execute(with_proof(retry, dpop)?).await?;
+        let response = self.execute(with_proof(retry.request, dpop)?).await?;
         dpop.nonces().remember(&url, response.headers());
         if crate::dpop::is_nonce_challenge(response.status(), response.body()) {
             return Err(Error::new(
@@ -181,11 +214,7 @@ impl HttpClient {
             )
             .with_status(response.status()));
         }
-        Ok(response)
-    }
-
-    fn build(&self, request: &TokenRequest) -> Result<reqwest::Request, Error> {
-        Ok(request.prepare()?.to_request())
+        Ok((response, retry.scrubber))
     }
 
     /// Sends any prepared request with this client's settings (no

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Url};
 
-use super::{HttpClient, TokenRequest};
+use super::{BodyEncoding, HttpClient, TokenRequest};
+use crate::assertion::{ClientAssertion, JWT_BEARER_ASSERTION_TYPE};
 use crate::dpop::Dpop;
 use crate::error::Error;
 use crate::scrub::Scrubber;
@@ -18,8 +19,8 @@ use crate::token::Token;
 
 /// A token request ready for the wire: URL, headers and body, serialized
 /// once. Sending it again costs a clone of its URL and headers and a
-/// reference count on its body; whatever changes per request (a DPoP proof)
-/// is added to the copy.
+/// reference count on its body; whatever changes per request (a DPoP proof,
+/// a client assertion) is added to the copy.
 ///
 /// `Debug` shows the URL and header names only: the body and a Basic
 /// header hold the secret.
@@ -29,6 +30,17 @@ pub struct PreparedRequest {
     headers: HeaderMap,
     body: Bytes,
     timeout: Option<Duration>,
+    assertion: Option<(ClientAssertion, BodyEncoding)>,
+}
+
+/// One attempt at a token request: what to send, and the scrubber that
+/// knows every secret in it, the client assertion minted for it included.
+#[derive(Debug)]
+pub struct Attempt {
+    /// The request to send.
+    pub request: reqwest::Request,
+    /// Scrubs the request's secrets from the server's answer.
+    pub scrubber: Scrubber,
 }
 
 impl fmt::Debug for PreparedRequest {
@@ -38,6 +50,10 @@ impl fmt::Debug for PreparedRequest {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("body_bytes", &self.body.len())
             .field("timeout", &self.timeout)
+            .field(
+                "assertion",
+                &self.assertion.as_ref().map(|(assertion, _)| assertion),
+            )
             .finish()
     }
 }
@@ -54,7 +70,20 @@ impl PreparedRequest {
             headers,
             body: body.into(),
             timeout: None,
+            assertion: None,
         }
+    }
+
+    /// Authenticates every copy with a new assertion from `assertion`:
+    /// `client_assertion_type` and `client_assertion` are added to the body,
+    /// which is in `encoding` and should already carry `client_id`.
+    pub fn with_client_assertion(
+        mut self,
+        assertion: ClientAssertion,
+        encoding: BodyEncoding,
+    ) -> Self {
+        self.assertion = Some((assertion, encoding));
+        self
     }
 
     /// Overrides the HTTP client's total timeout for this request.
@@ -73,13 +102,78 @@ impl PreparedRequest {
         &self.headers
     }
 
-    /// A fresh copy to send.
-    pub fn to_request(&self) -> reqwest::Request {
+    /// A fresh copy to send, with a new client assertion if the request
+    /// carries one; `scrubber` plus that assertion scrubs the answer.
+    ///
+    /// # Errors
+    ///
+    /// When the assertion cannot be minted or added to the body.
+    pub fn attempt(&self, scrubber: &Scrubber) -> Result<Attempt, Error> {
+        let mut scrubber = scrubber.clone();
+        let body = match &self.assertion {
+            None => self.body.clone(),
+            Some((assertion, encoding)) => {
+                let jwt = assertion.mint()?;
+                scrubber.register(&jwt);
+                with_assertion(&self.body, *encoding, &jwt)?
+            }
+        };
         let mut request = reqwest::Request::new(Method::POST, self.url.clone());
         *request.headers_mut() = self.headers.clone();
-        *request.body_mut() = Some(reqwest::Body::from(self.body.clone()));
+        *request.body_mut() = Some(reqwest::Body::from(body));
         *request.timeout_mut() = self.timeout;
-        request
+        Ok(Attempt { request, scrubber })
+    }
+
+    /// A fresh copy to send; see [`attempt`](Self::attempt).
+    ///
+    /// # Errors
+    ///
+    /// When a client assertion cannot be minted.
+    pub fn to_request(&self) -> Result<reqwest::Request, Error> {
+        self.attempt(&Scrubber::new())
+            .map(|attempt| attempt.request)
+    }
+}
+
+/// `body` with `client_assertion_type` and `client_assertion` added.
+fn with_assertion(
+    body: &Bytes,
+    encoding: BodyEncoding,
+    assertion: &secrecy::SecretString,
+) -> Result<Bytes, Error> {
+    use secrecy::ExposeSecret as _;
+    let fields = [
+        ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
+        ("client_assertion", assertion.expose_secret()),
+    ];
+    let cannot = || Error::config("the client assertion cannot be added to the request body");
+    match encoding {
+        BodyEncoding::Form => {
+            let mut form = body.to_vec();
+            if !form.is_empty() {
+                form.push(b'&');
+            }
+            form.extend_from_slice(
+                serde_urlencoded::to_string(fields)
+                    .map_err(|_| cannot())?
+                    .as_bytes(),
+            );
+            Ok(Bytes::from(form))
+        }
+        BodyEncoding::Json => {
+            let mut object: serde_json::Map<String, serde_json::Value> = if body.is_empty() {
+                serde_json::Map::new()
+            } else {
+                serde_json::from_slice(body).map_err(|_| cannot())?
+            };
+            for (name, value) in fields {
+                object.insert(name.to_owned(), value.into());
+            }
+            serde_json::to_vec(&object)
+                .map(Bytes::from)
+                .map_err(|_| cannot())
+        }
     }
 }
 
@@ -94,6 +188,9 @@ impl TokenRequest {
             headers,
             body: Bytes::from(self.body()?),
             timeout: self.timeout(),
+            assertion: self
+                .client_assertion()
+                .map(|assertion| (assertion.clone(), self.encoding())),
         })
     }
 }
@@ -213,20 +310,24 @@ impl RequestSource {
         &self.request
     }
 
+    /// One fetch. A client assertion is minted for every request sent,
+    /// the retry after a DPoP nonce challenge included.
     async fn fetch(&self) -> Result<Token, Error> {
-        let request = self.request.to_request();
         match &self.dpop {
-            None => self
-                .http
-                .execute(request)
-                .await?
-                .parse(self.default_lifetime, &self.scrubber),
-            Some(dpop) => dpop.bind(
+            None => {
+                let attempt = self.request.attempt(&self.scrubber)?;
                 self.http
-                    .execute_dpop(request, dpop)
+                    .execute(attempt.request)
                     .await?
-                    .parse(self.default_lifetime, &self.scrubber)?,
-            ),
+                    .parse(self.default_lifetime, &attempt.scrubber)
+            }
+            Some(dpop) => {
+                let (response, scrubber) = self
+                    .http
+                    .exchange_dpop(|| Some(self.request.attempt(&self.scrubber)), dpop)
+                    .await?;
+                dpop.bind(response.parse(self.default_lifetime, &scrubber)?)
+            }
         }
     }
 }
@@ -255,5 +356,83 @@ impl TokenSource for RequestSource {
 
     fn dpop(&self) -> Option<&Dpop> {
         self.dpop.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::SigningKey;
+
+    fn request(encoding: BodyEncoding) -> TokenRequest {
+        let key = SigningKey::generate_p256().expect("key");
+        let assertion =
+            ClientAssertion::new("client-1", "https://idp.example/", key, None, None).expect("ok");
+        TokenRequest::builder("https://idp.example/token")
+            .encoding(encoding)
+            .param("grant_type", "client_credentials")
+            .client_assertion(assertion)
+            .build()
+            .expect("valid")
+    }
+
+    fn body_fields(attempt: &Attempt, encoding: BodyEncoding) -> Vec<(String, String)> {
+        let body = attempt
+            .request
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .expect("a body");
+        match encoding {
+            BodyEncoding::Form => form_urlencoded::parse(body).into_owned().collect(),
+            BodyEncoding::Json => {
+                let object: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(body).expect("JSON");
+                let mut fields: Vec<(String, String)> = object
+                    .into_iter()
+                    .map(|(name, value)| (name, value.as_str().unwrap_or_default().to_owned()))
+                    .collect();
+                fields.sort();
+                fields
+            }
+        }
+    }
+
+    #[test]
+    fn each_attempt_mints_an_assertion_that_its_scrubber_knows() {
+        for encoding in [BodyEncoding::Form, BodyEncoding::Json] {
+            let request = request(encoding);
+            let prepared = request.prepare().expect("prepared");
+            let first = prepared.attempt(request.scrubber()).expect("attempt");
+            let second = prepared.attempt(request.scrubber()).expect("attempt");
+            let assertion = |attempt: &Attempt| {
+                body_fields(attempt, encoding)
+                    .into_iter()
+                    .find(|(name, _)| name == "client_assertion")
+                    .map(|(_, value)| value)
+                    .expect("an assertion")
+            };
+            let names: Vec<String> = body_fields(&first, encoding)
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+            let mut expected = vec![
+                "grant_type",
+                "client_id",
+                "client_assertion_type",
+                "client_assertion",
+            ];
+            if encoding == BodyEncoding::Json {
+                expected.sort_unstable();
+            }
+            assert_eq!(names, expected);
+            let jwt = assertion(&first);
+            assert_ne!(jwt, assertion(&second), "a new assertion per attempt");
+            let echoed = format!("rejected assertion {jwt}");
+            assert_eq!(
+                first.scrubber.scrub(&echoed),
+                "rejected assertion [redacted]"
+            );
+            assert!(!format!("{prepared:?} {request:?}").contains(&jwt));
+        }
     }
 }

@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use url::{Host, Url};
 
+use crate::assertion::ClientAssertion;
 use crate::error::Error;
 use crate::scrub::Scrubber;
 
@@ -36,7 +37,9 @@ impl BodyEncoding {
     }
 }
 
-/// Where the client credentials go (RFC 6749 §2.3.1).
+/// How the client authenticates: its secret in the body or in an HTTP Basic
+/// header (RFC 6749 §2.3.1), or a JWT signed with its private key
+/// (`private_key_jwt`, RFC 7523 §2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
@@ -48,15 +51,25 @@ pub enum ClientAuth {
     /// id and secret each form-urlencoded before base64, as §2.3.1 requires.
     #[serde(alias = "client_secret_basic")]
     Basic,
+    /// A JWT client assertion signed with the client's private key, sent
+    /// with `client_id` as body parameters, and no secret
+    /// (`private_key_jwt`); see [`ClientAssertion`].
+    PrivateKeyJwt,
 }
 
 impl ClientAuth {
-    /// The config spelling: `post` or `basic`.
+    /// The config spelling: `post`, `basic` or `private_key_jwt`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Body => "post",
             Self::Basic => "basic",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
+    }
+
+    /// Whether the client authenticates with a secret (`post` or `basic`).
+    pub fn uses_secret(self) -> bool {
+        !matches!(self, Self::PrivateKeyJwt)
     }
 }
 
@@ -89,6 +102,7 @@ pub struct TokenRequest {
     client_id: Option<String>,
     encoding: BodyEncoding,
     params: Vec<Param>,
+    assertion: Option<ClientAssertion>,
     headers: HeaderMap,
     timeout: Option<Duration>,
     default_lifetime: Option<Duration>,
@@ -108,6 +122,7 @@ impl TokenRequest {
             params: Vec::new(),
             client_id: None,
             basic: None,
+            assertion: None,
             headers: HeaderMap::new(),
             timeout: None,
             default_lifetime: None,
@@ -141,6 +156,11 @@ impl TokenRequest {
             ParamValue::Plain(value) if param.name == name => Some(value.as_str()),
             _ => None,
         })
+    }
+
+    /// The client assertion minted for each request, with `private_key_jwt`.
+    pub fn client_assertion(&self) -> Option<&ClientAssertion> {
+        self.assertion.as_ref()
     }
 
     /// The extra headers, including a Basic `Authorization` (marked sensitive).
@@ -223,6 +243,7 @@ impl fmt::Debug for TokenRequest {
             .field("url", &self.url.as_str())
             .field("encoding", &self.encoding)
             .field("params", &params)
+            .field("assertion", &self.assertion)
             .field("headers", &self.headers)
             .field("timeout", &self.timeout)
             .finish()
@@ -236,6 +257,7 @@ pub struct TokenRequestBuilder {
     params: Vec<Param>,
     client_id: Option<String>,
     basic: Option<(String, SecretString)>,
+    assertion: Option<ClientAssertion>,
     headers: HeaderMap,
     timeout: Option<Duration>,
     default_lifetime: Option<Duration>,
@@ -252,6 +274,12 @@ impl fmt::Debug for TokenRequestBuilder {
 }
 
 impl TokenRequestBuilder {
+    /// The token endpoint's URL, as given (it is checked by
+    /// [`build`](Self::build)).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Sends the body as `application/json`.
     pub fn json(mut self) -> Self {
         self.encoding = BodyEncoding::Json;
@@ -303,8 +331,23 @@ impl TokenRequestBuilder {
         self
     }
 
-    /// Authenticates the client: `client_id` and `client_secret` appended to
-    /// the body here, or an HTTP Basic header.
+    /// Authenticates the client with `private_key_jwt`: `client_id` is
+    /// appended to the body here, and every time the request is sent a new
+    /// assertion from `assertion` follows as `client_assertion_type` and
+    /// `client_assertion`.
+    pub fn client_assertion(mut self, assertion: ClientAssertion) -> Self {
+        let client_id = assertion.client_id().to_owned();
+        self.client_id = Some(client_id.clone());
+        self.assertion = Some(assertion);
+        self.param("client_id", client_id)
+    }
+
+    /// Authenticates the client with a secret: `client_id` and
+    /// `client_secret` appended to the body here
+    /// ([`ClientAuth::Body`]), or an HTTP Basic header
+    /// ([`ClientAuth::Basic`]). [`ClientAuth::PrivateKeyJwt`] takes no
+    /// secret: use [`client_assertion`](Self::client_assertion); here it
+    /// sends the secret in the body.
     pub fn client_credentials(
         mut self,
         auth: ClientAuth,
@@ -314,7 +357,7 @@ impl TokenRequestBuilder {
         let client_id = client_id.into();
         self.client_id = Some(client_id.clone());
         match auth {
-            ClientAuth::Body => self
+            ClientAuth::Body | ClientAuth::PrivateKeyJwt => self
                 .param("client_id", client_id)
                 .secret_param("client_secret", client_secret),
             ClientAuth::Basic => {
@@ -375,6 +418,7 @@ impl TokenRequestBuilder {
             client_id: self.client_id,
             encoding: self.encoding,
             params: self.params,
+            assertion: self.assertion,
             headers,
             timeout: self.timeout,
             default_lifetime: self.default_lifetime,

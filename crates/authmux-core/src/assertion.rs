@@ -1,0 +1,226 @@
+//! `private_key_jwt` client authentication (RFC 7523 §2.2, OpenID Connect
+//! Core §9): a JWT signed with the client's private key, minted anew for
+//! every request and sent in place of a client secret.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::signing::{SigningAlgorithm, SigningKey};
+
+/// The `client_assertion_type` of a JWT client assertion.
+pub const JWT_BEARER_ASSERTION_TYPE: &str =
+    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// How long an assertion is valid: `exp` is `iat` plus this. Long enough
+/// for a server whose clock is a little behind, short enough that a leaked
+/// assertion is soon useless.
+pub const ASSERTION_LIFETIME: Duration = Duration::from_secs(120);
+
+/// Random bytes in each `jti`: 128 bits.
+const JTI_BYTES: usize = 16;
+
+/// Mints the JWT client assertions of one client: `iss` and `sub` are its
+/// id, `aud` the server's, and every assertion has a fresh `jti`, `iat`
+/// and `exp` and is signed with the client's key.
+///
+/// ```text
+/// {"alg":"RS256","typ":"JWT","kid":"key-1"}
+/// {"iss":"<client id>","sub":"<client id>","aud":"<audience>","jti":"<128 random bits>",
+///  "iat":1767225600,"exp":1767225720}
+/// ```
+///
+/// Cloning is cheap. `Debug` shows the client, audience, algorithm, `kid`
+/// and key thumbprint, never the key.
+#[derive(Clone)]
+pub struct ClientAssertion {
+    client_id: Arc<str>,
+    audience: Arc<str>,
+    key: SigningKey,
+    algorithm: SigningAlgorithm,
+    kid: Option<Arc<str>>,
+    /// The base64url JWS header, the same in every assertion.
+    header: Arc<str>,
+}
+
+impl fmt::Debug for ClientAssertion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientAssertion")
+            .field("client_id", &self.client_id)
+            .field("audience", &self.audience)
+            .field("algorithm", &self.algorithm)
+            .field("kid", &self.kid)
+            .field("thumbprint", &self.key.thumbprint())
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct Header<'a> {
+    alg: &'a str,
+    typ: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kid: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    jti: &'a str,
+    iat: u64,
+    exp: u64,
+}
+
+impl ClientAssertion {
+    /// Assertions for `client_id` to `audience`, signed by `key` with
+    /// `algorithm` (the key's default when `None`), with `kid` in the
+    /// header when given.
+    ///
+    /// # Errors
+    ///
+    /// A config error when `algorithm` does not fit the key, such as
+    /// `client_assertion_alg: ES256 does not fit the RSA key of
+    /// client_assertion_key; use RS256 or PS256`.
+    pub fn new(
+        client_id: &str,
+        audience: &str,
+        key: SigningKey,
+        algorithm: Option<SigningAlgorithm>,
+        kid: Option<&str>,
+    ) -> Result<Self, Error> {
+        let algorithm = algorithm.unwrap_or(key.default_algorithm());
+        if !key.algorithms().contains(&algorithm) {
+            let fits: Vec<&str> = key.algorithms().iter().map(|alg| alg.as_str()).collect();
+            return Err(Error::config(format!(
+                "client_assertion_alg: {algorithm} does not fit the {} key of \
+                 client_assertion_key; use {}",
+                key.key_type(),
+                fits.join(" or ")
+            )));
+        }
+        let header = serde_json::to_vec(&Header {
+            alg: algorithm.as_str(),
+            typ: "JWT",
+            kid,
+        })
+        .map_err(|_| Error::config("client_assertion_kid: cannot be written as JSON"))?;
+        Ok(Self {
+            client_id: Arc::from(client_id),
+            audience: Arc::from(audience),
+            key,
+            algorithm,
+            kid: kid.map(Arc::from),
+            header: Arc::from(URL_SAFE_NO_PAD.encode(header)),
+        })
+    }
+
+    /// The client id: `iss` and `sub`.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The `aud` of every assertion.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// The signature algorithm.
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.algorithm
+    }
+
+    /// The RFC 7638 thumbprint of the signing key's public part. It is part
+    /// of the token identity.
+    pub fn thumbprint(&self) -> &str {
+        self.key.thumbprint()
+    }
+
+    /// A new signed assertion, valid for [`ASSERTION_LIFETIME`] from now.
+    ///
+    /// # Errors
+    ///
+    /// When the system's random number generator or the signature fails.
+    pub fn mint(&self) -> Result<SecretString, Error> {
+        let mut random = [0_u8; JTI_BYTES];
+        SystemRandom::new().fill(&mut random).map_err(|_| {
+            Error::config("client_assertion: the system's random number generator failed")
+        })?;
+        let jti = URL_SAFE_NO_PAD.encode(random);
+        let iat = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let claims = serde_json::to_vec(&Claims {
+            iss: &self.client_id,
+            sub: &self.client_id,
+            aud: &self.audience,
+            jti: &jti,
+            iat,
+            exp: iat + ASSERTION_LIFETIME.as_secs(),
+        })
+        .map_err(|_| Error::config("client_assertion: the claims do not serialize"))?;
+        let mut jwt = String::with_capacity(self.header.len() + claims.len() * 4 / 3 + 400);
+        jwt.push_str(&self.header);
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut jwt);
+        let signature = self
+            .key
+            .sign(self.algorithm, jwt.as_bytes())
+            .map_err(|error| Error::config(format!("client_assertion: {}", error.message())))?;
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut jwt);
+        Ok(SecretString::from(jwt))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret as _;
+
+    #[test]
+    fn every_assertion_is_new_and_names_the_client() {
+        let key = SigningKey::generate_p256().expect("key");
+        let assertion =
+            ClientAssertion::new("client-1", "https://idp/", key, None, Some("k1")).expect("ok");
+        let first = assertion.mint().expect("mint");
+        let second = assertion.mint().expect("mint");
+        assert_ne!(first.expose_secret(), second.expose_secret());
+        let part = |jwt: &SecretString, index: usize| -> serde_json::Value {
+            let segment = jwt.expose_secret().split('.').nth(index).expect("segment");
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).expect("b64")).expect("json")
+        };
+        assert_eq!(
+            part(&first, 0),
+            serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "k1"})
+        );
+        let claims = part(&first, 1);
+        assert_eq!(claims["iss"], "client-1");
+        assert_eq!(claims["sub"], "client-1");
+        assert_eq!(claims["aud"], "https://idp/");
+        assert_eq!(
+            claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat"),
+            ASSERTION_LIFETIME.as_secs()
+        );
+        assert!(!format!("{assertion:?}").contains(first.expose_secret()));
+    }
+
+    #[test]
+    fn an_algorithm_that_does_not_fit_the_key_is_a_config_error() {
+        let key = SigningKey::generate_p256().expect("key");
+        let error = ClientAssertion::new("c", "a", key, Some(SigningAlgorithm::PS256), None)
+            .expect_err("PS256 with an EC key");
+        assert_eq!(
+            error.to_string(),
+            "client_assertion_alg: PS256 does not fit the EC key of client_assertion_key; use ES256"
+        );
+    }
+}
