@@ -21,7 +21,10 @@ fn the_example_config_uses_every_option_of_the_real_types() {
         jail.create_file("authmux.toml", &example)?;
         jail.set_env("MENTION_ME_CLIENT_SECRET", "from-the-environment");
         jail.set_env("AUTH0_CLIENT_SECRET", "from-the-environment");
-        jail.set_env("TOKEN_STORE_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+        jail.set_env(
+            "TOKEN_STORE_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        );
         let config = Config::load(None).expect("the example parses");
         assert_eq!(
             config.defaults,
@@ -38,7 +41,11 @@ fn the_example_config_uses_every_option_of_the_real_types() {
             Duration::from_secs(5)
         );
         let store = registry.store().expect("the example has a store");
-        assert!(store.describe().starts_with("file "), "{}", store.describe());
+        assert!(
+            store.describe().starts_with("file "),
+            "{}",
+            store.describe()
+        );
         assert!(store.is_encrypted());
         assert!(!config.clients["api"].store, "store = false");
         assert!(config.clients["okta"].store, "stored by default");

@@ -105,9 +105,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use authmux_core::EndpointBuilder;
-use authmux_core::wire::{
-    ClientAuth, PreparedRequest, RequestSource, join_url, require, validate_url,
-};
+use authmux_core::wire::{ClientAuth, PreparedRequest, RequestSource, join_url, validate_url};
 use authmux_core::{
     BuildContext, ClientCredentials, ClientSecret, Endpoint, Error, ExposeSecret, Provider,
     Scrubber, SecretString, SharedTokenSource, TokenIdentity,
@@ -118,6 +116,13 @@ use oauth2::{AuthType, Scope, TokenUrl};
 use serde::Deserialize;
 use url::Url;
 
+mod discovery;
+mod source;
+
+use discovery::DiscoveringSource;
+pub use discovery::ServerMetadata;
+pub use source::OAuth2Source;
+
 /// The provider's name in configs, errors and logs.
 pub const NAME: &str = "oauth2";
 
@@ -127,8 +132,14 @@ pub const NAME: &str = "oauth2";
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Config {
     /// The token endpoint. `https` unless the host is loopback or
-    /// `allow_insecure_http` is set.
+    /// `allow_insecure_http` is set. Required unless `issuer` is set.
+    #[serde(default)]
     pub token_url: String,
+    /// The authorization server's issuer identifier, instead of
+    /// `token_url`: the token endpoint is then read from the issuer's
+    /// metadata on the first fetch (see [Discovery](crate#discovery)).
+    #[serde(default)]
+    pub issuer: Option<String>,
     /// The client id.
     pub client_id: String,
     /// The client secret: inline, `{ env = "…" }` or `{ file = "…" }`.
@@ -248,12 +259,27 @@ impl OAuth2Builder {
     }
 
     /// Validates the settings, reads the secret and builds the source.
+    /// Does no network I/O: with an issuer, the token endpoint is
+    /// discovered on the first fetch.
+    pub fn build(self) -> Result<OAuth2Source, Error> {
+        match self.config.issuer.clone() {
+            None => self.build_fixed().map(OAuth2Source::from),
+            Some(_) if !self.config.token_url.trim().is_empty() => Err(Error::config(
+                "issuer: set either issuer or token_url, not both",
+            )),
+            Some(issuer) => DiscoveringSource::build(self, issuer).map(OAuth2Source::from),
+        }
+    }
+
+    /// The source for a known token endpoint.
     ///
     /// The `oauth2` crate builds the request here, once; each fetch sends
     /// a copy of it, with a fresh DPoP proof when DPoP is on.
-    pub fn build(self) -> Result<RequestSource, Error> {
+    fn build_fixed(self) -> Result<RequestSource, Error> {
         let config = self.config;
-        require("token_url", &config.token_url)?;
+        if config.token_url.trim().is_empty() {
+            return Err(Error::config("token_url: required unless issuer is set"));
+        }
         let mut token_url = validate_url(&config.token_url, self.endpoint.allow_insecure_http)
             .map_err(|error| Error::config(format!("token_url: {}", error.message())))?;
         if let Some(base_url) = &self.endpoint.base_url {
@@ -410,6 +436,7 @@ impl OAuth2Provider {
     ) -> OAuth2Builder {
         OAuth2Config {
             token_url: token_url.into(),
+            issuer: None,
             client_id: client_id.into(),
             client_secret: client_secret.into(),
             scopes: Vec::new(),
@@ -420,6 +447,18 @@ impl OAuth2Provider {
             accept_bearer_downgrade: false,
         }
         .builder()
+    }
+
+    /// Starts building a source for one client of the authorization server
+    /// `issuer`, whose token endpoint is discovered on the first fetch.
+    pub fn from_issuer(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<ClientSecret>,
+    ) -> OAuth2Builder {
+        let mut builder = Self::builder("", client_id, client_secret);
+        builder.config.issuer = Some(issuer.into());
+        builder
     }
 }
 
@@ -448,7 +487,30 @@ mod tests {
     #[test]
     fn builder_errors_name_the_field() {
         let https = "https://idp.example/token";
-        assert_eq!(config_error(builder("")), "token_url: must not be empty");
+        assert_eq!(
+            config_error(builder("")),
+            "token_url: required unless issuer is set"
+        );
+        let mut both =
+            OAuth2Provider::from_issuer("https://idp.example", "id", ClientSecret::inline("s"));
+        both.config.token_url = https.to_owned();
+        assert_eq!(
+            config_error(both),
+            "issuer: set either issuer or token_url, not both"
+        );
+        let error = config_error(OAuth2Provider::from_issuer(
+            "http://idp.example",
+            "id",
+            ClientSecret::inline("s"),
+        ));
+        assert!(error.starts_with("issuer: "), "{error}");
+        assert!(error.contains("allow_insecure_http"), "{error}");
+        let error = config_error(OAuth2Provider::from_issuer(
+            "https://idp.example",
+            "id",
+            ClientSecret::inline(""),
+        ));
+        assert_eq!(error, "client_secret: must not be empty");
         let error = config_error(builder("http://idp.example/token"));
         assert!(error.starts_with("token_url: "), "{error}");
         assert!(error.contains("allow_insecure_http"), "{error}");
@@ -483,13 +545,13 @@ mod tests {
     fn plain_http_needs_loopback_or_consent() {
         for url in ["http://127.0.0.1:8080/token", "http://localhost/token"] {
             let provider = builder(url).build().expect("loopback");
-            assert_eq!(provider.token_url(), url);
+            assert_eq!(provider.token_url(), Some(url));
         }
         let provider = builder("http://idp.internal/token")
             .allow_insecure_http(true)
             .build()
             .expect("allowed");
-        assert_eq!(provider.token_url(), "http://idp.internal/token");
+        assert_eq!(provider.token_url(), Some("http://idp.internal/token"));
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! | Auth0 | [`AUTH0_PATH`] | JSON or form, `audience` | a JWT, `"expires_in":86400`, `DPoP` when a proof came |
 //! | RFC 6749 | [`OAUTH2_PATH`] | form, Basic or body credentials | `"token_type":"Bearer"`, `scope` echoed |
 //!
+//! [`METADATA_PATH`] serves RFC 8414 metadata naming the RFC 6749 endpoint,
+//! for clients configured with an `issuer` ([`TokenServer::issuer`]);
+//! [`serve_metadata`](TokenServer::serve_metadata) changes or removes it.
+//!
 //! Errors come in each provider's own shape (`{"code":"401","message":…}`
 //! for Mention Me, `{"error":…}` for 360Learning, `{"error",
 //! "error_description"}` elsewhere). Knobs make the next requests fail
@@ -82,6 +86,9 @@ pub const LEARNING360_PATH: &str = "/api/v2/oauth2/token";
 pub const AUTH0_PATH: &str = "/oauth/token";
 /// The generic RFC 6749 server's token path.
 pub const OAUTH2_PATH: &str = "/oauth2/token";
+/// Where the server's RFC 8414 metadata is served, for `oauth2` clients
+/// configured with `issuer = `[`TokenServer::issuer`].
+pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 
 /// Which provider's format a path speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +147,9 @@ struct Knobs {
     expires_in: Option<i64>,
     dpop_nonce: Option<String>,
     client: Option<(String, String)>,
+    /// What the metadata path answers when not the default document:
+    /// `Some(None)` is a 404.
+    metadata: Option<Option<Value>>,
     recorded: Vec<Recorded>,
     issued: u64,
 }
@@ -200,6 +210,25 @@ impl TokenServer {
     /// The generic RFC 6749 endpoint: `token_url` of `oauth2` clients.
     pub fn oauth2_token_url(&self) -> String {
         format!("{}{OAUTH2_PATH}", self.base_url())
+    }
+
+    /// The issuer identifier, `http://127.0.0.1:<port>`: the `issuer` of
+    /// `oauth2` clients that discover the token endpoint.
+    pub fn issuer(&self) -> String {
+        self.base_url()
+    }
+
+    /// The metadata document served at [`METADATA_PATH`] by default: this
+    /// issuer, [`oauth2_token_url`](Self::oauth2_token_url) as the token
+    /// endpoint, Basic and body credentials, and ES256 DPoP proofs.
+    pub fn default_metadata(&self) -> Value {
+        default_metadata(&self.issuer())
+    }
+
+    /// Serves `metadata` at [`METADATA_PATH`] instead of the default
+    /// document; `None` answers 404 there.
+    pub fn serve_metadata(&self, metadata: Option<Value>) {
+        self.knobs().metadata = Some(metadata);
     }
 
     /// Only `client_id` with `client_secret` gets tokens; anything else is
@@ -284,13 +313,17 @@ async fn answer(
         .await
         .map(|collected| collected.to_bytes())
         .unwrap_or_default();
-    let recorded = record(parts.uri.path(), parts.headers, &body);
+    let recorded = record(parts.uri.path(), parts.headers.clone(), &body);
     let delay = knobs.lock().unwrap_or_else(PoisonError::into_inner).delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let mut knobs = knobs.lock().unwrap_or_else(PoisonError::into_inner);
-    let response = respond(&mut knobs, &recorded);
+    let response = if recorded.path == METADATA_PATH {
+        metadata(&knobs, &parts.headers)
+    } else {
+        respond(&mut knobs, &recorded)
+    };
     knobs.recorded.push(recorded);
     Ok(response)
 }
@@ -330,6 +363,21 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
             .map(|(_, value)| value.into_owned())
     };
     Some((unescape(id)?, unescape(secret)?))
+}
+
+/// The metadata document, whose URLs name the host the request was sent to.
+fn metadata(knobs: &Knobs, headers: &HeaderMap) -> Response<Full<Bytes>> {
+    let document = match &knobs.metadata {
+        Some(chosen) => chosen.clone(),
+        None => headers
+            .get(hyper::header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .map(|host| default_metadata(&format!("http://{host}"))),
+    };
+    match document {
+        Some(document) => reply(200, document),
+        None => reply(404, json!({"error": "not_found"})),
+    }
 }
 
 fn respond(knobs: &mut Knobs, request: &Recorded) -> Response<Full<Bytes>> {
@@ -452,6 +500,16 @@ fn error(flavor: Flavor, status: u16, code: &str) -> Response<Full<Bytes>> {
         _ => json!({"error": code, "error_description": description}),
     };
     reply(status, body)
+}
+
+fn default_metadata(issuer: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}{OAUTH2_PATH}"),
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "grant_types_supported": ["client_credentials"],
+        "dpop_signing_alg_values_supported": ["ES256"],
+    })
 }
 
 /// An unsigned JWT-shaped token whose payload is `claims` plus `iat`,
