@@ -243,7 +243,18 @@ impl DiscoveringSource {
     async fn fetch_metadata(&self) -> Result<ServerMetadata, Error> {
         let urls = metadata_urls(&self.issuer_url);
         for url in &urls {
-            let response = self.http.get_json(url, self.timeout).await?;
+            let response = self
+                .http
+                .get_json(url, self.timeout)
+                .await
+                .map_err(|error| {
+                    Error::new(
+                        error.kind(),
+                        format!("issuer {}: {}", self.issuer, error.message()),
+                    )
+                    .with_endpoint(url)
+                    .with_source(error)
+                })?;
             let status = response.status();
             if status == 404 {
                 continue;

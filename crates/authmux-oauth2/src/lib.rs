@@ -86,9 +86,48 @@
 //! # allow_insecure_http = false
 //! ```
 //!
+//! Instead of `token_url`, `issuer = "https://idp.example.com"` discovers
+//! the token endpoint; see [Discovery](#discovery). Exactly one of the two
+//! is required.
+//!
 //! Scopes and extra params are part of the token's identity, the key under
 //! which tokens are cached, so clients that differ in any of them never
 //! share a token. Extra params are not treated as secrets.
+//!
+//! # Discovery
+//!
+//! Built with [`OAuth2Provider::from_issuer`] (or `issuer` in a config),
+//! the source reads the issuer's metadata on its first fetch: building it
+//! does no network I/O. The request is
+//!
+//! ```text
+//! GET https://idp.example.com/.well-known/oauth-authorization-server
+//! accept: application/json
+//! ```
+//!
+//! and, if that answers 404, OpenID Connect Discovery's
+//! `https://idp.example.com/.well-known/openid-configuration`. For an
+//! issuer with a path, `https://idp.example.com/tenant`, RFC 8414 §3 puts
+//! the well-known segment between host and path
+//! (`/.well-known/oauth-authorization-server/tenant`) while OpenID Connect
+//! appends it (`/tenant/.well-known/openid-configuration`). An answer
+//! other than 2xx or 404 stops there. The metadata is checked:
+//!
+//! * its `issuer` must equal the configured issuer exactly;
+//! * its `token_endpoint` must be https (loopback or `allow_insecure_http`
+//!   aside), like a configured `token_url`;
+//! * [`ClientAuth::metadata_name`] of `auth_style` must be in
+//!   `token_endpoint_auth_methods_supported`, which RFC 8414 defaults to
+//!   `client_secret_basic` alone;
+//! * with DPoP, `ES256` must be in `dpop_signing_alg_values_supported`.
+//!
+//! A mismatch is an error of kind `Config` naming the issuer. Requests use
+//! the same HTTP client, timeouts and body cap as the token request. The
+//! metadata is kept for the life of the source
+//! ([`OAuth2Source::metadata`]); a failed discovery answers every fetch
+//! with its error until a backoff ends (1 s, doubling with each failure up
+//! to 5 min), then is tried again. `authmux check` discovers at once and
+//! shows the endpoint found ([`TokenSource::discover`](authmux_core::TokenSource::discover)).
 //!
 //! # DPoP
 //!

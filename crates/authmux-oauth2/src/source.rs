@@ -17,13 +17,13 @@ pub struct OAuth2Source(Kind);
 
 #[derive(Clone, Debug)]
 enum Kind {
-    Fixed(RequestSource),
+    Fixed(Box<RequestSource>),
     Discovering(Arc<DiscoveringSource>),
 }
 
 impl From<RequestSource> for OAuth2Source {
     fn from(source: RequestSource) -> Self {
-        Self(Kind::Fixed(source))
+        Self(Kind::Fixed(Box::new(source)))
     }
 }
 
