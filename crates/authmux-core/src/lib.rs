@@ -74,6 +74,9 @@ pub mod cache;
 pub mod clock;
 pub mod dpop;
 pub mod error;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod provider;
 pub mod scrub;
 pub mod secret;
