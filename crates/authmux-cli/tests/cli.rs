@@ -558,6 +558,83 @@ audience = "https://api.example.com"
 }
 
 #[tokio::test]
+async fn check_shows_the_token_endpoint_discovered_from_an_issuer() {
+    let server = MockServer::start_async().await;
+    let issuer = server.url("/tenant");
+    let token_url = server.url("/tenant/oauth2/token");
+    let metadata = server
+        .mock_async(|when, then| {
+            when.method(Method::GET)
+                .path("/.well-known/oauth-authorization-server/tenant")
+                .header("accept", "application/json");
+            then.status(200).json_body(json!({
+                "issuer": issuer,
+                "token_endpoint": token_url,
+            }));
+        })
+        .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&format!(
+        r#"
+[clients.okta]
+provider = "oauth2"
+issuer = "{issuer}"
+client_id = "okta-client"
+client_secret = "{SECRET}"
+
+[clients.gone]
+provider = "oauth2"
+issuer = "{}"
+client_id = "gone-client"
+client_secret = "{SECRET}"
+"#,
+        server.url("/other")
+    ));
+    let config = config.to_str().expect("UTF-8 path");
+
+    let output = run(&scratch.dir, &["check", "--no-store", "--config", config]).await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(2), "a failed discovery is a problem");
+    let okta: Vec<&str> = stdout
+        .lines()
+        .find(|line| line.starts_with("okta"))
+        .expect("the okta line")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        okta,
+        [
+            "okta",
+            "oauth2",
+            token_url.as_str(),
+            "(issuer",
+            &format!("{issuer})")
+        ]
+    );
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("client \"gone\" (oauth2)"), "{stderr}");
+    assert!(
+        errors[0].contains(&format!("issuer {}: no metadata", server.url("/other"))),
+        "{stderr}"
+    );
+
+    let output = run(
+        &scratch.dir,
+        &["check", "--json", "--no-store", "--config", config],
+    )
+    .await;
+    let found: Value = serde_json::from_str(&parts(&output).1).expect("one JSON object");
+    assert_eq!(
+        found["clients"][1],
+        json!({"name": "okta", "provider": "oauth2", "token_url": token_url, "issuer": issuer})
+    );
+    assert_eq!(found["problems"].as_array().map(Vec::len), Some(1));
+    assert_eq!(metadata.calls_async().await, 2, "once per run");
+    assert_no_secret(&output);
+}
+
+#[tokio::test]
 async fn completions_are_generated_for_each_shell() {
     let scratch = Scratch::new();
     for shell in ["bash", "zsh", "fish"] {

@@ -17,6 +17,23 @@
 //!   in and a fleet shares them through, with a file store in [`store`];
 //! * [`Error`]: one error type with [`Error::is_transient`].
 //!
+//! # Features
+//!
+//! * `metrics` (off by default): every cache records through the
+//!   [`metrics`](https://docs.rs/metrics) facade, labelled by `client` and
+//!   `provider`, on its slow path only (a `get` served from memory records
+//!   nothing). The list, also in the `metrics` module:
+//!
+//!   | metric | kind | what |
+//!   |---|---|---|
+//!   | `authmux_token_requests_total` | counter | token requests, each retry included, by `outcome`: `ok`, `refused`, `rate_limited`, `server_error`, `transport`, `invalid_response` or `other` |
+//!   | `authmux_token_fetch_seconds` | histogram | seconds per token request |
+//!   | `authmux_refreshes_ahead_total` | counter | background refreshes started in a refresh window |
+//!   | `authmux_cooldowns_total` | counter | cool-downs entered after a failed fetch |
+//!   | `authmux_store_hits_total` | counter | fetches served by the token store |
+//!   | `authmux_store_misses_total` | counter | fetches the token store could not serve |
+//!   | `authmux_token_expires_in_seconds` | gauge | seconds until the cached token expires, set when it is cached |
+//!
 //! Provider crates (`authmux-auth0`, `authmux-mention-me`, …) implement
 //! [`TokenSource`] on top of the wire layer; the `authmux` facade picks them
 //! from a config file.
@@ -69,12 +86,16 @@
 //! in microseconds.
 //!
 //! [authmux]: https://github.com/authmux/authmux
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod assertion;
 pub mod cache;
 pub mod clock;
 pub mod dpop;
 pub mod error;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod provider;
 pub mod scrub;
 pub mod secret;

@@ -45,6 +45,14 @@ pub trait TokenSource: Send + Sync + 'static {
     fn dpop(&self) -> Option<&Dpop> {
         None
     }
+
+    /// The token endpoint, for a source that finds it at run time (from
+    /// an issuer's OAuth 2.0 metadata, say): found now if it was not yet,
+    /// then remembered. `Ok(None)`, the default, for a source whose
+    /// endpoint is fixed, [`TokenIdentity::endpoint`].
+    async fn discover(&self) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
 }
 
 /// A cheap, clonable handle to any [`TokenSource`].
@@ -80,6 +88,11 @@ impl SharedTokenSource {
     /// See [`TokenSource::dpop`].
     pub fn dpop(&self) -> Option<&Dpop> {
         self.0.dpop()
+    }
+
+    /// See [`TokenSource::discover`].
+    pub async fn discover(&self) -> Result<Option<String>, Error> {
+        self.0.discover().await
     }
 }
 

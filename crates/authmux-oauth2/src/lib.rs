@@ -113,9 +113,48 @@
 //! # client_assertion_audience = "https://idp.example.com"     # default: token_url
 //! ```
 //!
+//! Instead of `token_url`, `issuer = "https://idp.example.com"` discovers
+//! the token endpoint; see [Discovery](#discovery). Exactly one of the two
+//! is required.
+//!
 //! Scopes and extra params are part of the token's identity, the key under
 //! which tokens are cached, so clients that differ in any of them never
 //! share a token. Extra params are not treated as secrets.
+//!
+//! # Discovery
+//!
+//! Built with [`OAuth2Provider::from_issuer`] (or `issuer` in a config),
+//! the source reads the issuer's metadata on its first fetch: building it
+//! does no network I/O. The request is
+//!
+//! ```text
+//! GET https://idp.example.com/.well-known/oauth-authorization-server
+//! accept: application/json
+//! ```
+//!
+//! and, if that answers 404, OpenID Connect Discovery's
+//! `https://idp.example.com/.well-known/openid-configuration`. For an
+//! issuer with a path, `https://idp.example.com/tenant`, RFC 8414 §3 puts
+//! the well-known segment between host and path
+//! (`/.well-known/oauth-authorization-server/tenant`) while OpenID Connect
+//! appends it (`/tenant/.well-known/openid-configuration`). An answer
+//! other than 2xx or 404 stops there. The metadata is checked:
+//!
+//! * its `issuer` must equal the configured issuer exactly;
+//! * its `token_endpoint` must be https (loopback or `allow_insecure_http`
+//!   aside), like a configured `token_url`;
+//! * [`ClientAuth::metadata_name`] of `client_auth` must be in
+//!   `token_endpoint_auth_methods_supported`, which RFC 8414 defaults to
+//!   `client_secret_basic` alone;
+//! * with DPoP, `ES256` must be in `dpop_signing_alg_values_supported`.
+//!
+//! A mismatch is an error of kind `Config` naming the issuer. Requests use
+//! the same HTTP client, timeouts and body cap as the token request. The
+//! metadata is kept for the life of the source
+//! ([`OAuth2Source::metadata`]); a failed discovery answers every fetch
+//! with its error until a backoff ends (1 s, doubling with each failure up
+//! to 5 min), then is tried again. `authmux check` discovers at once and
+//! shows the endpoint found ([`TokenSource::discover`](authmux_core::TokenSource::discover)).
 //!
 //! # DPoP
 //!
@@ -134,7 +173,7 @@ use std::fmt;
 pub use authmux_core::EndpointBuilder;
 use authmux_core::source::CLIENT_ASSERTION_KEY_FIELD;
 use authmux_core::wire::{
-    BodyEncoding, ClientAuth, PreparedRequest, RequestSource, join_url, require, validate_url,
+    BodyEncoding, ClientAuth, PreparedRequest, RequestSource, join_url, validate_url,
 };
 use authmux_core::{
     AssertionSettings, BuildContext, ClientCredentials, ClientSecret, Credential, Endpoint, Error,
@@ -146,6 +185,13 @@ use oauth2::{AuthType, Scope, TokenUrl};
 use serde::Deserialize;
 use url::Url;
 
+mod discovery;
+mod source;
+
+use discovery::DiscoveringSource;
+pub use discovery::ServerMetadata;
+pub use source::OAuth2Source;
+
 /// The provider's name in configs, errors and logs.
 pub const NAME: &str = "oauth2";
 
@@ -155,8 +201,14 @@ pub const NAME: &str = "oauth2";
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Config {
     /// The token endpoint. `https` unless the host is loopback or
-    /// `allow_insecure_http` is set.
+    /// `allow_insecure_http` is set. Required unless `issuer` is set.
+    #[serde(default)]
     pub token_url: String,
+    /// The authorization server's issuer identifier, instead of
+    /// `token_url`: the token endpoint is then read from the issuer's
+    /// metadata on the first fetch (see [Discovery](crate#discovery)).
+    #[serde(default)]
+    pub issuer: Option<String>,
     /// The client id.
     pub client_id: String,
     /// The client secret: inline, `{ env = "…" }` or `{ file = "…" }`;
@@ -319,12 +371,27 @@ impl OAuth2Builder {
     }
 
     /// Validates the settings, reads the secret and builds the source.
+    /// Does no network I/O: with an issuer, the token endpoint is
+    /// discovered on the first fetch.
+    pub fn build(self) -> Result<OAuth2Source, Error> {
+        match self.config.issuer.clone() {
+            None => self.build_fixed().map(OAuth2Source::from),
+            Some(_) if !self.config.token_url.trim().is_empty() => Err(Error::config(
+                "issuer: set either issuer or token_url, not both",
+            )),
+            Some(issuer) => DiscoveringSource::build(self, issuer).map(OAuth2Source::from),
+        }
+    }
+
+    /// The source for a known token endpoint.
     ///
     /// The `oauth2` crate builds the request here, once; each fetch sends
     /// a copy of it, with a fresh DPoP proof when DPoP is on.
-    pub fn build(self) -> Result<RequestSource, Error> {
+    fn build_fixed(self) -> Result<RequestSource, Error> {
         let config = self.config;
-        require("token_url", &config.token_url)?;
+        if config.token_url.trim().is_empty() {
+            return Err(Error::config("token_url: required unless issuer is set"));
+        }
         let mut token_url = validate_url(&config.token_url, self.endpoint.allow_insecure_http)
             .map_err(|error| Error::config(format!("token_url: {}", error.message())))?;
         if let Some(base_url) = &self.endpoint.base_url {
@@ -533,6 +600,7 @@ impl OAuth2Provider {
     ) -> OAuth2Config {
         OAuth2Config {
             token_url,
+            issuer: None,
             client_id,
             client_secret,
             scopes: Vec::new(),
@@ -546,6 +614,18 @@ impl OAuth2Provider {
             dpop: DpopConfig::Disabled,
             accept_bearer_downgrade: false,
         }
+    }
+
+    /// Starts building a source for one client of the authorization server
+    /// `issuer`, whose token endpoint is discovered on the first fetch.
+    pub fn from_issuer(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<ClientSecret>,
+    ) -> OAuth2Builder {
+        let mut builder = Self::builder("", client_id, client_secret);
+        builder.config.issuer = Some(issuer.into());
+        builder
     }
 }
 
@@ -574,7 +654,30 @@ mod tests {
     #[test]
     fn builder_errors_name_the_field() {
         let https = "https://idp.example/token";
-        assert_eq!(config_error(builder("")), "token_url: must not be empty");
+        assert_eq!(
+            config_error(builder("")),
+            "token_url: required unless issuer is set"
+        );
+        let mut both =
+            OAuth2Provider::from_issuer("https://idp.example", "id", ClientSecret::inline("s"));
+        both.config.token_url = https.to_owned();
+        assert_eq!(
+            config_error(both),
+            "issuer: set either issuer or token_url, not both"
+        );
+        let error = config_error(OAuth2Provider::from_issuer(
+            "http://idp.example",
+            "id",
+            ClientSecret::inline("s"),
+        ));
+        assert!(error.starts_with("issuer: "), "{error}");
+        assert!(error.contains("allow_insecure_http"), "{error}");
+        let error = config_error(OAuth2Provider::from_issuer(
+            "https://idp.example",
+            "id",
+            ClientSecret::inline(""),
+        ));
+        assert_eq!(error, "client_secret: must not be empty");
         let error = config_error(builder("http://idp.example/token"));
         assert!(error.starts_with("token_url: "), "{error}");
         assert!(error.contains("allow_insecure_http"), "{error}");
@@ -609,13 +712,13 @@ mod tests {
     fn plain_http_needs_loopback_or_consent() {
         for url in ["http://127.0.0.1:8080/token", "http://localhost/token"] {
             let provider = builder(url).build().expect("loopback");
-            assert_eq!(provider.token_url(), url);
+            assert_eq!(provider.token_url(), Some(url));
         }
         let provider = builder("http://idp.internal/token")
             .allow_insecure_http(true)
             .build()
             .expect("allowed");
-        assert_eq!(provider.token_url(), "http://idp.internal/token");
+        assert_eq!(provider.token_url(), Some("http://idp.internal/token"));
     }
 
     #[test]

@@ -149,6 +149,38 @@ async fn the_audience_can_be_set_for_an_issuer() {
     assert_eq!(claims["aud"], "https://issuer.example.com");
 }
 
+#[tokio::test]
+async fn with_an_issuer_the_assertion_names_the_issuer_as_its_audience() {
+    let idp = TokenServer::start().await;
+    idp.expect_client_key(CLIENT_ID, &keys::public_jwk(keys::EC_JWK));
+    let config: OAuth2Config = serde_json::from_value(json!({
+        "issuer": idp.issuer(),
+        "client_id": CLIENT_ID,
+        "client_auth": "private_key_jwt",
+        "client_assertion_key": keys::EC_JWK,
+    }))
+    .expect("valid config");
+    let source = config.builder().build().expect("valid");
+    source.fetch_token().await.expect("a token");
+
+    let recorded = idp.recorded();
+    let token_request = recorded
+        .iter()
+        .find(|request| request.fields.get("client_assertion").is_some())
+        .expect("a token request");
+    assert_eq!(token_request.path, authmux_testkit::OAUTH2_PATH);
+    let claims = claims(
+        token_request.fields["client_assertion"]
+            .as_str()
+            .expect("assertion"),
+        &keys::public_jwk(keys::EC_JWK),
+        Algorithm::ES256,
+        &idp.issuer(),
+    );
+    assert_eq!(claims["aud"], idp.issuer().as_str());
+    assert_eq!(idp.issued(), 1);
+}
+
 #[test]
 fn config_reads_client_auth_and_the_assertion_keys() {
     let config: OAuth2Config = serde_json::from_value(json!({

@@ -32,7 +32,7 @@ fn builder(server: &MockServer) -> OAuth2Builder {
     OAuth2Provider::builder(server.url(PATH), CLIENT_ID, ClientSecret::inline(SECRET))
 }
 
-fn provider(server: &MockServer) -> authmux_core::wire::RequestSource {
+fn provider(server: &MockServer) -> authmux_oauth2::OAuth2Source {
     builder(server)
         .scopes(["read", "write"])
         .extra_param("audience", "https://api.example.com")
@@ -434,9 +434,7 @@ fn debug_never_shows_the_secret() {
     assert!(debug.contains(CLIENT_ID), "{debug}");
 }
 
-fn remote(
-    configure: impl FnOnce(OAuth2Builder) -> OAuth2Builder,
-) -> authmux_core::wire::RequestSource {
+fn remote(configure: impl FnOnce(OAuth2Builder) -> OAuth2Builder) -> authmux_oauth2::OAuth2Source {
     let builder = OAuth2Provider::builder(
         "https://idp.example.com/oauth2/token",
         CLIENT_ID,

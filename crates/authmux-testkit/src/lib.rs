@@ -12,6 +12,10 @@
 //! | Auth0 | [`AUTH0_PATH`] | JSON or form, `audience` | a JWT, `"expires_in":86400`, `DPoP` when a proof came |
 //! | RFC 6749 | [`OAUTH2_PATH`] | form, Basic or body credentials | `"token_type":"Bearer"`, `scope` echoed |
 //!
+//! [`METADATA_PATH`] serves RFC 8414 metadata naming the RFC 6749 endpoint,
+//! for clients configured with an `issuer` ([`TokenServer::issuer`]);
+//! [`serve_metadata`](TokenServer::serve_metadata) changes or removes it.
+//!
 //! Errors come in each provider's own shape (`{"code":"401","message":…}`
 //! for Mention Me, `{"error":…}` for 360Learning, `{"error",
 //! "error_description"}` elsewhere). Knobs make the next requests fail
@@ -89,6 +93,9 @@ pub const LEARNING360_PATH: &str = "/api/v2/oauth2/token";
 pub const AUTH0_PATH: &str = "/oauth/token";
 /// The generic RFC 6749 server's token path.
 pub const OAUTH2_PATH: &str = "/oauth2/token";
+/// Where the server's RFC 8414 metadata is served, for `oauth2` clients
+/// configured with `issuer = `[`TokenServer::issuer`].
+pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 
 /// Which provider's format a path speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +157,9 @@ struct Knobs {
     client: Option<(String, String)>,
     client_key: Option<(String, DecodingKey)>,
     assertion_ids: HashSet<String>,
+    /// What the metadata path answers when not the default document:
+    /// `Some(None)` is a 404.
+    metadata: Option<Option<Value>>,
     recorded: Vec<Recorded>,
     issued: u64,
 }
@@ -222,6 +232,26 @@ impl TokenServer {
     /// The generic RFC 6749 endpoint: `token_url` of `oauth2` clients.
     pub fn oauth2_token_url(&self) -> String {
         format!("{}{OAUTH2_PATH}", self.base_url())
+    }
+
+    /// The issuer identifier, `http://127.0.0.1:<port>`: the `issuer` of
+    /// `oauth2` clients that discover the token endpoint.
+    pub fn issuer(&self) -> String {
+        self.base_url()
+    }
+
+    /// The metadata document served at [`METADATA_PATH`] by default: this
+    /// issuer, [`oauth2_token_url`](Self::oauth2_token_url) as the token
+    /// endpoint, Basic, body and `private_key_jwt` client authentication,
+    /// and ES256 DPoP proofs.
+    pub fn default_metadata(&self) -> Value {
+        default_metadata(&self.issuer())
+    }
+
+    /// Serves `metadata` at [`METADATA_PATH`] instead of the default
+    /// document; `None` answers 404 there.
+    pub fn serve_metadata(&self, metadata: Option<Value>) {
+        self.knobs().metadata = Some(metadata);
     }
 
     /// Only `client_id` with `client_secret` gets tokens; anything else is
@@ -324,13 +354,17 @@ async fn answer(
         .await
         .map(|collected| collected.to_bytes())
         .unwrap_or_default();
-    let recorded = record(parts.uri.path(), parts.headers, &body);
+    let recorded = record(parts.uri.path(), parts.headers.clone(), &body);
     let delay = knobs.lock().unwrap_or_else(PoisonError::into_inner).delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let mut knobs = knobs.lock().unwrap_or_else(PoisonError::into_inner);
-    let response = respond(&mut knobs, &recorded);
+    let response = if recorded.path == METADATA_PATH {
+        metadata(&knobs, &parts.headers)
+    } else {
+        respond(&mut knobs, &recorded)
+    };
     knobs.recorded.push(recorded);
     Ok(response)
 }
@@ -372,6 +406,21 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
             .map(|(_, value)| value.into_owned())
     };
     Some((unescape(id)?, unescape(secret)?))
+}
+
+/// The metadata document, whose URLs name the host the request was sent to.
+fn metadata(knobs: &Knobs, headers: &HeaderMap) -> Response<Full<Bytes>> {
+    let document = match &knobs.metadata {
+        Some(chosen) => chosen.clone(),
+        None => headers
+            .get(hyper::header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .map(|host| default_metadata(&format!("http://{host}"))),
+    };
+    match document {
+        Some(document) => reply(200, document),
+        None => reply(404, json!({"error": "not_found"})),
+    }
 }
 
 fn respond(knobs: &mut Knobs, request: &Recorded) -> Response<Full<Bytes>> {
@@ -446,15 +495,20 @@ fn accepts_assertion(knobs: &mut Knobs, flavor: Flavor, request: &Recorded) -> b
     else {
         return false;
     };
-    let audience = match flavor {
-        Flavor::Auth0 => format!("http://{host}/"),
-        _ => format!("http://{host}{}", request.path),
+    // Auth0 wants its tenant URL; a standard server takes its token
+    // endpoint URL or, as RFC 7523 §3 allows, its issuer identifier.
+    let audiences = match flavor {
+        Flavor::Auth0 => vec![format!("http://{host}/")],
+        _ => vec![
+            format!("http://{host}{}", request.path),
+            format!("http://{host}"),
+        ],
     };
     let Ok(header) = jsonwebtoken::decode_header(assertion) else {
         return false;
     };
     let mut validation = Validation::new(header.alg);
-    validation.set_audience(&[audience]);
+    validation.set_audience(&audiences);
     validation.set_issuer(&[client_id]);
     validation.sub = Some(client_id.clone());
     validation.set_required_spec_claims(&["exp", "iat", "aud", "iss", "sub"]);
@@ -553,6 +607,17 @@ fn error(flavor: Flavor, status: u16, code: &str) -> Response<Full<Bytes>> {
         _ => json!({"error": code, "error_description": description}),
     };
     reply(status, body)
+}
+
+fn default_metadata(issuer: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}{OAUTH2_PATH}"),
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
+        "grant_types_supported": ["client_credentials"],
+        "dpop_signing_alg_values_supported": ["ES256"],
+    })
 }
 
 /// An unsigned JWT-shaped token whose payload is `claims` plus `iat`,

@@ -48,6 +48,10 @@
 //! The `redis` feature (off by default) adds the Redis token store,
 //! [`redis`] (`authmux-redis`), for `[store] kind = "redis"`; see [`store`].
 //!
+//! The `metrics` feature (off by default) records every cache's token
+//! requests, latency, refreshes, cool-downs, store hits and expiry through
+//! the `metrics` facade; see `authmux_core::metrics` for the list.
+//!
 //! The `reqwest-middleware` feature (off by default) adds
 //! `middleware::Authenticate`, which attaches tokens to outgoing requests
 //! and recovers from a rejected token once.

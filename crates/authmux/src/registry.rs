@@ -22,6 +22,7 @@ use crate::config::{ClientConfig, Config, ConfigError, Settings, not_compiled_in
 pub struct Client {
     name: Arc<str>,
     token_url: Arc<str>,
+    issuer: Option<Arc<str>>,
     cache: ManagedToken,
 }
 
@@ -31,6 +32,7 @@ impl fmt::Debug for Client {
             .field("name", &self.name)
             .field("provider", &self.provider())
             .field("token_url", &self.token_url)
+            .field("issuer", &self.issuer)
             .finish()
     }
 }
@@ -38,10 +40,15 @@ impl fmt::Debug for Client {
 impl Client {
     /// A client called `name` around a cache built elsewhere.
     pub fn new(name: &str, cache: ManagedToken) -> Self {
-        let token_url = Arc::from(cache.source().identity().endpoint());
+        let identity = cache.source().identity();
+        let issuer: Option<Arc<str>> = identity.get("issuer").map(Arc::from);
+        let token_url = issuer
+            .clone()
+            .unwrap_or_else(|| Arc::from(identity.endpoint()));
         Self {
             name: Arc::from(name),
             token_url,
+            issuer,
             cache,
         }
     }
@@ -56,9 +63,29 @@ impl Client {
         self.cache.source().provider()
     }
 
-    /// The token endpoint URL.
+    /// The token endpoint URL, as configured. For a client configured
+    /// with an `issuer`, the issuer: its endpoint is known only once
+    /// discovered, see [`token_endpoint`](Self::token_endpoint).
     pub fn token_url(&self) -> &str {
         &self.token_url
+    }
+
+    /// The issuer the token endpoint is discovered from, if the client is
+    /// configured with one.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
+    }
+
+    /// The token endpoint: [`token_url`](Self::token_url), or for a client
+    /// configured with an issuer, the endpoint its metadata names, read now
+    /// if no fetch has read it yet. An error names the client and the
+    /// issuer.
+    pub async fn token_endpoint(&self) -> Result<String, Error> {
+        match self.cache.source().discover().await {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => Ok(self.token_url.to_string()),
+            Err(error) => Err(error.with_client(&self.name).with_provider(self.provider())),
+        }
     }
 
     /// The client's token cache.

@@ -160,6 +160,40 @@ fn provider_type_errors_name_the_key_and_never_show_a_secret() {
     assert!(!format!("{problems:?}").contains("987654321"));
 }
 
+#[cfg(feature = "oauth2")]
+#[test]
+fn an_oauth2_client_needs_exactly_one_of_token_url_and_issuer() {
+    let build = |keys: &str| {
+        let config = Config::from_toml_str(&format!(
+            "[clients.okta]\nprovider = \"oauth2\"\nclient_id = \"id\"\nclient_secret = \"{SECRET}\"\n{keys}\n"
+        ))
+        .expect("the settings are fine");
+        Registry::from_config(&config)
+    };
+    assert_eq!(
+        problems(build("")),
+        ["clients.okta.token_url: required unless issuer is set"]
+    );
+    assert_eq!(
+        problems(build(
+            "issuer = \"https://idp.example.com\"\ntoken_url = \"https://idp.example.com/token\""
+        )),
+        ["clients.okta.issuer: set either issuer or token_url, not both"]
+    );
+    let problems = problems(build("issuer = \"http://idp.example.com\""));
+    assert!(
+        problems[0].starts_with("clients.okta.issuer: ")
+            && problems[0].contains("allow_insecure_http"),
+        "{problems:?}"
+    );
+    // Building does no I/O: the issuer is shown until a fetch or a check
+    // discovers the endpoint.
+    let registry = build("issuer = \"https://idp.example.com\"").expect("valid");
+    let client = registry.client("okta").expect("built");
+    assert_eq!(client.token_url(), "https://idp.example.com");
+    assert_eq!(client.issuer(), Some("https://idp.example.com"));
+}
+
 #[cfg(feature = "auth0")]
 #[test]
 fn every_problem_of_one_client_is_reported() {

@@ -1,4 +1,5 @@
-//! `authmux check`: validate the config and list its clients.
+//! `authmux check`: validate the config, list its clients and discover
+//! the token endpoints of clients configured with an issuer.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -16,9 +17,11 @@ Examples:
   authmux check --config deploy/authmux.toml || exit 1
   authmux check --json | jq '.clients[].name'
 
-The last line names the token store and whether it can be reached. A store
-that cannot be reached is reported but does not fail the check: tokens are
-then fetched without it.";
+A client configured with an issuer shows the token endpoint discovered from
+the issuer's metadata; a failed discovery is a problem. The last line names
+the token store and whether it can be reached. A store that cannot be
+reached is reported but does not fail the check: tokens are then fetched
+without it.";
 
 /// The arguments of `authmux check`.
 #[derive(Debug, Args)]
@@ -46,7 +49,12 @@ struct CheckJson<'a> {
 struct ClientJson<'a> {
     name: &'a str,
     provider: &'a str,
-    token_url: &'a str,
+    /// The token endpoint; for a client with an issuer, the discovered
+    /// one (or the issuer, if discovery failed).
+    token_url: String,
+    /// The issuer the token endpoint was discovered from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<&'a str>,
 }
 
 /// `authmux check`. The outer error is a failure to write the output.
@@ -82,16 +90,27 @@ pub(crate) async fn check(
     for (name, error) in registry.unavailable() {
         problems.push(format!("clients.{name}.provider: {}", error.message()));
     }
+    // Clients configured with an issuer read its metadata now: the one
+    // network request of a check besides the store's.
+    let mut clients = Vec::new();
+    for client in registry.clients() {
+        let token_url = match client.token_endpoint().await {
+            Ok(token_url) => token_url,
+            Err(error) => {
+                problems.push(error.to_string());
+                client.token_url().to_owned()
+            }
+        };
+        clients.push(ClientJson {
+            name: client.name(),
+            provider: client.provider(),
+            token_url,
+            issuer: client.issuer(),
+        });
+    }
     let found = CheckJson {
         file: loaded.file().map(|file| file.display().to_string()),
-        clients: registry
-            .clients()
-            .map(|client| ClientJson {
-                name: client.name(),
-                provider: client.provider(),
-                token_url: client.token_url(),
-            })
-            .collect(),
+        clients,
         store: Some(crate::store::status(&registry).await),
         problems: Vec::new(),
     };
@@ -133,13 +152,17 @@ fn report(
         .max()
         .unwrap_or(0);
     for client in &found.clients {
-        writeln!(
+        write!(
             stdout,
             "{:name_width$}  {:provider_width$}  {}",
             one_line(client.name),
             client.provider,
             client.token_url,
         )?;
+        match client.issuer {
+            Some(issuer) => writeln!(stdout, " (issuer {issuer})")?,
+            None => writeln!(stdout)?,
+        }
     }
     if let Some(store) = &found.store {
         writeln!(stdout, "{}", store.line())?;

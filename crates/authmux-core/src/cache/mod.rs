@@ -1,6 +1,7 @@
 //! The per-client token cache: lock-free reads, single-flight fetches,
 //! refresh ahead, retries and cool-down.
 
+mod metrics;
 mod policy;
 mod store;
 
@@ -28,6 +29,7 @@ use crate::source::SharedTokenSource;
 use crate::store::SharedTokenStore;
 use crate::token::Token;
 
+use self::metrics::{CacheMetrics, Stopwatch};
 use self::store::{Obtained, StoreBinding};
 
 /// A cached token and its schedule, in clock ticks for the hot path.
@@ -174,6 +176,8 @@ struct Shared {
     policy: CachePolicy,
     clock: Clock,
     store: Option<StoreBinding>,
+    /// Recorded on the slow path only: never by a `get` served from memory.
+    metrics: CacheMetrics,
 }
 
 /// A token cache for one client: fetches once, shares the token with every
@@ -262,6 +266,7 @@ impl ManagedTokenBuilder {
         let store = self
             .store
             .and_then(|store| StoreBinding::new(store, &self.source, &client));
+        let metrics = CacheMetrics::new(&client, self.source.provider());
         ManagedToken {
             shared: Arc::new(Shared {
                 current: ArcSwapOption::empty(),
@@ -273,6 +278,7 @@ impl ManagedTokenBuilder {
                 policy: self.policy,
                 clock: self.clock,
                 store,
+                metrics,
             }),
         }
     }
@@ -544,6 +550,7 @@ impl Shared {
         };
         tracing::debug!(client = %self.client, "refresh window open; refreshing in the background");
         self.start_flight(state, &runtime, now);
+        self.metrics.refresh_ahead();
         // Whatever this refresh brings, the next one waits a cool-down.
         self.refresh_quiet_until.fetch_max(
             now.saturating_add(ticks(self.policy.cooldown)),
@@ -694,6 +701,7 @@ impl Shared {
         let retry = &self.policy.retry;
         let mut attempt = 1;
         loop {
+            let stopwatch = Stopwatch::start();
             let outcome = tokio::time::timeout_at(deadline, self.source.fetch_token())
                 .await
                 .unwrap_or_else(|_| {
@@ -705,6 +713,7 @@ impl Shared {
                         ),
                     ))
                 });
+            self.metrics.token_request(stopwatch, &outcome);
             let error = match outcome {
                 Ok(token) => return Ok(token),
                 Err(error) => error
@@ -787,6 +796,7 @@ impl Shared {
                     self.clock.wake_at(slot.fresh_until);
                     self.clock.wake_at(slot.usable_until);
                     self.current.store(Some(Arc::clone(&slot)));
+                    self.metrics.installed(slot.token.expires_in());
                     tracing::debug!(
                         lifetime_s = slot.token.lifetime().as_secs(),
                         refresh_in_s = schedule
@@ -815,6 +825,7 @@ impl Shared {
                     state.last_error = Some(error.clone());
                     self.refresh_quiet_until.fetch_max(until, Ordering::AcqRel);
                     self.clock.wake_at(until);
+                    self.metrics.cooldown();
                     tracing::warn!(
                         error = %error,
                         failures = state.failures,

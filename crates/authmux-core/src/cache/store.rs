@@ -130,11 +130,16 @@ impl Shared {
         let unwanted = self.unwanted();
         match store.get(&binding.keys.token).await {
             Ok(value) => {
-                if let Some(adopted) = self.adopt(binding, value, &unwanted) {
+                let adopted = self.adopt(binding, value, &unwanted);
+                self.metrics.store_read(adopted.is_some());
+                if let Some(adopted) = adopted {
                     return Ok(adopted);
                 }
             }
-            Err(error) => return self.fetch_alone(&error, deadline).await,
+            Err(error) => {
+                self.metrics.store_read(false);
+                return self.fetch_alone(&error, deadline).await;
+            }
         }
         let holder = format!("{:032x}", rand::random::<u128>());
         // Leave the fetch itself at least half of its deadline.

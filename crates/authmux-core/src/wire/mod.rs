@@ -217,6 +217,25 @@ impl HttpClient {
         Ok((response, retry.scrubber))
     }
 
+    /// Sends a `GET` of `url` with `Accept: application/json` (an OAuth 2.0
+    /// metadata document, say) under this client's rules: no redirects,
+    /// its timeouts (`timeout` overriding the total one) and the body cap.
+    /// The response is read, not interpreted; the caller checks the URL's
+    /// scheme with [`validate_url`] first.
+    pub async fn get_json(
+        &self,
+        url: &url::Url,
+        timeout: Option<Duration>,
+    ) -> Result<EndpointResponse, Error> {
+        let mut request = reqwest::Request::new(reqwest::Method::GET, url.clone());
+        request.headers_mut().insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        *request.timeout_mut() = timeout;
+        self.execute(request).await
+    }
+
     /// Sends any prepared request with this client's settings (no
     /// redirects, timeouts, the body cap) and reads the response. For glue
     /// code that builds requests elsewhere, such as the `oauth2` crate.

@@ -71,6 +71,17 @@ impl ClientAuth {
     pub fn uses_secret(self) -> bool {
         !matches!(self, Self::PrivateKeyJwt)
     }
+
+    /// The method's name in authorization server metadata (RFC 8414 §2,
+    /// `token_endpoint_auth_methods_supported`): `client_secret_post`,
+    /// `client_secret_basic` or `private_key_jwt`.
+    pub fn metadata_name(self) -> &'static str {
+        match self {
+            Self::Body => "client_secret_post",
+            Self::Basic => "client_secret_basic",
+            Self::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -493,6 +504,17 @@ mod tests {
 
     fn secret(value: &str) -> SecretString {
         SecretString::from(value.to_owned())
+    }
+
+    #[test]
+    fn metadata_names_are_rfc_8414_s() {
+        assert_eq!(ClientAuth::Body.metadata_name(), "client_secret_post");
+        assert_eq!(ClientAuth::Basic.metadata_name(), "client_secret_basic");
+        for auth in [ClientAuth::Body, ClientAuth::Basic] {
+            let parsed: ClientAuth =
+                serde_json::from_value(serde_json::json!(auth.metadata_name())).expect("alias");
+            assert_eq!(parsed, auth);
+        }
     }
 
     #[test]

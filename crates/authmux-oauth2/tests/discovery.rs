@@ -1,0 +1,349 @@
+//! Discovery of the token endpoint from an issuer (RFC 8414, OpenID
+//! Connect Discovery): the exact metadata request, the path rules, every
+//! check of the metadata, fetching it once, and the backoff after a failure.
+
+use std::time::Duration;
+
+use authmux_core::EndpointBuilder as _;
+use authmux_core::{ClientSecret, Error, ErrorKind, TokenSource};
+use authmux_oauth2::{OAuth2Config, OAuth2Provider, OAuth2Source};
+use authmux_testkit::{METADATA_PATH, OAUTH2_PATH, TokenServer};
+use httpmock::Method::{GET, POST};
+use httpmock::MockServer;
+use serde_json::{Value, json};
+
+const CLIENT_ID: &str = "client-1";
+const SECRET: &str = "s3cr3t-value";
+const OAUTH_WELL_KNOWN: &str = "/.well-known/oauth-authorization-server";
+const OIDC_WELL_KNOWN: &str = "/.well-known/openid-configuration";
+
+fn source(issuer: &str) -> OAuth2Source {
+    OAuth2Provider::from_issuer(issuer, CLIENT_ID, ClientSecret::inline(SECRET))
+        .build()
+        .expect("valid provider")
+}
+
+fn from_config(config: Value) -> OAuth2Source {
+    serde_json::from_value::<OAuth2Config>(config)
+        .expect("valid config")
+        .builder()
+        .build()
+        .expect("valid provider")
+}
+
+fn metadata(issuer: &str, token_endpoint: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "token_endpoint": token_endpoint,
+        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+    })
+}
+
+async fn serve_metadata<'a>(
+    server: &'a MockServer,
+    path: &str,
+    status: u16,
+    body: Value,
+) -> httpmock::Mock<'a> {
+    let path = path.to_owned();
+    server
+        .mock_async(move |when, then| {
+            when.method(GET)
+                .path(path)
+                .header("accept", "application/json");
+            then.status(status)
+                .header("content-type", "application/json")
+                .json_body(body);
+        })
+        .await
+}
+
+async fn serve_token<'a>(server: &'a MockServer, path: &str) -> httpmock::Mock<'a> {
+    let path = path.to_owned();
+    server
+        .mock_async(move |when, then| {
+            when.method(POST).path(path);
+            then.status(200).json_body(
+                json!({"access_token": "from-discovery", "token_type": "Bearer", "expires_in": 3600}),
+            );
+        })
+        .await
+}
+
+async fn discovery_error(source: &OAuth2Source) -> Error {
+    let error = source.discover().await.expect_err("discovery refused");
+    let again = source.fetch_token().await.expect_err("no token either");
+    assert_eq!(again.kind(), error.kind());
+    error
+}
+
+#[tokio::test]
+async fn an_issuer_without_a_path_is_read_from_rfc_8414_s_well_known_url() {
+    let server = MockServer::start_async().await;
+    let issuer = server.base_url();
+    let token_url = server.url("/oauth2/v1/token");
+    let meta = serve_metadata(
+        &server,
+        OAUTH_WELL_KNOWN,
+        200,
+        metadata(&issuer, &token_url),
+    )
+    .await;
+    let token = serve_token(&server, "/oauth2/v1/token").await;
+    let source = source(&issuer);
+    assert_eq!(source.token_url(), None, "no I/O before the first fetch");
+    assert_eq!(source.issuer(), Some(issuer.as_str()));
+    assert_eq!(source.identity().get("issuer"), Some(issuer.as_str()));
+
+    let fetched = source.fetch_token().await.expect("a token");
+    assert_eq!(fetched.token_type().to_string(), "Bearer");
+    // The exact request: a GET of the well-known path asking for JSON
+    // (the mock's `when` above), once.
+    meta.assert_async().await;
+    token.assert_async().await;
+    assert_eq!(source.token_url(), Some(token_url.as_str()));
+    assert_eq!(
+        source.metadata().map(|metadata| metadata.issuer.as_str()),
+        Some(issuer.as_str()),
+        "the discovered issuer is kept, for a client assertion's audience"
+    );
+    assert_eq!(
+        source.discover().await.expect("discovered"),
+        Some(token_url.clone())
+    );
+    meta.assert_async().await;
+}
+
+#[tokio::test]
+async fn an_issuer_with_a_path_tries_rfc_8414_then_openid_connect() {
+    let server = MockServer::start_async().await;
+    let issuer = server.url("/tenant");
+    let token_url = server.url("/tenant/token");
+    let oauth = serve_metadata(
+        &server,
+        &format!("{OAUTH_WELL_KNOWN}/tenant"),
+        404,
+        json!({"error": "not_found"}),
+    )
+    .await;
+    let oidc = serve_metadata(
+        &server,
+        &format!("/tenant{OIDC_WELL_KNOWN}"),
+        200,
+        metadata(&issuer, &token_url),
+    )
+    .await;
+    let source = source(&issuer);
+    assert_eq!(
+        source.discover().await.expect("discovered"),
+        Some(token_url)
+    );
+    oauth.assert_async().await;
+    oidc.assert_async().await;
+}
+
+#[tokio::test]
+async fn an_issuer_mismatch_is_a_config_error_naming_the_issuer() {
+    let server = MockServer::start_async().await;
+    let issuer = server.url("/tenant");
+    serve_metadata(
+        &server,
+        &format!("{OAUTH_WELL_KNOWN}/tenant"),
+        200,
+        metadata(&server.base_url(), &server.url("/token")),
+    )
+    .await;
+    let token = serve_token(&server, "/token").await;
+    let error = discovery_error(&source(&issuer)).await;
+    assert_eq!(error.kind(), ErrorKind::Config);
+    let text = error.to_string();
+    assert!(text.contains(&format!("issuer {issuer}:")), "{text}");
+    assert!(text.contains("must match it exactly"), "{text}");
+    assert_eq!(token.calls_async().await, 0);
+}
+
+#[tokio::test]
+async fn no_metadata_at_either_url_is_a_config_error() {
+    let server = MockServer::start_async().await;
+    let issuer = server.base_url();
+    let oauth = serve_metadata(&server, OAUTH_WELL_KNOWN, 404, json!({})).await;
+    let oidc = serve_metadata(&server, OIDC_WELL_KNOWN, 404, json!({})).await;
+    let error = source(&issuer).discover().await.expect_err("no metadata");
+    assert_eq!(error.kind(), ErrorKind::Config);
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!("issuer {issuer}: no metadata at ")),
+        "{text}"
+    );
+    assert!(text.contains("HTTP 404"), "{text}");
+    assert_eq!(oauth.calls_async().await, 1);
+    assert_eq!(oidc.calls_async().await, 1);
+}
+
+#[tokio::test]
+async fn a_server_error_stops_discovery_without_trying_the_next_url() {
+    let server = MockServer::start_async().await;
+    let oauth = serve_metadata(&server, OAUTH_WELL_KNOWN, 503, json!({})).await;
+    let oidc = serve_metadata(&server, OIDC_WELL_KNOWN, 200, json!({})).await;
+    let error = source(&server.base_url())
+        .discover()
+        .await
+        .expect_err("unavailable");
+    assert_eq!(error.kind(), ErrorKind::Server);
+    assert!(error.is_transient());
+    assert_eq!(oauth.calls_async().await, 1);
+    assert_eq!(oidc.calls_async().await, 0);
+}
+
+#[tokio::test]
+async fn an_auth_method_the_server_does_not_support_is_a_config_error() {
+    let server = MockServer::start_async().await;
+    let issuer = server.base_url();
+    let mut document = metadata(&issuer, &server.url("/token"));
+    document["token_endpoint_auth_methods_supported"] = json!(["private_key_jwt"]);
+    serve_metadata(&server, OAUTH_WELL_KNOWN, 200, document).await;
+    let error = source(&issuer).discover().await.expect_err("basic refused");
+    assert_eq!(error.kind(), ErrorKind::Config);
+    let text = error.to_string();
+    assert!(
+        text.contains("does not accept client_secret_basic"),
+        "{text}"
+    );
+    assert!(text.contains("private_key_jwt"), "{text}");
+
+    // Without the list, RFC 8414's default is Basic alone: body
+    // credentials are refused, Basic ones accepted.
+    let server = MockServer::start_async().await;
+    let issuer = server.base_url();
+    let mut document = metadata(&issuer, &server.url("/token"));
+    document
+        .as_object_mut()
+        .expect("an object")
+        .remove("token_endpoint_auth_methods_supported");
+    serve_metadata(&server, OAUTH_WELL_KNOWN, 200, document).await;
+    let post = from_config(json!({
+        "issuer": issuer, "client_id": CLIENT_ID, "client_secret": SECRET, "auth_style": "post",
+    }));
+    let error = post.discover().await.expect_err("post refused");
+    assert!(
+        error
+            .to_string()
+            .contains("does not accept client_secret_post"),
+        "{error}"
+    );
+    assert!(source(&issuer).discover().await.is_ok());
+}
+
+#[tokio::test]
+async fn dpop_needs_es256_in_the_metadata() {
+    for algs in [Some(json!(["RS256", "PS256"])), None] {
+        let server = MockServer::start_async().await;
+        let issuer = server.base_url();
+        let mut document = metadata(&issuer, &server.url("/token"));
+        if let Some(algs) = algs.clone() {
+            document["dpop_signing_alg_values_supported"] = algs;
+        }
+        serve_metadata(&server, OAUTH_WELL_KNOWN, 200, document).await;
+        let dpop = from_config(json!({
+            "issuer": issuer, "client_id": CLIENT_ID, "client_secret": SECRET, "dpop": true,
+        }));
+        assert!(dpop.dpop().is_some(), "the key is made when built");
+        let error = dpop.discover().await.expect_err("no ES256");
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(error.to_string().contains("turn dpop off"), "{error}");
+        // The same metadata is fine for a client without DPoP.
+        assert!(source(&issuer).discover().await.is_ok(), "{algs:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_endpoint_over_plain_http_to_a_remote_host_is_refused() {
+    let server = MockServer::start_async().await;
+    let issuer = server.base_url();
+    serve_metadata(
+        &server,
+        OAUTH_WELL_KNOWN,
+        200,
+        metadata(&issuer, "http://idp.example/token"),
+    )
+    .await;
+    let error = source(&issuer).discover().await.expect_err("plain http");
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("allow_insecure_http"), "{error}");
+}
+
+#[test]
+fn an_http_issuer_to_a_remote_host_is_refused_when_built() {
+    let error = OAuth2Provider::from_issuer(
+        "http://idp.example",
+        CLIENT_ID,
+        ClientSecret::inline(SECRET),
+    )
+    .build()
+    .expect_err("plain http");
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.message().starts_with("issuer: "), "{error}");
+    assert!(
+        OAuth2Provider::from_issuer(
+            "http://idp.example",
+            CLIENT_ID,
+            ClientSecret::inline(SECRET)
+        )
+        .allow_insecure_http(true)
+        .build()
+        .is_ok()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn metadata_is_fetched_once_across_many_token_fetches() {
+    let server = TokenServer::start().await;
+    let source = source(&server.issuer());
+    for _ in 0..5 {
+        source.fetch_token().await.expect("a token");
+    }
+    let paths: Vec<String> = server.recorded().into_iter().map(|r| r.path).collect();
+    let metadata_reads = paths.iter().filter(|path| *path == METADATA_PATH).count();
+    assert_eq!(metadata_reads, 1, "{paths:?}");
+    assert_eq!(server.issued(), 5);
+    assert_eq!(source.token_url(), Some(server.oauth2_token_url().as_str()));
+    assert!(paths[1..].iter().all(|path| path == OAUTH2_PATH));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_discovery_is_retried_only_after_its_backoff() {
+    let server = TokenServer::start().await;
+    server.serve_metadata(None);
+    let source = source(&server.issuer());
+    let first = source.fetch_token().await.expect_err("no metadata");
+    assert_eq!(first.kind(), ErrorKind::Config);
+    assert_eq!(server.requests(), 2, "both well-known URLs tried");
+
+    // Once the server is fixed, nothing is asked before the backoff ends.
+    server.serve_metadata(Some(server.default_metadata()));
+    tokio::time::advance(Duration::from_millis(999)).await;
+    let waiting = source.fetch_token().await.expect_err("still backing off");
+    assert_eq!(waiting.cooldown_remaining(), Some(Duration::from_millis(1)));
+    assert_eq!(server.requests(), 2);
+
+    tokio::time::advance(Duration::from_millis(1)).await;
+    source
+        .fetch_token()
+        .await
+        .expect("discovered, then a token");
+    assert_eq!(server.requests(), 4, "one metadata read, one token request");
+
+    // A second failure in a row would wait 2 s; a success resets it.
+    let again =
+        OAuth2Provider::from_issuer(server.issuer(), CLIENT_ID, ClientSecret::inline(SECRET))
+            .build()
+            .expect("valid provider");
+    server.serve_metadata(None);
+    again.discover().await.expect_err("no metadata");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    again.discover().await.expect_err("still none");
+    tokio::time::advance(Duration::from_millis(1999)).await;
+    let waiting = again.discover().await.expect_err("backing off");
+    assert_eq!(waiting.cooldown_remaining(), Some(Duration::from_millis(1)));
+    assert_eq!(server.requests(), 8);
+}
