@@ -88,6 +88,12 @@ fn build(client: &authmux::ClientConfig) -> Result<(), String> {
     let problems = |error: authmux::ConfigError| error.problems().join("\n");
     let built = |error: authmux::Error| error.to_string();
     let offline = |secret: &ClientSecret| matches!(secret, ClientSecret::Inline(_));
+    // A secret or assertion key read from a variable or file is left out.
+    let all_offline = |secrets: [&Option<ClientSecret>; 2]| {
+        secrets
+            .iter()
+            .all(|secret| secret.as_ref().is_none_or(offline))
+    };
     match client.provider.as_str() {
         "mention-me" => {
             let config: authmux::mention_me::MentionMeConfig =
@@ -113,7 +119,9 @@ fn build(client: &authmux::ClientConfig) -> Result<(), String> {
         }
         "auth0" => {
             let config: authmux::auth0::Auth0Config = client.provider_config().map_err(problems)?;
-            if offline(&config.client_secret) && !config.dpop.is_enabled() {
+            if all_offline([&config.client_secret, &config.client_assertion_key])
+                && !config.dpop.is_enabled()
+            {
                 config
                     .builder()
                     .http_client(http())
@@ -124,7 +132,9 @@ fn build(client: &authmux::ClientConfig) -> Result<(), String> {
         "oauth2" => {
             let config: authmux::oauth2::OAuth2Config =
                 client.provider_config().map_err(problems)?;
-            if offline(&config.client_secret) && !config.dpop.is_enabled() {
+            if all_offline([&config.client_secret, &config.client_assertion_key])
+                && !config.dpop.is_enabled()
+            {
                 config
                     .builder()
                     .http_client(http())
