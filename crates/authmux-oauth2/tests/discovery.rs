@@ -347,3 +347,16 @@ async fn a_failed_discovery_is_retried_only_after_its_backoff() {
     assert_eq!(waiting.cooldown_remaining(), Some(Duration::from_millis(1)));
     assert_eq!(server.requests(), 8);
 }
+
+#[tokio::test]
+async fn an_issuer_source_shows_no_secret_before_or_after_discovery() {
+    let idp = TokenServer::start().await;
+    let source = source(&idp.issuer());
+    assert!(!format!("{source:?}").contains(SECRET), "{source:?}");
+    source.fetch_token().await.expect("a token");
+    assert!(
+        source.token_url().is_some(),
+        "the token endpoint was discovered"
+    );
+    assert!(!format!("{source:?}").contains(SECRET), "{source:?}");
+}
