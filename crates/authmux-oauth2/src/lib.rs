@@ -110,7 +110,7 @@
 //! client_assertion_key = { file = "/etc/authmux/client.pem" } # RSA or P-256, PEM or JWK
 //! # client_assertion_alg = "ES256"      # RS256, PS256 or ES256; default from the key
 //! # client_assertion_kid = "key-1"
-//! # client_assertion_audience = "https://idp.example.com"     # default: token_url
+//! # client_assertion_audience = "https://idp.example.com"     # default: the issuer if discovered, else token_url
 //! ```
 //!
 //! Instead of `token_url`, `issuer = "https://idp.example.com"` discovers
@@ -233,7 +233,8 @@ pub struct OAuth2Config {
     /// The assertion header's `kid`.
     #[serde(default)]
     pub client_assertion_kid: Option<String>,
-    /// The assertion's `aud`; the token endpoint's URL unless set.
+    /// The assertion's `aud`; unless set, the issuer when the token
+    /// endpoint was discovered from one, else the token endpoint's URL.
     #[serde(default)]
     pub client_assertion_audience: Option<String>,
     /// More body parameters, such as `audience` or `resource`.
