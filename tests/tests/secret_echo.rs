@@ -7,6 +7,7 @@
 //! process-wide and a parallel test without a subscriber would hide
 //! callsites from this test's thread-local one.
 
+use authmux_core::ClientAuthBuilder as _;
 use authmux_core::EndpointBuilder as _;
 use std::io::Write;
 use std::sync::{Arc, Mutex};

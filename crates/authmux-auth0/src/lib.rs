@@ -99,12 +99,13 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use authmux_core::EndpointBuilder;
+use authmux_core::ClientAuthFields;
 use authmux_core::wire::{BodyEncoding, ClientAuth, RequestSource, TokenRequest, require};
 use authmux_core::{
     AssertionSettings, BuildContext, ClientCredentials, ClientSecret, Endpoint, Error, ErrorKind,
     Provider, SharedTokenSource, SigningAlgorithm,
 };
+pub use authmux_core::{ClientAuthBuilder, EndpointBuilder};
 use authmux_dpop::DpopConfig;
 use serde::Deserialize;
 
@@ -202,6 +203,18 @@ impl EndpointBuilder for Auth0Builder {
     }
 }
 
+impl ClientAuthBuilder for Auth0Builder {
+    fn client_auth_fields(&mut self) -> ClientAuthFields<'_> {
+        let config = &mut self.config;
+        ClientAuthFields {
+            auth: &mut config.client_auth,
+            algorithm: &mut config.client_assertion_alg,
+            kid: &mut config.client_assertion_kid,
+            audience: &mut config.client_assertion_audience,
+        }
+    }
+}
+
 impl Auth0Builder {
     /// The API identifier to get a token for.
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
@@ -224,32 +237,6 @@ impl Auth0Builder {
     /// The body encoding; JSON unless set.
     pub fn body(mut self, body: BodyEncoding) -> Self {
         self.config.body = body;
-        self
-    }
-
-    /// How the client authenticates; body parameters unless set.
-    pub fn client_auth(mut self, client_auth: ClientAuth) -> Self {
-        self.config.client_auth = client_auth;
-        self
-    }
-
-    /// The `private_key_jwt` assertion's algorithm; RS256 for an RSA key,
-    /// ES256 for a P-256 key unless set.
-    pub fn client_assertion_alg(mut self, algorithm: SigningAlgorithm) -> Self {
-        self.config.client_assertion_alg = Some(algorithm);
-        self
-    }
-
-    /// The `kid` header of the `private_key_jwt` assertion.
-    pub fn client_assertion_kid(mut self, kid: impl Into<String>) -> Self {
-        self.config.client_assertion_kid = Some(kid.into());
-        self
-    }
-
-    /// The `aud` of the `private_key_jwt` assertion, replacing
-    /// `https://{domain}/`.
-    pub fn client_assertion_audience(mut self, audience: impl Into<String>) -> Self {
-        self.config.client_assertion_audience = Some(audience.into());
         self
     }
 

@@ -2,6 +2,7 @@
 //! exact request, and every assertion verified independently with
 //! jsonwebtoken against the public key.
 
+use authmux_core::ClientAuthBuilder as _;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 

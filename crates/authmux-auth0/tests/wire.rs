@@ -1,6 +1,7 @@
 //! Auth0's documented `/oauth/token` exchange, replayed exactly against
 //! httpmock, in every body and client-authentication style.
 
+use authmux_core::ClientAuthBuilder as _;
 use authmux_core::EndpointBuilder as _;
 use std::sync::Arc;
 use std::time::Duration;

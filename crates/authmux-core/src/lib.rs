@@ -113,8 +113,8 @@ pub use clock::Clock;
 pub use dpop::{Dpop, DpopNonces, DpopProver, is_resource_nonce_challenge};
 pub use error::{Error, ErrorKind, OAuthError, RateLimit};
 pub use provider::{
-    AssertionSettings, BuildContext, ClientCredentials, Credential, Endpoint, EndpointBuilder,
-    Provider,
+    AssertionSettings, BuildContext, ClientAuthBuilder, ClientAuthFields, ClientCredentials,
+    Credential, Endpoint, EndpointBuilder, Provider,
 };
 pub use scrub::Scrubber;
 pub use secret::ClientSecret;

@@ -199,6 +199,66 @@ pub trait EndpointBuilder: Sized {
     }
 }
 
+/// A provider builder's client-authentication settings, borrowed by
+/// [`ClientAuthBuilder`]'s setters: the fields of the provider's config
+/// that hold `client_auth` and the `client_assertion_*` keys.
+#[derive(Debug)]
+pub struct ClientAuthFields<'a> {
+    /// `client_auth`.
+    pub auth: &'a mut ClientAuth,
+    /// `client_assertion_alg`.
+    pub algorithm: &'a mut Option<SigningAlgorithm>,
+    /// `client_assertion_kid`.
+    pub kid: &'a mut Option<String>,
+    /// `client_assertion_audience`.
+    pub audience: &'a mut Option<String>,
+}
+
+/// The client-authentication setters every provider builder that supports
+/// more than one method shares, as [`EndpointBuilder`] shares the endpoint
+/// ones. A builder implements [`client_auth_fields`](Self::client_auth_fields);
+/// the setters come with it.
+///
+/// ```
+/// use authmux_core::ClientAuthBuilder as _; // brings the setters into scope
+/// # fn run<B: authmux_core::ClientAuthBuilder>(builder: B) -> B {
+/// builder
+///     .client_auth(authmux_core::wire::ClientAuth::PrivateKeyJwt)
+///     .client_assertion_kid("key-1")
+/// # }
+/// ```
+pub trait ClientAuthBuilder: Sized {
+    /// The builder's client-authentication settings.
+    fn client_auth_fields(&mut self) -> ClientAuthFields<'_>;
+
+    /// How the client authenticates; the provider's default unless set.
+    fn client_auth(mut self, client_auth: ClientAuth) -> Self {
+        *self.client_auth_fields().auth = client_auth;
+        self
+    }
+
+    /// The `private_key_jwt` assertion's algorithm; RS256 for an RSA key,
+    /// ES256 for a P-256 key unless set.
+    fn client_assertion_alg(mut self, algorithm: SigningAlgorithm) -> Self {
+        *self.client_auth_fields().algorithm = Some(algorithm);
+        self
+    }
+
+    /// The `kid` header of the `private_key_jwt` assertion.
+    fn client_assertion_kid(mut self, kid: impl Into<String>) -> Self {
+        *self.client_auth_fields().kid = Some(kid.into());
+        self
+    }
+
+    /// The `aud` of the `private_key_jwt` assertion, replacing the
+    /// provider's convention (Auth0: `https://{domain}/`; a standard
+    /// server: its issuer when discovered, else the token endpoint URL).
+    fn client_assertion_audience(mut self, audience: impl Into<String>) -> Self {
+        *self.client_auth_fields().audience = Some(audience.into());
+        self
+    }
+}
+
 /// The `private_key_jwt` settings of a client, the same keys in every
 /// provider's config:
 ///

@@ -170,7 +170,7 @@ use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use authmux_core::EndpointBuilder;
+use authmux_core::ClientAuthFields;
 use authmux_core::source::CLIENT_ASSERTION_KEY_FIELD;
 use authmux_core::wire::{
     BodyEncoding, ClientAuth, PreparedRequest, RequestSource, join_url, validate_url,
@@ -179,6 +179,7 @@ use authmux_core::{
     AssertionSettings, BuildContext, ClientCredentials, ClientSecret, Credential, Endpoint, Error,
     ExposeSecret, Provider, Scrubber, SharedTokenSource, SigningAlgorithm, TokenIdentity,
 };
+pub use authmux_core::{ClientAuthBuilder, EndpointBuilder};
 use authmux_dpop::DpopConfig;
 use oauth2::basic::BasicClient;
 use oauth2::{AuthType, Scope, TokenUrl};
@@ -307,6 +308,18 @@ impl EndpointBuilder for OAuth2Builder {
     }
 }
 
+impl ClientAuthBuilder for OAuth2Builder {
+    fn client_auth_fields(&mut self) -> ClientAuthFields<'_> {
+        let config = &mut self.config;
+        ClientAuthFields {
+            auth: &mut config.client_auth,
+            algorithm: &mut config.client_assertion_alg,
+            kid: &mut config.client_assertion_kid,
+            audience: &mut config.client_assertion_audience,
+        }
+    }
+}
+
 impl OAuth2Builder {
     /// The scopes to ask for, replacing any set before.
     pub fn scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
@@ -320,37 +333,10 @@ impl OAuth2Builder {
         self
     }
 
-    /// How the client authenticates: [`ClientAuth::Basic`] (the default),
-    /// [`ClientAuth::Body`] or [`ClientAuth::PrivateKeyJwt`].
-    pub fn client_auth(mut self, client_auth: ClientAuth) -> Self {
-        self.config.client_auth = client_auth;
-        self
-    }
-
-    /// The former name of [`client_auth`](Self::client_auth).
+    /// The former name of [`ClientAuthBuilder::client_auth`].
     #[deprecated(since = "0.1.0", note = "use client_auth")]
     pub fn auth_style(self, auth_style: ClientAuth) -> Self {
         self.client_auth(auth_style)
-    }
-
-    /// The `private_key_jwt` assertion's algorithm; RS256 for an RSA key,
-    /// ES256 for a P-256 key unless set.
-    pub fn client_assertion_alg(mut self, algorithm: SigningAlgorithm) -> Self {
-        self.config.client_assertion_alg = Some(algorithm);
-        self
-    }
-
-    /// The `kid` header of the `private_key_jwt` assertion.
-    pub fn client_assertion_kid(mut self, kid: impl Into<String>) -> Self {
-        self.config.client_assertion_kid = Some(kid.into());
-        self
-    }
-
-    /// The `aud` of the `private_key_jwt` assertion, replacing the token
-    /// endpoint's URL (an issuer learned from discovery, say).
-    pub fn client_assertion_audience(mut self, audience: impl Into<String>) -> Self {
-        self.config.client_assertion_audience = Some(audience.into());
-        self
     }
 
     /// The extra body parameters, replacing any set before.

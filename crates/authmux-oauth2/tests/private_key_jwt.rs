@@ -2,6 +2,7 @@
 //! exact form body, the assertion verified with jsonwebtoken, and a new
 //! assertion for every request, retries included.
 
+use authmux_core::ClientAuthBuilder as _;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 

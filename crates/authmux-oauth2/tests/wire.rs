@@ -2,6 +2,7 @@
 //! client authentication styles, the lenient response rules, every error
 //! shape, the token identity and the DPoP hook.
 
+use authmux_core::ClientAuthBuilder as _;
 use authmux_core::EndpointBuilder as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

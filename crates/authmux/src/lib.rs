@@ -98,9 +98,10 @@ pub use store::{StoreConfig, StoreKind};
 pub use figment;
 
 pub use authmux_core::{
-    BuildContext, CachePolicy, ClientCredentials, ClientSecret, Clock, EndpointBuilder, Error,
-    ErrorKind, ExposeSecret, ManagedToken, OAuthError, Provider, RetryPolicy, SecretString,
-    SharedTokenSource, Token, TokenGuard, TokenIdentity, TokenSource, TokenType,
+    BuildContext, CachePolicy, ClientAuthBuilder, ClientCredentials, ClientSecret, Clock,
+    EndpointBuilder, Error, ErrorKind, ExposeSecret, ManagedToken, OAuthError, Provider,
+    RetryPolicy, SecretString, SharedTokenSource, Token, TokenGuard, TokenIdentity, TokenSource,
+    TokenType,
 };
 
 /// The core crate: the cache, the wire layer and the source trait.
