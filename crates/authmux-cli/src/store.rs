@@ -4,18 +4,30 @@
 
 use std::path::Path;
 
+use authmux::core::store::FileStore;
 use authmux::{Config, ConfigError, Registry, StoreKind};
 use serde::Serialize;
 
 /// Loads the config with the CLI's store default applied: the `[store]`
 /// table's kind if it sets one, else the file store; no store at all with
-/// `--no-store`.
+/// `--no-store`. The default file store steps aside, with one line on
+/// stderr, where there is no directory for it (neither `$XDG_CACHE_HOME`
+/// nor `$HOME`, as under systemd or `env -i`): a store nobody asked for
+/// must not stop the command. An explicit `kind = "file"` without a path
+/// stays an error.
 pub(crate) fn load(path: Option<&Path>, no_store: bool) -> Result<Config, ConfigError> {
     let mut config = Config::load(path)?;
     if no_store {
         config.store.kind = Some(StoreKind::None);
     } else if config.store.kind.is_none() {
-        config.store.kind = Some(StoreKind::File);
+        if config.store.path.is_some() || FileStore::default_dir().is_some() {
+            config.store.kind = Some(StoreKind::File);
+        } else {
+            eprintln!(
+                "authmux: no token store: neither $XDG_CACHE_HOME nor $HOME is set (set [store] path to share tokens between runs)"
+            );
+            config.store.kind = Some(StoreKind::None);
+        }
     }
     Ok(config)
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::dpop::Dpop;
 use crate::error::Error;
@@ -120,14 +121,89 @@ impl fmt::Debug for SharedTokenSource {
 /// `private_key_jwt` client's key.
 pub const CLIENT_ASSERTION_KEY_FIELD: &str = "client_assertion_key";
 
-/// What a token depends on: the provider, the endpoint and every request
-/// parameter that changes the token (client id, scope, audience, …), but
-/// never a secret. Caches and single flights are keyed on it.
+/// What a token depends on: the provider, the endpoint, every request
+/// parameter that changes the token (client id, scope, audience, …) and
+/// the credential it was obtained with. Caches and single flights are
+/// keyed on it.
+///
+/// The credential (a client secret) is held, never shown: `Display`,
+/// `Debug` and [`fingerprint`](Self::fingerprint) leave it out, and a
+/// [token store](crate::store) keys a token by a keyed or memory-hard
+/// fingerprint of it, so that a wrong or another tenant's secret never
+/// finds a token fetched with the right one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TokenIdentity {
     provider: Arc<str>,
     endpoint: String,
     fields: BTreeMap<String, String>,
+    credential: Option<Credential>,
+}
+
+/// A secret a token depends on. Equal when the secrets are (compared by a
+/// SHA-256 that stays in memory); `Debug` shows neither.
+#[derive(Clone)]
+pub(crate) struct Credential {
+    secret: Arc<SecretString>,
+    digest: [u8; 32],
+}
+
+impl Credential {
+    fn new(secrets: &[(&str, &SecretString)]) -> Option<Self> {
+        if secrets.is_empty() {
+            return None;
+        }
+        // Names and values, length-prefixed: unambiguous.
+        let mut material = String::new();
+        for (name, secret) in secrets {
+            let value = secret.expose_secret();
+            material.push_str(&format!("{}:{name}{}:", name.len(), value.len()));
+            material.push_str(value);
+        }
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, material.as_bytes());
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(digest.as_ref());
+        Some(Self {
+            secret: Arc::new(SecretString::from(material)),
+            digest: bytes,
+        })
+    }
+
+    /// Every secret the token depends on, in one string.
+    pub(crate) fn secret(&self) -> &SecretString {
+        &self.secret
+    }
+}
+
+impl PartialEq for Credential {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for Credential {}
+
+impl std::hash::Hash for Credential {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.digest.hash(state);
+    }
+}
+
+impl PartialOrd for Credential {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Credential {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.digest.cmp(&other.digest)
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 impl TokenIdentity {
@@ -137,6 +213,7 @@ impl TokenIdentity {
             provider: Arc::from(provider),
             endpoint: endpoint.to_owned(),
             fields: BTreeMap::new(),
+            credential: None,
         }
     }
 
@@ -156,7 +233,32 @@ impl TokenIdentity {
                 identity = identity.with(name, value);
             }
         }
+        let secrets: Vec<(&str, &SecretString)> = request.secrets().collect();
+        identity.credential = Credential::new(&secrets);
         identity
+    }
+
+    /// Makes the token depend on `secret` too (a client secret sent some
+    /// way [`from_request`](Self::from_request) cannot see). Never shown.
+    pub fn with_secret(mut self, name: &str, secret: &SecretString) -> Self {
+        let mut secrets: Vec<(&str, &SecretString)> = Vec::new();
+        let previous = self.credential.take();
+        let previous_secret = previous.as_ref().map(Credential::secret);
+        if let Some(previous) = previous_secret {
+            secrets.push(("", previous));
+        }
+        secrets.push((name, secret));
+        self.credential = Credential::new(&secrets);
+        self
+    }
+
+    /// Whether the token depends on a secret.
+    pub fn has_secret(&self) -> bool {
+        self.credential.is_some()
+    }
+
+    pub(crate) fn credential(&self) -> Option<&Credential> {
+        self.credential.as_ref()
     }
 
     /// Adds a field.
@@ -209,7 +311,6 @@ impl fmt::Display for TokenIdentity {
 mod tests {
     use super::*;
     use crate::wire::ClientAuth;
-    use secrecy::SecretString;
 
     #[test]
     fn identity_covers_every_non_secret_param_and_no_secret() {

@@ -10,12 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use authmux_core::store::{EncryptionKey, MemoryStore, StoreError, StoreKeys, TokenStore};
+use authmux_core::store::{
+    EncryptionKey, MemoryStore, MessageSink, StoreError, StoreKeys, StoredEntry, TokenStore,
+};
 use authmux_core::{
     Clock, Dpop, DpopProver, Error, ExposeSecret, ManagedToken, SharedTokenStore, Token,
     TokenIdentity, TokenSource, TokenType,
 };
-use common::ScriptedSource;
+use common::{ScriptedSource, Step};
+use secrecy::SecretString;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, advance};
 
@@ -107,10 +110,8 @@ async fn a_later_process_adopts_the_stored_token_with_its_expiry() {
         HOUR,
         "the refresh window stays the fleet's"
     );
-    let drift = adopted
-        .expires_at_utc()
-        .duration_since(token.expires_at_utc())
-        .unwrap_or_else(|error| error.duration());
+    // Its time left is the store's, on the store's clock.
+    let drift = adopted.expires_in().abs_diff(token.expires_in());
     assert!(drift <= Duration::from_millis(1), "{drift:?}");
     // The hot path never asks the store again.
     backend.poke(&keys(&keyed(&backend, 1)).token, b"garbage".to_vec());
@@ -277,17 +278,27 @@ async fn a_stored_token_near_its_expiry_is_not_adopted() {
     let source = ScriptedSource::tokens(HOUR, FETCH);
     let backend = MemoryStore::new();
     let key = keys(&handle(&backend)).token;
-    backend.poke(&key, stored_value("stored-early", secs(1800)));
+    let plant = |token: &'static str, left: Duration| {
+        let backend = backend.clone();
+        let key = key.clone();
+        async move {
+            backend
+                .put(&key, &stored_value(token, left), left)
+                .await
+                .expect("put");
+        }
+    };
+    plant("stored-early", secs(1800)).await;
     assert_eq!(
         secret(&process(&source, handle(&backend))).await,
         "stored-early"
     );
     // Inside the 10 s expiry margin.
-    backend.poke(&key, stored_value("stored-late", secs(5)));
+    plant("stored-late", secs(5)).await;
     assert_eq!(secret(&process(&source, handle(&backend))).await, "token-1");
     // Usable, but inside its refresh window: a cold process takes it, and
     // refreshes it in the background.
-    backend.poke(&key, stored_value("stored-due", secs(200)));
+    plant("stored-due", secs(200)).await;
     let cold = process(&source, handle(&backend));
     assert_eq!(secret(&cold).await, "stored-due");
     assert_eq!(secret(&cold).await, "stored-due", "served while refreshing");
@@ -349,6 +360,10 @@ struct Faulty {
     calls: Arc<AtomicUsize>,
     hang: Arc<AtomicBool>,
     fail: Arc<AtomicBool>,
+    /// Puts are written, but their answer is lost.
+    lose_put_replies: Arc<AtomicBool>,
+    /// Puts fail without being written.
+    fail_puts: Arc<AtomicBool>,
 }
 
 impl Faulty {
@@ -373,13 +388,36 @@ impl TokenStore for Faulty {
     fn describe(&self) -> String {
         "faulty".into()
     }
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get(&self, key: &str) -> Result<Option<StoredEntry>, StoreError> {
         self.enter().await?;
         self.inner.get(key).await
     }
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         self.enter().await?;
-        self.inner.put(key, value, ttl).await
+        if self.fail_puts.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable("OOM command not allowed"));
+        }
+        self.inner.put(key, value, ttl).await?;
+        if self.lose_put_replies.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable("connection reset"));
+        }
+        Ok(())
+    }
+    async fn renew_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.enter().await?;
+        self.inner.renew_lease(key, holder, ttl).await
+    }
+    async fn publish(&self, channel: &str, message: &[u8]) -> Result<(), StoreError> {
+        self.enter().await?;
+        self.inner.publish(channel, message).await
+    }
+    fn subscribe(&self, channel: &str, sink: MessageSink) -> bool {
+        self.inner.subscribe(channel, sink)
     }
     async fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, StoreError> {
         self.enter().await?;
@@ -565,4 +603,197 @@ fn no_key_is_shown_by_debug() {
         !debug.contains("AAAA") && !debug.contains("65, 65"),
         "{debug}"
     );
+}
+
+/// A source whose tokens depend on a client secret, as a provider's do.
+#[derive(Clone)]
+struct WithSecret {
+    source: ScriptedSource,
+    secret: &'static str,
+}
+
+#[async_trait]
+impl TokenSource for WithSecret {
+    fn provider(&self) -> &str {
+        "scripted"
+    }
+    fn identity(&self) -> TokenIdentity {
+        TokenIdentity::new("scripted", "memory://")
+            .with("client_id", "c1")
+            .with_secret("client_secret", &SecretString::from(self.secret.to_owned()))
+    }
+    async fn fetch_token(&self) -> Result<Token, Error> {
+        self.source.fetch_token().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_different_secret_never_finds_the_token_of_another() {
+    let source = ScriptedSource::tokens(HOUR, FETCH);
+    let backend = MemoryStore::new();
+    for store in [handle(&backend), keyed(&backend, 7)] {
+        let with = |secret| {
+            ManagedToken::builder(WithSecret {
+                source: source.clone(),
+                secret,
+            })
+            .clock(Clock::tokio())
+            .store(store.clone())
+            .build()
+        };
+        let right = secret(&with("right-secret")).await;
+        let calls = source.calls();
+        // Same endpoint, same client id, another secret: a wrong, revoked
+        // or another tenant's secret must reach the provider.
+        let wrong = secret(&with("wrong-secret")).await;
+        assert_ne!(right, wrong);
+        assert_eq!(source.calls(), calls + 1, "the provider was asked");
+        // The right secret still shares its token.
+        assert_eq!(secret(&with("right-secret")).await, right);
+        assert_eq!(source.calls(), calls + 1);
+    }
+    // No key name holds the secret, nor an unkeyed hash of it.
+    for key in backend.keys() {
+        assert!(!key.contains("secret"), "{key}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_given_back_when_the_store_failed_during_the_flight() {
+    // The holder's put fails, which opens its breaker: giving the lease
+    // back must not go through that breaker, or the fleet waits for the
+    // lease to run out.
+    let source = ScriptedSource::tokens(HOUR, FETCH);
+    let faulty = Faulty::default();
+    faulty.fail_puts.store(true, Ordering::SeqCst);
+    let holder_store = SharedTokenStore::builder(faulty.clone()).build();
+    assert_eq!(secret(&process(&source, holder_store)).await, "token-1");
+    faulty.fail_puts.store(false, Ordering::SeqCst);
+    settle(Duration::from_millis(1)).await;
+    let started = Instant::now();
+    let next = process(&source, SharedTokenStore::builder(faulty.clone()).build());
+    assert_eq!(secret(&next).await, "token-2");
+    assert_eq!(started.elapsed(), FETCH, "no wait for a lease left behind");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_given_back_when_the_source_panics() {
+    let source = ScriptedSource::scripted([Step::Panic], Step::Token(HOUR), FETCH);
+    let backend = MemoryStore::new();
+    let panicked = process(&source, handle(&backend));
+    assert!(panicked.get().await.is_err());
+    settle(Duration::from_millis(1)).await;
+    assert!(
+        backend.keys().iter().all(|key| !key.ends_with(":lease")),
+        "{:?}",
+        backend.keys()
+    );
+    let started = Instant::now();
+    assert_eq!(secret(&process(&source, handle(&backend))).await, "token-2");
+    assert_eq!(started.elapsed(), FETCH);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fetch_longer_than_the_lease_keeps_it_and_the_fleet_fetches_once() {
+    // 12 s at the provider, a 2 s lease renewed while it fetches.
+    let source = ScriptedSource::tokens(HOUR, secs(12));
+    let backend = MemoryStore::new();
+    let fleet: Vec<ManagedToken> = (0..6).map(|_| process(&source, handle(&backend))).collect();
+    let mut callers = JoinSet::new();
+    for cache in fleet {
+        callers.spawn(async move { secret(&cache).await });
+    }
+    let tokens = callers.join_all().await;
+    assert!(tokens.iter().all(|token| token == "token-1"), "{tokens:?}");
+    assert_eq!(source.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_woken_by_the_stored_token_not_by_polling() {
+    let source = ScriptedSource::tokens(HOUR, secs(2));
+    let faulty = Faulty::default();
+    let fleet: Vec<ManagedToken> = (0..10)
+        .map(|_| process(&source, SharedTokenStore::builder(faulty.clone()).build()))
+        .collect();
+    let started = Instant::now();
+    let mut callers = JoinSet::new();
+    for cache in fleet {
+        callers.spawn(async move { secret(&cache).await });
+    }
+    let tokens = callers.join_all().await;
+    assert!(tokens.iter().all(|token| token == "token-1"));
+    assert_eq!(started.elapsed(), secs(2), "woken as soon as it is stored");
+    assert_eq!(source.calls(), 1);
+    settle(Duration::from_millis(1)).await;
+    // Each waiter: a look, a lease attempt, one or two looks of its own
+    // during the 2 s, and the read it was woken for; the holder renews
+    // its lease and tells the others.
+    assert!(
+        faulty.calls() <= 10 * 7,
+        "{} store calls for 10 processes",
+        faulty.calls()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_put_whose_answer_was_lost_is_still_invalidated() {
+    let source = ScriptedSource::tokens(HOUR, FETCH);
+    let faulty = Faulty::default();
+    faulty.lose_put_replies.store(true, Ordering::SeqCst);
+    let store = SharedTokenStore::builder(faulty.clone())
+        .breaker_period(Duration::from_millis(1))
+        .build();
+    let cache = process(&source, store.clone());
+    let rejected = cache.get().await.expect("token").into_token();
+    faulty.lose_put_replies.store(false, Ordering::SeqCst);
+    settle(Duration::from_millis(10)).await;
+    assert!(cache.invalidate(&rejected));
+    settle(Duration::from_millis(10)).await;
+    assert!(
+        faulty.inner.peek(&keys(&store).token).is_none(),
+        "the rejected token was deleted from the store"
+    );
+    let next = cache.get().await.expect("a new token");
+    assert_ne!(next.id(), rejected.id());
+    assert_eq!(next.secret().expose_secret(), "token-2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_token_is_never_adopted_again_even_if_still_stored() {
+    // The compare-and-delete is lost: the store still holds the rejected
+    // token, and the next flight must not take it back.
+    let source = ScriptedSource::tokens(HOUR, FETCH);
+    let faulty = Faulty::default();
+    let store = SharedTokenStore::builder(faulty.clone()).build();
+    let cache = process(&source, store.clone());
+    let rejected = cache.get().await.expect("token").into_token();
+    faulty.fail.store(true, Ordering::SeqCst);
+    assert!(cache.invalidate(&rejected));
+    settle(Duration::from_millis(10)).await;
+    faulty.fail.store(false, Ordering::SeqCst);
+    settle(secs(6)).await;
+    assert!(faulty.inner.peek(&keys(&store).token).is_some());
+    let next = cache.get().await.expect("a new token");
+    assert_eq!(next.secret().expose_secret(), "token-2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_in_one_process_retires_the_token_in_every_other() {
+    let source = ScriptedSource::tokens(HOUR, FETCH);
+    let backend = MemoryStore::new();
+    let first = process(&source, handle(&backend));
+    let second = process(&source, handle(&backend));
+    let rejected = first.get().await.expect("token").into_token();
+    assert_eq!(secret(&second).await, rejected.secret().expose_secret());
+    assert!(second.cached().is_some());
+    assert!(first.invalidate(&rejected));
+    settle(Duration::from_millis(1)).await;
+    assert!(
+        second.cached().is_none(),
+        "the other process stopped serving the rejected token"
+    );
+    let (a, b) = tokio::join!(secret(&first), secret(&second));
+    assert_eq!(a, "token-2");
+    assert_eq!(b, "token-2");
+    assert_eq!(source.calls(), 2, "one fetch for the fleet");
 }

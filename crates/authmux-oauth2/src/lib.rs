@@ -422,8 +422,13 @@ impl OAuth2Builder {
             endpoint.dpop = config.dpop.dpop(config.accept_bearer_downgrade)?;
         }
         let mut identity = identity(&token_url, &credentials, &scopes, &config.extra_params);
-        if let Credential::Assertion(assertion) = &credential {
-            identity = identity.with(CLIENT_ASSERTION_KEY_FIELD, assertion.thumbprint());
+        match &credential {
+            Credential::Assertion(assertion) => {
+                identity = identity.with(CLIENT_ASSERTION_KEY_FIELD, assertion.thumbprint());
+            }
+            Credential::Secret(client_secret) => {
+                identity = identity.with_secret("client_secret", client_secret);
+            }
         }
         Ok(
             RequestSource::from_prepared(endpoint.http_client()?, request, identity, scrubber)

@@ -11,7 +11,12 @@
 //!   every 250 ms forcing fetches through the store: caller errors and
 //!   latency.
 //!
-//! `cargo bench -p authmux-redis --bench fleet [-- PROCESSES]` (default 20).
+//! * slow provider: 40 processes cold with a 2 s fetch, and 6 with a 12 s
+//!   fetch (longer than the lease): token requests, and every Redis command
+//!   the fleet sent (`INFO commandstats`).
+//!
+//! `cargo bench -p authmux-redis --bench fleet [-- PROCESSES]` (default 20);
+//! `AUTHMUX_FLEET_ONLY=cold|rollover|slow|killed` runs one kind.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -70,7 +75,17 @@ fn child(mode: &str, url: &str) {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).unwrap();
     let (calls, errors, latencies) = runtime.block_on(async {
-        if mode.starts_with("cold") {
+        if let Some(delay_ms) = mode.strip_prefix("slow-") {
+            // A slow provider: one caller per process, the default options.
+            let delay = Duration::from_millis(delay_ms.parse().unwrap());
+            let source = CountingSource::new(Duration::from_secs(3600), delay);
+            let cache = ManagedToken::builder(source.clone())
+                .store(store(url))
+                .build();
+            let started = Instant::now();
+            let ok = cache.get().await.is_ok();
+            (source.calls(), usize::from(!ok), vec![started.elapsed()])
+        } else if mode.starts_with("cold") {
             let source = CountingSource::new(Duration::from_secs(3600), PROVIDER);
             let mut cache = ManagedToken::builder(source.clone());
             if mode == "cold" {
@@ -170,6 +185,37 @@ fn fleet(mode: &str, url: &str, processes: usize) -> FleetRun {
         child.wait().unwrap();
     }
     run
+}
+
+/// Runs `redis-cli` against the server at `url` and returns its output.
+fn redis_cli(url: &str, args: &[&str]) -> String {
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|tail| tail.split('/').next())
+        .unwrap();
+    let output = Command::new("redis-cli")
+        .args(["-p", port])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Every command the server ran since its stats were reset (Lua scripts'
+/// inner commands included, as Redis counts them), less this bench's own
+/// `CONFIG` and `INFO`.
+fn command_count(url: &str) -> u64 {
+    redis_cli(url, &["INFO", "commandstats"])
+        .lines()
+        .filter_map(|line| line.strip_prefix("cmdstat_"))
+        .filter(|line| !line.starts_with("config") && !line.starts_with("info"))
+        .filter_map(|line| {
+            line.split_once("calls=")
+                .and_then(|(_, rest)| rest.split(',').next())
+                .and_then(|calls| calls.parse::<u64>().ok())
+        })
+        .sum()
 }
 
 fn percentile(latencies: &mut [Duration], fraction: f64) -> Duration {
@@ -326,6 +372,28 @@ fn main() {
             LIFETIMES + 1,
             rollover.errors
         );
+    }
+    for (processes, fetch_ms) in [(40, 2_000), (6, 12_000)] {
+        if !only.is_empty() && only != "slow" {
+            break;
+        }
+        for run in 1..=3 {
+            let server = RedisServer::start();
+            redis_cli(&server.url(), &["CONFIG", "RESETSTAT"]);
+            let mut slow = fleet(&format!("slow-{fetch_ms}"), &server.url(), processes);
+            let commands = command_count(&server.url());
+            println!(
+                "| slow provider ({} s), {processes} processes cold | {run} | {} | {} | {} | {} | {} ({} Redis commands, {:.1} per process) |",
+                fetch_ms / 1000,
+                slow.token_requests,
+                slow.errors,
+                ms(percentile(&mut slow.latencies, 0.5)),
+                ms(percentile(&mut slow.latencies, 0.99)),
+                ms(slow.latencies.iter().copied().max().unwrap()),
+                commands,
+                commands as f64 / processes as f64,
+            );
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -21,13 +21,21 @@
 //!
 //! | operation | command |
 //! |---|---|
-//! | read | `GET token` |
+//! | connect | `HELLO 3` (RESP3, with `AUTH`), then `SUBSCRIBE <prefix>:events` (`SSUBSCRIBE` on a cluster) |
+//! | read | `GET token` and `PTTL token`, pipelined: the entry's time left by Redis's clock |
 //! | write | `SET token <sealed value> PX <ms until expiry>` |
 //! | take the lease | `SET lease <random holder> NX PX <lease time>` |
+//! | renew it while fetching | `EVALSHA` of `if GET == holder then PEXPIRE` |
 //! | give it back, delete an invalidated token | `EVALSHA` of `if GET == expected then DEL` |
+//! | wake the waiting processes, retire a rejected token | `PUBLISH <prefix>:events <message>` (`SPUBLISH` on a cluster) |
 //! | check | `PING` |
 //!
-//! Nothing else is used, so Valkey and any Redis from 2.6.12 on work.
+//! Nothing else is used: Valkey (7.2 and later) and Redis 7 and later
+//! have every one of these commands, sharded pub/sub included. A message
+//! names a token key and, for a rejected token, a SHA-256 of it: never a
+//! token. Each store handle holds one connection, which carries its
+//! commands and its one subscription (RESP3 pushes), and subscribes again
+//! after a reconnection.
 //!
 //! # URLs
 //!
@@ -44,26 +52,35 @@
 //!
 //! # Connections
 //!
-//! The first call connects; building a store does no I/O. A single node is
-//! reached through a [`redis::aio::ConnectionManager`], which reconnects by
-//! itself after Redis restarts; a cluster through a
+//! The first call connects; building a store does no I/O. The connection
+//! is made by a task of its own, bounded by its own timeout (10 s), so a
+//! slow TLS handshake or DNS answer is not cut short by the store's
+//! per-call timeout: the calls that give up on it leave it connecting for
+//! the next. A single node is reached through a
+//! [`redis::aio::ConnectionManager`], which reconnects by itself after
+//! Redis restarts; a cluster through a
 //! [`redis::cluster_async::ClusterConnection`]. Timeouts and the circuit
 //! breaker are [`SharedTokenStore`](authmux_core::SharedTokenStore)'s.
 //!
 //! [authmux]: https://github.com/authmux/authmux
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use authmux_core::store::{StoreError, StoreErrorKind, TokenStore, redact_url};
+use authmux_core::store::{
+    MessageSink, StoreError, StoreErrorKind, StoredEntry, TokenStore, redact_url,
+};
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, IntoConnectionInfo, RedisError, Script};
+use redis::{
+    Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisError, Script, Value,
+};
 use secrecy::{ExposeSecret as _, SecretString};
-use tokio::sync::OnceCell;
 
 /// The name of this store in [`TokenStore::describe`].
 pub const NAME: &str = "redis";
@@ -76,10 +93,18 @@ end
 return 0
 ";
 
-/// How long one connection attempt may take. Store calls are bounded more
-/// tightly by [`SharedTokenStore`](authmux_core::SharedTokenStore); this only
-/// keeps a connection attempt from outliving them for long.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Sets `KEYS[1]` to expire in `ARGV[2]` ms only if it still holds `ARGV[1]`.
+const COMPARE_AND_EXTEND: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// How long making the connection may take: its own bound, longer than a
+/// store call's, since a connection is made once and outlives the call
+/// that asked for it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A [`TokenStore`] on Redis or Valkey: a single node or a cluster, plain
 /// or TLS. Cloning is cheap and shares the connection.
@@ -98,8 +123,18 @@ struct Inner {
     password: Option<SecretString>,
     /// PEM root certificates that replace the system's for TLS.
     root_certificates: Option<Vec<u8>>,
-    connection: OnceCell<Connection>,
+    connection: Mutex<ConnectionState>,
     compare_and_delete: Script,
+    compare_and_extend: Script,
+    /// The channel this store is subscribed to, and where its messages go.
+    subscription: Arc<OnceLock<(String, MessageSink)>>,
+}
+
+/// The connection, made once by a task of its own.
+enum ConnectionState {
+    Idle,
+    Connecting(Shared<BoxFuture<'static, Result<Connection, StoreError>>>),
+    Ready(Connection),
 }
 
 #[derive(Clone)]
@@ -203,8 +238,10 @@ impl RedisStore {
                 username: None,
                 password: None,
                 root_certificates: None,
-                connection: OnceCell::new(),
+                connection: Mutex::new(ConnectionState::Idle),
                 compare_and_delete: Script::new(COMPARE_AND_DELETE),
+                compare_and_extend: Script::new(COMPARE_AND_EXTEND),
+                subscription: Arc::new(OnceLock::new()),
             }),
         })
     }
@@ -218,8 +255,10 @@ impl RedisStore {
             username: self.inner.username.clone(),
             password: self.inner.password.clone(),
             root_certificates: self.inner.root_certificates.clone(),
-            connection: OnceCell::new(),
+            connection: Mutex::new(ConnectionState::Idle),
             compare_and_delete: Script::new(COMPARE_AND_DELETE),
+            compare_and_extend: Script::new(COMPARE_AND_EXTEND),
+            subscription: Arc::new(OnceLock::new()),
         };
         change(&mut inner);
         Self {
@@ -261,18 +300,28 @@ impl RedisStore {
         self.inner.cluster
     }
 
-    fn with_credentials(&self, info: &redis::ConnectionInfo) -> redis::ConnectionInfo {
-        let Some(password) = &self.inner.password else {
-            return info.clone();
-        };
+    /// The node's settings as connected: the credentials, RESP3 (so one
+    /// connection carries commands and pushed messages alike), and no
+    /// `CLIENT SETINFO`, two commands per connection that serve nothing
+    /// here.
+    fn settings(&self, info: &redis::ConnectionInfo) -> redis::ConnectionInfo {
         let mut settings = info
             .redis_settings()
             .clone()
-            .set_password(password.expose_secret());
-        if let Some(username) = &self.inner.username {
-            settings = settings.set_username(username);
+            .set_protocol(ProtocolVersion::RESP3)
+            .set_skip_set_lib_name();
+        if let Some(password) = &self.inner.password {
+            settings = settings.set_password(password.expose_secret());
+            if let Some(username) = &self.inner.username {
+                settings = settings.set_username(username);
+            }
         }
         info.clone().set_redis_settings(settings)
+    }
+
+    /// Where pushed messages go: the subscription's sink, once there is one.
+    fn push_sender(&self) -> PushToSink {
+        PushToSink(Arc::clone(&self.inner.subscription))
     }
 
     async fn connect(&self) -> Result<Connection, StoreError> {
@@ -280,8 +329,13 @@ impl RedisStore {
             .inner
             .nodes
             .iter()
-            .map(|info| self.with_credentials(info))
+            .map(|info| self.settings(info))
             .collect();
+        let channel = self
+            .inner
+            .subscription
+            .get()
+            .map(|(channel, _)| channel.clone());
         match nodes.as_slice() {
             [node] if !self.inner.cluster => {
                 let client = match self.tls_certificates() {
@@ -289,39 +343,98 @@ impl RedisStore {
                     None => Client::open(node.clone()),
                 }
                 .map_err(|error| failure(&error))?;
-                let config = ConnectionManagerConfig::new()
+                let mut config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_number_of_retries(1);
-                let manager = ConnectionManager::new_with_config(client, config)
+                    .set_number_of_retries(1)
+                    .set_push_sender(self.push_sender());
+                if channel.is_some() {
+                    config = config.set_automatic_resubscription();
+                }
+                let mut manager = ConnectionManager::new_with_config(client, config)
                     .await
                     .map_err(|error| failure(&error))?;
+                if let Some(channel) = channel {
+                    manager
+                        .subscribe(&channel)
+                        .await
+                        .map_err(|error| failure(&error))?;
+                }
                 Ok(Connection::Single(manager))
             }
             _ => {
                 let mut builder = ClusterClient::builder(nodes)
                     .connection_timeout(CONNECT_TIMEOUT)
-                    .retries(1);
+                    .retries(1)
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .push_sender(self.push_sender());
                 if let Some(certificates) = self.tls_certificates() {
                     builder = builder.certs(certificates);
                 }
                 let client = builder.build().map_err(|error| failure(&error))?;
-                let connection = client
+                let mut connection = client
                     .get_async_connection()
                     .await
                     .map_err(|error| failure(&error))?;
+                if let Some(channel) = channel {
+                    connection
+                        .ssubscribe(&channel)
+                        .await
+                        .map_err(|error| failure(&error))?;
+                }
                 Ok(Connection::Cluster(connection))
             }
         }
     }
 
-    /// The connection, made on first use. A failed attempt is tried again
-    /// by the next call.
-    async fn connection(&self) -> Result<Connection, StoreError> {
+    fn state(&self) -> std::sync::MutexGuard<'_, ConnectionState> {
         self.inner
             .connection
-            .get_or_try_init(|| self.connect())
-            .await
-            .cloned()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The connection, made on first use by a task of its own that a
+    /// cancelled call does not stop. A failed attempt is tried again by the
+    /// next call.
+    async fn connection(&self) -> Result<Connection, StoreError> {
+        let connecting = {
+            let mut state = self.state();
+            match &*state {
+                ConnectionState::Ready(connection) => return Ok(connection.clone()),
+                ConnectionState::Connecting(connecting) => connecting.clone(),
+                ConnectionState::Idle => {
+                    let store = self.clone();
+                    let task = tokio::spawn(async move {
+                        let outcome = tokio::time::timeout(CONNECT_TIMEOUT, store.connect())
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(StoreError::new(
+                                    StoreErrorKind::Timeout,
+                                    format!(
+                                        "redis: no connection within {} s",
+                                        CONNECT_TIMEOUT.as_secs()
+                                    ),
+                                ))
+                            });
+                        *store.state() = match &outcome {
+                            Ok(connection) => ConnectionState::Ready(connection.clone()),
+                            Err(_) => ConnectionState::Idle,
+                        };
+                        outcome
+                    });
+                    let connecting = async move {
+                        task.await.unwrap_or_else(|_| {
+                            Err(StoreError::unavailable("redis: the connecting task failed"))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    *state = ConnectionState::Connecting(connecting.clone());
+                    connecting
+                }
+            }
+        };
+        connecting.await
     }
 
     async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
@@ -371,8 +484,23 @@ impl TokenStore for RedisStore {
         }
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.query(redis::cmd("GET").arg(key)).await
+    async fn get(&self, key: &str) -> Result<Option<StoredEntry>, StoreError> {
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("GET").arg(key).cmd("PTTL").arg(key);
+        let (value, ttl_ms): (Option<Vec<u8>>, i64) = match self.connection().await? {
+            Connection::Single(mut connection) => pipeline.query_async(&mut connection).await,
+            Connection::Cluster(mut connection) => pipeline.query_async(&mut connection).await,
+        }
+        .map_err(|error| failure(&error))?;
+        // -2: gone between the two; -1: no expiry, which this store never
+        // sets (the token's own lifetime then bounds it).
+        let ttl = match ttl_ms {
+            -1 => Duration::MAX,
+            ms => Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+        };
+        Ok(value
+            .filter(|_| !ttl.is_zero())
+            .map(|value| StoredEntry { value, ttl }))
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
@@ -404,8 +532,86 @@ impl TokenStore for RedisStore {
         Ok(taken.is_some())
     }
 
+    async fn renew_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self.inner.compare_and_extend.key(key);
+        invocation.arg(holder).arg(millis(ttl));
+        let extended: i64 = match self.connection().await? {
+            Connection::Single(mut connection) => invoke(&invocation, &mut connection).await,
+            Connection::Cluster(mut connection) => invoke(&invocation, &mut connection).await,
+        }
+        .map_err(|error| failure(&error))?;
+        Ok(extended == 1)
+    }
+
+    async fn publish(&self, channel: &str, message: &[u8]) -> Result<(), StoreError> {
+        let command = if self.inner.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        let _receivers: i64 = self
+            .query(redis::cmd(command).arg(channel).arg(message))
+            .await?;
+        Ok(())
+    }
+
+    fn subscribe(&self, channel: &str, sink: MessageSink) -> bool {
+        let fresh = self
+            .inner
+            .subscription
+            .set((channel.to_owned(), sink))
+            .is_ok();
+        if fresh {
+            // Connected already (a `ping` came first): subscribe that
+            // connection now, in the background.
+            let connected = match &*self.state() {
+                ConnectionState::Ready(connection) => Some(connection.clone()),
+                _ => None,
+            };
+            if let Some(connection) = connected
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                let channel = channel.to_owned();
+                runtime.spawn(async move {
+                    let subscribed = match connection {
+                        Connection::Single(mut connection) => connection.subscribe(&channel).await,
+                        Connection::Cluster(mut connection) => {
+                            connection.ssubscribe(&channel).await
+                        }
+                    };
+                    if let Err(error) = subscribed {
+                        tracing::warn!(error = %failure(&error), "not subscribed to the store's messages");
+                    }
+                });
+            }
+        }
+        fresh
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let _pong: String = self.query(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+}
+
+/// Hands pushed messages to the subscription's sink.
+struct PushToSink(Arc<OnceLock<(String, MessageSink)>>);
+
+impl redis::aio::AsyncPushSender for PushToSink {
+    fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
+        if !matches!(info.kind, PushKind::Message | PushKind::SMessage) {
+            return Ok(());
+        }
+        if let (Some((_, sink)), [_, Value::BulkString(message)]) =
+            (self.0.get(), info.data.as_slice())
+        {
+            sink(message);
+        }
         Ok(())
     }
 }

@@ -71,9 +71,15 @@ async fn store_calls_on_a_real_redis() {
     let server = RedisServer::start();
     let store = redis(&server.url());
     store.ping().await.expect("PING");
-    assert_eq!(store.get("k").await.expect("GET"), None);
+    assert!(store.get("k").await.expect("GET").is_none());
     store.put("k", b"v1", HOUR).await.expect("SET");
-    assert_eq!(store.get("k").await.expect("GET"), Some(b"v1".to_vec()));
+    let entry = store.get("k").await.expect("GET").expect("stored");
+    assert_eq!(entry.value, b"v1".to_vec());
+    assert!(
+        entry.ttl > Duration::from_secs(3590) && entry.ttl <= HOUR,
+        "{:?}: Redis's PTTL, read with the value",
+        entry.ttl
+    );
     let mut connection = raw(&server.url()).await;
     let ttl: i64 = redis::cmd("PTTL")
         .arg("k")
@@ -83,7 +89,7 @@ async fn store_calls_on_a_real_redis() {
     assert!(ttl > 3_590_000 && ttl <= 3_600_000, "{ttl}");
     assert!(!store.compare_and_delete("k", b"v2").await.expect("script"));
     assert!(store.compare_and_delete("k", b"v1").await.expect("script"));
-    assert_eq!(store.get("k").await.expect("GET"), None);
+    assert!(store.get("k").await.expect("GET").is_none());
 
     let lease = Duration::from_millis(300);
     assert!(store.try_lease("l", "a", lease).await.expect("SET NX"));
@@ -91,11 +97,14 @@ async fn store_calls_on_a_real_redis() {
     assert!(!store.release_lease("l", "b").await.expect("release"));
     assert!(store.release_lease("l", "a").await.expect("release"));
     assert!(store.try_lease("l", "b", lease).await.expect("SET NX"));
+    assert!(store.renew_lease("l", "b", lease).await.expect("script"));
+    assert!(!store.renew_lease("l", "a", lease).await.expect("not a's"));
     tokio::time::sleep(lease + Duration::from_millis(100)).await;
     assert!(
         store.try_lease("l", "c", lease).await.expect("SET NX"),
         "an expired lease is free"
     );
+    assert!(!store.renew_lease("l", "b", lease).await.expect("lost"));
 }
 
 #[tokio::test]
@@ -112,7 +121,11 @@ async fn rediss_with_a_private_ca_works_and_an_untrusted_server_is_refused() {
     trusted.ping().await.expect("PING over TLS");
     trusted.put("k", b"over tls", HOUR).await.expect("SET");
     assert_eq!(
-        trusted.get("k").await.expect("GET"),
+        trusted
+            .get("k")
+            .await
+            .expect("GET")
+            .map(|entry| entry.value),
         Some(b"over tls".to_vec())
     );
 

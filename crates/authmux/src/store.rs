@@ -94,12 +94,12 @@ pub struct StoreConfig {
     /// file store, [`FILE_TIMEOUT`]).
     #[serde(default, deserialize_with = "crate::config::some_duration")]
     pub timeout: Option<Duration>,
-    /// How long a process may hold the fleet's lease while it fetches
-    /// (default 10 s).
+    /// How long the fleet's lease lasts unless its holder renews it, which
+    /// it does every third of this while it fetches (default 2 s).
     #[serde(default, deserialize_with = "crate::config::some_duration")]
     pub lease_ttl: Option<Duration>,
-    /// How long a process waits for another's token before fetching its
-    /// own (default 10 s).
+    /// How long a process waits for a live lease holder's token before
+    /// fetching its own (default 20 s, at most half the fetch deadline).
     #[serde(default, deserialize_with = "crate::config::some_duration")]
     pub lease_wait: Option<Duration>,
 }

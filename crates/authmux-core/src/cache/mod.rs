@@ -155,9 +155,9 @@ struct FlightState {
     last_error: Option<Error>,
     /// The end of the cool-down, in clock ticks.
     retry_not_before: Option<u64>,
-    /// The stored value of the token invalidated last, which no flight may
-    /// adopt from the store again.
-    invalidated: Option<Arc<[u8]>>,
+    /// The hash of the token invalidated last, here or by another process,
+    /// which no flight may adopt from the store again.
+    invalidated: Option<Arc<str>>,
 }
 
 struct Shared {
@@ -362,8 +362,10 @@ impl ManagedToken {
     /// to one refresh.
     ///
     /// With a token store, the stored copy is deleted too (in the
-    /// background) if the store still holds that very token, so a 401
-    /// storm across a fleet leads to one fetch.
+    /// background) if the store still holds that very token, and every
+    /// process sharing the store is told (by a hash of the token) to drop
+    /// it, so the fleet stops sending it and a 401 storm across it leads
+    /// to one fetch.
     pub fn invalidate(&self, token: &Token) -> bool {
         let current = self.shared.current.load();
         let Some(slot) = current.as_ref() else {
@@ -379,9 +381,7 @@ impl ManagedToken {
         };
         if dropped {
             tracing::debug!(client = %self.shared.client, "cached token invalidated");
-            if let Some(stored) = &slot.stored {
-                self.shared.forget_stored(Arc::clone(stored));
-            }
+            self.shared.forget_stored(&slot.token, slot.stored.clone());
         }
         dropped
     }

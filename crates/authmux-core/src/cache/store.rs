@@ -1,43 +1,63 @@
 //! The second cache level: a flight reads the token store before the
-//! provider, takes the fleet's lease before fetching, waits for another
-//! process's token when the lease is taken, and stores what it fetches.
+//! provider, takes the fleet's lease before fetching, renews it while it
+//! fetches, and waits for another process's token when the lease is taken:
+//! woken by the store's message when that token is stored, looking by
+//! itself only about once a second.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use secrecy::ExposeSecret as _;
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Shared, later};
 use crate::dpop::Dpop;
 use crate::error::Error;
-use crate::source::SharedTokenSource;
-use crate::store::{SharedTokenStore, StoreError, StoreKeys, stored};
+use crate::source::{SharedTokenSource, TokenIdentity};
+use crate::store::{Event, SharedTokenStore, StoreError, StoreKeys, StoredEntry, Topic, stored};
 use crate::token::Token;
 
-/// The pause between two looks at the store while another process holds
-/// the lease, for the first [`POLL_STEADY_FOR`]: short, because the
-/// holder's fetch usually takes tens of milliseconds and a waiter's latency
-/// is the fetch plus the pause that straddles its end. One look every
-/// 0.5–1 ms per waiting process is a few tens of thousands of GETs a second
-/// for a fleet of 20, for the length of one fetch: little to Redis, and it
-/// took the fleet's cold-start p99 from 1.24× a lone process's to 1.17×
-/// (a 4 ms pause before). After that each pause is a quarter longer, up to
-/// [`POLL_MAX`]. Every pause is jittered.
+/// How often a waiting process looks at the store by itself when the store
+/// wakes it (a message, a lock): a safety net for a lost message and how a
+/// holder that died is noticed, once its lease runs out. Jittered up to
+/// half as long again, so that waiters do not ask in step.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// For a store that cannot wake waiters: the pause between two looks
+/// while another process holds the lease, for the first
+/// [`POLL_STEADY_FOR`], then a quarter longer each time up to
+/// [`POLL_MAX`]; every pause jittered. Short, because a holder's fetch
+/// usually takes tens of milliseconds.
 const POLL_FIRST: Duration = Duration::from_millis(1);
 const POLL_STEADY_FOR: Duration = Duration::from_millis(250);
 const POLL_GROWTH: f64 = 1.25;
 const POLL_MAX: Duration = Duration::from_millis(200);
 
-/// How often a waiting process asks for the lease again, to take over from
-/// a holder that died or gave up.
+/// For a store that cannot wake waiters: how often a waiting process asks
+/// for the lease again, to take over from a holder that died or gave up.
 const LEASE_RETRY: Duration = Duration::from_millis(100);
 
 /// A cache's token store and where its token lives there.
 pub(super) struct StoreBinding {
     pub(super) store: SharedTokenStore,
-    pub(super) keys: StoreKeys,
+    identity: TokenIdentity,
+    /// The keys and topic, worked out on first use: a credential's
+    /// fingerprint may take tens of milliseconds.
+    bound: OnceCell<Bound>,
     /// The prover that adopted DPoP-bound tokens are bound to.
     dpop: Option<Dpop>,
+}
+
+/// Where a cache's token lives in the store, and what this process hears
+/// about it.
+pub(super) struct Bound {
+    pub(super) keys: StoreKeys,
+    topic: Arc<Topic>,
 }
 
 impl StoreBinding {
@@ -59,15 +79,21 @@ impl StoreBinding {
             return None;
         }
         Some(Self {
-            keys: store.keys(&identity),
             store,
+            identity,
+            bound: OnceCell::new(),
             dpop,
         })
+    }
+
+    /// The keys and topic once they are known.
+    pub(super) fn bound_now(&self) -> Option<&Bound> {
+        self.bound.get()
     }
 }
 
 /// What a flight brings back: a token, and the bytes it is stored as, if
-/// it is in the store.
+/// it may be in the store.
 pub(super) struct Obtained {
     pub(super) token: Token,
     pub(super) stored: Option<Arc<[u8]>>,
@@ -82,37 +108,184 @@ impl Obtained {
     }
 }
 
+/// A fetched token and whether the store has it for sure.
+struct Put {
+    obtained: Obtained,
+    in_store: bool,
+}
+
 /// Stored values a flight must not adopt, and how fresh an adopted token
 /// must be.
 struct Unwanted {
     /// The value of the cached token, which the flight is replacing.
     current: Option<Arc<[u8]>>,
-    /// The value of the token invalidated last.
-    invalidated: Option<Arc<[u8]>>,
     /// Whether a token is cached: the flight is a refresh, and only a token
     /// outside its refresh window is worth adopting.
     refreshing: bool,
 }
 
-impl Unwanted {
-    fn includes(&self, value: &[u8]) -> bool {
-        [&self.current, &self.invalidated]
-            .into_iter()
-            .flatten()
-            .any(|unwanted| **unwanted == *value)
+/// A SHA-256 of a token's text, base64url: how processes name a rejected
+/// token to each other without sending it.
+pub(super) fn token_hash(token: &Token) -> String {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        token.secret().expose_secret().as_bytes(),
+    );
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// How a waiting process was woken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Woken {
+    /// A message about its key: a token stored, or a lease given back.
+    Message,
+    /// The store says the lease is free.
+    LeaseFreed,
+    /// Its own look, on schedule.
+    Look,
+}
+
+/// The lease this process holds while it fetches: renewed in the
+/// background up to the fetch deadline, and given back however the flight
+/// ends (a token, an error, a panic, a cancelled task), bounded by the
+/// store's timeout alone, never by its circuit breaker.
+struct HeldLease {
+    store: SharedTokenStore,
+    token_key: String,
+    lease_key: String,
+    holder: String,
+    renewer: Option<JoinHandle<()>>,
+    finished: bool,
+}
+
+impl HeldLease {
+    fn hold(store: &SharedTokenStore, keys: &StoreKeys, holder: String, deadline: Instant) -> Self {
+        let renewer = {
+            let store = store.clone();
+            let lease = keys.lease.clone();
+            let holder = holder.clone();
+            let every = store.options().lease_ttl / 3;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    match store.renew_lease(&lease, &holder).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(
+                                "the lease ran out while fetching; another process may fetch too"
+                            );
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::debug!(error = %error, "lease not renewed; trying again");
+                        }
+                    }
+                }
+            })
+        };
+        Self {
+            store: store.clone(),
+            token_key: keys.token.clone(),
+            lease_key: keys.lease.clone(),
+            holder,
+            renewer: Some(renewer),
+            finished: false,
+        }
+    }
+
+    /// Gives the lease back and tells the waiting processes, in the
+    /// background: with `stored`, that the token is in the store;
+    /// otherwise that the lease is free.
+    fn finish(mut self, stored: bool) {
+        self.finished = true;
+        self.give_back(stored);
+    }
+
+    fn give_back(&mut self, stored: bool) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.store.clone();
+        let token_key = std::mem::take(&mut self.token_key);
+        let lease_key = std::mem::take(&mut self.lease_key);
+        let holder = std::mem::take(&mut self.holder);
+        runtime.spawn(async move {
+            if stored && let Err(error) = store.publish(&Event::Stored(&token_key)).await {
+                tracing::debug!(error = %error, "waiting processes not told; they look by themselves");
+            }
+            if let Err(error) = store.release_lease(&lease_key, &holder).await {
+                tracing::debug!(error = %error, "lease not released; it expires by itself");
+            }
+            if !stored && let Err(error) = store.publish(&Event::Released(&token_key)).await {
+                tracing::debug!(error = %error, "waiting processes not told; they look by themselves");
+            }
+        });
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        if !self.finished {
+            // The flight panicked or its task was dropped mid-fetch.
+            self.give_back(false);
+        }
     }
 }
 
 impl Shared {
     /// A token for the flight: through the store when there is one.
-    pub(super) async fn obtain(&self, deadline: Instant) -> Result<Obtained, Error> {
+    pub(super) async fn obtain(self: &Arc<Self>, deadline: Instant) -> Result<Obtained, Error> {
         match &self.store {
             None => self
                 .fetch_with_retries(deadline)
                 .await
                 .map(Obtained::unstored),
-            Some(binding) => self.obtain_through(binding, deadline).await,
+            Some(binding) => {
+                let bound = self.bind(binding).await;
+                let outcome = self.obtain_through(binding, bound, deadline).await;
+                // Counted at the flight's outcome: a process that waited
+                // for another one's token and took it from the store hit.
+                self.metrics.store_read(matches!(outcome, Ok((_, true))));
+                outcome.map(|(obtained, _)| obtained)
+            }
         }
+    }
+
+    /// The binding's keys and topic, worked out once; the topic tells this
+    /// cache about tokens the fleet rejects.
+    async fn bind<'a>(self: &Arc<Self>, binding: &'a StoreBinding) -> &'a Bound {
+        binding
+            .bound
+            .get_or_init(|| async {
+                let store = binding.store.clone();
+                let identity = binding.identity.clone();
+                let slow = identity.has_secret() && !store.is_encrypted();
+                let keys = if slow {
+                    let blocking_store = store.clone();
+                    match tokio::task::spawn_blocking(move || blocking_store.keys(&identity)).await
+                    {
+                        Ok(keys) => keys,
+                        Err(_) => store.keys(&binding.identity),
+                    }
+                } else {
+                    store.keys(&identity)
+                };
+                let topic = store.topic(&keys.token);
+                let weak = Arc::downgrade(self);
+                topic.on_invalidated(Box::new(move |hash: &str| {
+                    if let Some(shared) = weak.upgrade() {
+                        shared.invalidated_elsewhere(hash);
+                    }
+                }));
+                Bound { keys, topic }
+            })
+            .await
     }
 
     fn unwanted(&self) -> Unwanted {
@@ -120,29 +293,29 @@ impl Shared {
         Unwanted {
             refreshing: current.is_some(),
             current: current.and_then(|slot| slot.stored.clone()),
-            invalidated: self.lock_state().invalidated.clone(),
         }
     }
 
+    /// The token and whether it came from the store.
     async fn obtain_through(
         &self,
         binding: &StoreBinding,
+        bound: &Bound,
         deadline: Instant,
-    ) -> Result<Obtained, Error> {
+    ) -> Result<(Obtained, bool), Error> {
         let store = &binding.store;
+        let keys = &bound.keys;
+        // Counted before the look: a message that arrives after it wakes
+        // the wait below.
+        let mut seen = bound.topic.changes();
         let unwanted = self.unwanted();
-        match store.get(&binding.keys.token).await {
-            Ok(value) => {
-                let adopted = self.adopt(binding, value, &unwanted);
-                self.metrics.store_read(adopted.is_some());
-                if let Some(adopted) = adopted {
-                    return Ok(adopted);
+        match store.get(&keys.token).await {
+            Ok(entry) => {
+                if let Some(adopted) = self.adopt(binding, keys, entry, &unwanted) {
+                    return Ok((adopted, true));
                 }
             }
-            Err(error) => {
-                self.metrics.store_read(false);
-                return self.fetch_alone(&error, deadline).await;
-            }
+            Err(error) => return self.fetch_alone(&error, deadline).await,
         }
         let holder = format!("{:032x}", rand::random::<u128>());
         // Leave the fetch itself at least half of its deadline.
@@ -152,18 +325,30 @@ impl Shared {
             .min(self.policy.retry.deadline / 2);
         let waiting_since = Instant::now();
         let wait_until = later(waiting_since, wait);
+        let mut lease_freed: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+        let woken_by_store = store.is_subscribed() || store.lease_freed(&keys.lease).is_some();
         let mut pause = POLL_FIRST;
         let mut lease_tried_at: Option<Instant> = None;
+        let mut woken = Woken::Look;
+        // A lock that frees at once (its holder keeps no lock) is not waited
+        // on again until the next look: no spinning on it.
+        let mut lock_is_telling = true;
         loop {
-            // The lease changes hands rarely (its holder died, or gave it
-            // back without a token): asking for it at every look would
-            // double the load of a waiting fleet for nothing.
-            if lease_tried_at.is_none_or(|at| at.elapsed() >= LEASE_RETRY) {
+            // A store that wakes waiters is asked for the lease at each
+            // wake-up that is not a stored token: a message that the lease
+            // is free, the lock's release, its own look. One that cannot is
+            // polled, and asked for the lease now and then.
+            let try_lease = if woken_by_store {
+                woken != Woken::Message
+            } else {
+                lease_tried_at.is_none_or(|at| at.elapsed() >= LEASE_RETRY)
+            };
+            if try_lease {
                 lease_tried_at = Some(Instant::now());
-                match store.try_lease(&binding.keys.lease, &holder).await {
+                match store.try_lease(&keys.lease, &holder).await {
                     Ok(true) => {
                         return self
-                            .fetch_as_holder(binding, &holder, &unwanted, deadline)
+                            .fetch_as_holder(binding, keys, holder, &unwanted, deadline)
                             .await;
                     }
                     Ok(false) => {}
@@ -176,114 +361,176 @@ impl Shared {
                     waited_ms = wait.as_millis() as u64,
                     "no token from the process holding the lease; fetching one here"
                 );
-                return self.fetch_and_put(binding, deadline).await;
+                return self
+                    .fetch_and_put(binding, keys, deadline)
+                    .await
+                    .map(|put| (put.obtained, false));
             }
-            // Jittered, so that waiting processes do not ask in step.
-            let nap = pause.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-            tokio::time::sleep_until(later(now, nap).min(wait_until)).await;
-            if now.duration_since(waiting_since) >= POLL_STEADY_FOR {
-                pause = pause.mul_f64(POLL_GROWTH).min(POLL_MAX);
-            }
-            match store.get(&binding.keys.token).await {
-                Ok(value) => {
-                    if let Some(adopted) = self.adopt(binding, value, &unwanted) {
-                        return Ok(adopted);
-                    }
+            let look_at = if woken_by_store {
+                later(now, LOOK_EVERY.mul_f64(1.0 + rand::random::<f64>() / 2.0))
+            } else {
+                let nap = pause.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                if now.duration_since(waiting_since) >= POLL_STEADY_FOR {
+                    pause = pause.mul_f64(POLL_GROWTH).min(POLL_MAX);
                 }
-                Err(error) => return self.fetch_alone(&error, deadline).await,
+                later(now, nap)
+            }
+            .min(wait_until);
+            if lease_freed.is_none() && lock_is_telling {
+                lease_freed = store.lease_freed(&keys.lease);
+            }
+            let armed_at = Instant::now();
+            woken = tokio::select! {
+                () = bound.topic.changed_since(seen) => Woken::Message,
+                () = async {
+                    match lease_freed.as_mut() {
+                        Some(freed) => freed.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    lease_freed = None;
+                    lock_is_telling = armed_at.elapsed() >= Duration::from_millis(5);
+                    Woken::LeaseFreed
+                }
+                () = tokio::time::sleep_until(look_at) => {
+                    lock_is_telling = true;
+                    Woken::Look
+                }
+            };
+            seen = bound.topic.changes();
+            // A stored token is looked for when a message says so, or on
+            // every look of a store that cannot say.
+            if woken == Woken::Message || !woken_by_store {
+                match store.get(&keys.token).await {
+                    Ok(entry) => {
+                        if let Some(adopted) = self.adopt(binding, keys, entry, &unwanted) {
+                            return Ok((adopted, true));
+                        }
+                    }
+                    Err(error) => return self.fetch_alone(&error, deadline).await,
+                }
+                if woken == Woken::Message {
+                    // No token after all (the lease was given back without
+                    // one): ask for the lease at once.
+                    woken = Woken::LeaseFreed;
+                }
             }
         }
     }
 
     /// Fetches while holding the fleet's lease, unless a token was stored
-    /// between the first look and the lease; then stores it and gives the
-    /// lease back.
+    /// between the first look and the lease; then stores it, tells the
+    /// fleet, and gives the lease back.
     async fn fetch_as_holder(
         &self,
         binding: &StoreBinding,
-        holder: &str,
+        keys: &StoreKeys,
+        holder: String,
         unwanted: &Unwanted,
         deadline: Instant,
-    ) -> Result<Obtained, Error> {
-        let stored_meanwhile = binding.store.get(&binding.keys.token).await.ok().flatten();
-        let outcome = match self.adopt(binding, stored_meanwhile, unwanted) {
-            Some(adopted) => Ok(adopted),
-            None => self.fetch_and_put(binding, deadline).await,
-        };
-        // Given back in the background: the caller need not wait for it.
-        let store = binding.store.clone();
-        let lease = binding.keys.lease.clone();
-        let holder = holder.to_owned();
-        tokio::spawn(async move {
-            if let Err(error) = store.release_lease(&lease, &holder).await {
-                tracing::debug!(error = %error, "lease not released; it expires by itself");
+    ) -> Result<(Obtained, bool), Error> {
+        let lease = HeldLease::hold(&binding.store, keys, holder, deadline);
+        let stored_meanwhile = binding.store.get(&keys.token).await.ok().flatten();
+        if let Some(adopted) = self.adopt(binding, keys, stored_meanwhile, unwanted) {
+            lease.finish(false);
+            return Ok((adopted, true));
+        }
+        match self.fetch_and_put(binding, keys, deadline).await {
+            Ok(put) => {
+                lease.finish(put.in_store);
+                Ok((put.obtained, false))
             }
-        });
-        outcome
+            Err(error) => {
+                lease.finish(false);
+                Err(error)
+            }
+        }
     }
 
     async fn fetch_and_put(
         &self,
         binding: &StoreBinding,
+        keys: &StoreKeys,
         deadline: Instant,
-    ) -> Result<Obtained, Error> {
+    ) -> Result<Put, Error> {
         let token = self.fetch_with_retries(deadline).await?;
-        let stored = self.put(binding, &token).await;
-        Ok(Obtained { token, stored })
+        let (stored, in_store) = self.put(binding, keys, &token).await;
+        Ok(Put {
+            obtained: Obtained { token, stored },
+            in_store,
+        })
     }
 
     /// Fetches without the store, which just failed.
-    async fn fetch_alone(&self, error: &StoreError, deadline: Instant) -> Result<Obtained, Error> {
+    async fn fetch_alone(
+        &self,
+        error: &StoreError,
+        deadline: Instant,
+    ) -> Result<(Obtained, bool), Error> {
         tracing::debug!(error = %error, "fetching without the token store");
         self.fetch_with_retries(deadline)
             .await
-            .map(Obtained::unstored)
+            .map(|token| (Obtained::unstored(token), false))
     }
 
-    /// Stores `token` until it expires. Returns the stored bytes.
-    async fn put(&self, binding: &StoreBinding, token: &Token) -> Option<Arc<[u8]>> {
+    /// Stores `token` until it expires. Returns the bytes it was stored as,
+    /// also when the store's answer was lost (it may hold them all the
+    /// same, and an invalidation must then delete them), and whether the
+    /// store said it has them.
+    async fn put(
+        &self,
+        binding: &StoreBinding,
+        keys: &StoreKeys,
+        token: &Token,
+    ) -> (Option<Arc<[u8]>>, bool) {
         let ttl = token.expires_in();
         if ttl.is_zero() {
-            return None;
+            return (None, false);
         }
         let json = stored::encode(token);
-        let value = match binding.store.seal(&binding.keys.token, &json) {
-            Ok(value) => value,
+        let value: Arc<[u8]> = match binding.store.seal(&keys.token, &json) {
+            Ok(value) => Arc::from(value),
             Err(error) => {
                 tracing::warn!(error = %error, "token not stored");
-                return None;
+                return (None, false);
             }
         };
-        match binding.store.put(&binding.keys.token, &value, ttl).await {
+        match binding.store.put(&keys.token, &value, ttl).await {
             Ok(()) => {
                 tracing::debug!(ttl_s = ttl.as_secs(), "token stored");
-                Some(Arc::from(value))
+                (Some(value), true)
             }
             Err(error) => {
-                tracing::debug!(error = %error, "token not stored");
-                None
+                tracing::debug!(error = %error, "token perhaps not stored");
+                (Some(value), false)
             }
         }
     }
 
     /// The token a stored value holds, if it is one this flight may hand
     /// out: it opens with the key under its own name, is well formed, is
-    /// not the token being replaced or invalidated, and is usable (or, for
-    /// a refresh, not yet due for one itself).
+    /// not the token being replaced or one the fleet rejected, and is
+    /// usable (or, for a refresh, not yet due for one itself) for the time
+    /// the store gives it.
     fn adopt(
         &self,
         binding: &StoreBinding,
-        value: Option<Vec<u8>>,
+        keys: &StoreKeys,
+        entry: Option<StoredEntry>,
         unwanted: &Unwanted,
     ) -> Option<Obtained> {
-        let value = value?;
-        if unwanted.includes(&value) {
+        let StoredEntry { value, ttl } = entry?;
+        if unwanted
+            .current
+            .as_ref()
+            .is_some_and(|current| **current == *value)
+        {
             return None;
         }
         let token = binding
             .store
-            .open(&binding.keys.token, &value)
-            .and_then(|json| stored::decode(&json));
+            .open(&keys.token, &value)
+            .and_then(|json| stored::decode(&json, ttl));
         let token = match token {
             Ok(token) => token,
             Err(why) => {
@@ -291,6 +538,13 @@ impl Shared {
                 return None;
             }
         };
+        // The hash of the token rejected last, here or anywhere in the
+        // fleet; read now, since a message may have come while waiting.
+        let rejected = self.lock_state().invalidated.clone();
+        if rejected.is_some_and(|hash| *hash == *token_hash(&token)) {
+            tracing::debug!("stored token was rejected; not adopted");
+            return None;
+        }
         let token = match &binding.dpop {
             None => token,
             Some(dpop) => match dpop.bind(token) {
@@ -321,26 +575,58 @@ impl Shared {
         })
     }
 
-    /// Deletes `stored` from the store if it still holds it, in the
-    /// background; called when the token it holds was rejected.
-    pub(super) fn forget_stored(&self, stored: Arc<[u8]>) {
+    /// Called when `token` was rejected here: no flight adopts it from the
+    /// store again, its stored copy is deleted if the store still holds
+    /// it, and the fleet is told to drop it too (by its hash), all in the
+    /// background.
+    pub(super) fn forget_stored(&self, token: &Token, stored: Option<Arc<[u8]>>) {
         let Some(binding) = &self.store else { return };
-        self.lock_state().invalidated = Some(Arc::clone(&stored));
+        let hash: Arc<str> = Arc::from(token_hash(token));
+        self.lock_state().invalidated = Some(Arc::clone(&hash));
+        let Some(bound) = binding.bound_now() else {
+            return;
+        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let store = binding.store.clone();
-        let key = binding.keys.token.clone();
+        let key = bound.keys.token.clone();
         let client = Arc::clone(&self.client);
         runtime.spawn(async move {
-            match store.compare_and_delete(&key, &stored).await {
-                Ok(deleted) => {
-                    tracing::debug!(client = %client, deleted, "invalidated token removed from the store");
-                }
-                Err(error) => {
-                    tracing::debug!(client = %client, error = %error, "invalidated token left in the store");
+            if let Some(stored) = stored {
+                match store.compare_and_delete(&key, &stored).await {
+                    Ok(deleted) => {
+                        tracing::debug!(client = %client, deleted, "invalidated token removed from the store");
+                    }
+                    Err(error) => {
+                        tracing::debug!(client = %client, error = %error, "invalidated token left in the store");
+                    }
                 }
             }
+            if let Err(error) = store.publish(&Event::Invalidated(&key, &hash)).await {
+                tracing::debug!(client = %client, error = %error, "the fleet was not told of the invalidated token");
+            }
         });
+    }
+
+    /// Another process rejected the token with this hash: drop it here if
+    /// it is the cached one, and never adopt it again.
+    fn invalidated_elsewhere(&self, hash: &str) {
+        self.lock_state().invalidated = Some(Arc::from(hash));
+        let current = self.current.load();
+        let Some(slot) = current.as_ref() else {
+            return;
+        };
+        if token_hash(&slot.token) != hash {
+            return;
+        }
+        let previous = self.current.compare_and_swap(&*current, None);
+        if previous
+            .as_ref()
+            .zip(current.as_ref())
+            .is_some_and(|(previous, current)| Arc::ptr_eq(previous, current))
+        {
+            tracing::info!(client = %self.client, "token rejected by another process; dropped");
+        }
     }
 }

@@ -7,16 +7,26 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{StoreError, TokenStore};
+use super::{MessageSink, StoreError, StoredEntry, TokenStore};
 
 /// A [`TokenStore`] in memory, shared by its clones: the reference
 /// implementation, for tests (two caches over one `MemoryStore` behave like
 /// two processes over one Redis) and for sharing tokens between caches of
 /// one process. Expiry follows tokio's clock, so paused-time tests can
 /// advance past it.
-#[derive(Clone, Debug, Default)]
+/// Its messages go to the subscribers of its clones, in this process.
+#[derive(Clone, Default)]
 pub struct MemoryStore {
     entries: Arc<Mutex<HashMap<String, Entry>>>,
+    subscribers: Arc<Mutex<Vec<(String, MessageSink)>>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("keys", &self.lock().len())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -78,8 +88,16 @@ impl TokenStore for MemoryStore {
         "memory".to_owned()
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.peek(key))
+    async fn get(&self, key: &str) -> Result<Option<StoredEntry>, StoreError> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .get(key)
+            .filter(|entry| entry.expires_at > now)
+            .map(|entry| StoredEntry {
+                value: entry.value.clone(),
+                ttl: entry.expires_at - now,
+            }))
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
@@ -121,6 +139,46 @@ impl TokenStore for MemoryStore {
         Ok(true)
     }
 
+    async fn renew_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        match entries.get_mut(key) {
+            Some(entry) if entry.expires_at > now && entry.value == holder.as_bytes() => {
+                entry.expires_at = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn publish(&self, channel: &str, message: &[u8]) -> Result<(), StoreError> {
+        let sinks: Vec<MessageSink> = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(subscribed, _)| subscribed == channel)
+            .map(|(_, sink)| Arc::clone(sink))
+            .collect();
+        for sink in sinks {
+            sink(message);
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self, channel: &str, sink: MessageSink) -> bool {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((channel.to_owned(), sink));
+        true
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -137,10 +195,12 @@ mod tests {
             .put("k", b"v1", Duration::from_secs(10))
             .await
             .expect("put");
-        assert_eq!(store.get("k").await.expect("get"), Some(b"v1".to_vec()));
+        let entry = store.get("k").await.expect("get").expect("stored");
+        assert_eq!(entry.value, b"v1".to_vec());
+        assert_eq!(entry.ttl, Duration::from_secs(10));
         assert!(!store.compare_and_delete("k", b"v2").await.expect("cad"));
         assert!(store.compare_and_delete("k", b"v1").await.expect("cad"));
-        assert_eq!(store.get("k").await.expect("get"), None);
+        assert!(store.get("k").await.expect("get").is_none());
 
         let ttl = Duration::from_secs(5);
         assert!(store.try_lease("l", "a", ttl).await.expect("lease"));
@@ -161,6 +221,19 @@ mod tests {
             .await
             .expect("put");
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(store.get("e").await.expect("get"), None);
+        assert!(store.get("e").await.expect("get").is_none());
+
+        assert!(store.try_lease("r", "a", ttl).await.expect("lease"));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(store.renew_lease("r", "a", ttl).await.expect("renew"));
+        assert!(!store.renew_lease("r", "b", ttl).await.expect("not b's"));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(
+            !store.try_lease("r", "b", ttl).await.expect("lease"),
+            "renewed: still a's"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(store.try_lease("r", "b", ttl).await.expect("lease"));
+        assert!(!store.renew_lease("r", "a", ttl).await.expect("lost"));
     }
 }

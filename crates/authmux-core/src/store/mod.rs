@@ -33,15 +33,43 @@ pub use memory::MemoryStore;
 pub use seal::EncryptionKey;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::source::TokenIdentity;
+
+/// A value read from a store with the time it has left by the store's own
+/// clock, which every process of a fleet shares: a writer whose clock is
+/// fast or slow cannot stretch a token's life through it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The bytes stored.
+    pub value: Vec<u8>,
+    /// How long the store keeps it from now (Redis `PTTL`).
+    pub ttl: Duration,
+}
+
+impl fmt::Debug for StoredEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The value may be a plaintext token.
+        f.debug_struct("StoredEntry")
+            .field("value", &format_args!("[{} bytes]", self.value.len()))
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+/// Receives the messages published on a store channel this process
+/// subscribed to; see [`TokenStore::subscribe`]. It must not block.
+pub type MessageSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 /// A key-value store that tokens are shared through.
 ///
@@ -60,8 +88,10 @@ pub trait TokenStore: Send + Sync + 'static {
     /// password.
     fn describe(&self) -> String;
 
-    /// The value under `key`, unless it is missing or expired.
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The value under `key` and the time it has left by the store's own
+    /// clock, unless it is missing or expired. Read together, in one round
+    /// trip where the backend allows it.
+    async fn get(&self, key: &str) -> Result<Option<StoredEntry>, StoreError>;
 
     /// Sets `key` to `value`, expiring after `ttl`.
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
@@ -75,9 +105,40 @@ pub trait TokenStore: Send + Sync + 'static {
     /// was taken. A holder that dies loses the lease when `ttl` runs out.
     async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
 
+    /// Extends the lease `key` to `ttl` from now if, and only if, `holder`
+    /// still holds it, atomically. Returns whether it was extended.
+    async fn renew_lease(&self, key: &str, holder: &str, ttl: Duration)
+    -> Result<bool, StoreError>;
+
     /// Gives the lease `key` back if `holder` still holds it.
     async fn release_lease(&self, key: &str, holder: &str) -> Result<bool, StoreError> {
         self.compare_and_delete(key, holder.as_bytes()).await
+    }
+
+    /// Sends `message` to every process subscribed to `channel` (Redis
+    /// `PUBLISH`). A store without messages does nothing, the default.
+    async fn publish(&self, channel: &str, message: &[u8]) -> Result<(), StoreError> {
+        let _ = (channel, message);
+        Ok(())
+    }
+
+    /// Hands every message later published on `channel` to `sink`, for the
+    /// life of the store, across reconnections (a message published while
+    /// disconnected may be lost). Called once per channel, before any other
+    /// call; it does no I/O itself. Returns `false`, the default, for a
+    /// store without messages: waiting processes then look at it on a
+    /// schedule instead.
+    fn subscribe(&self, channel: &str, sink: MessageSink) -> bool {
+        let _ = (channel, sink);
+        false
+    }
+
+    /// For a store that can block until a lease is given back or its holder
+    /// is gone (a file lock), a future that resolves then; `None`, the
+    /// default, otherwise.
+    fn lease_freed(&self, key: &str) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        let _ = key;
+        None
     }
 
     /// Checks that the store can be reached and used.
@@ -85,16 +146,44 @@ pub trait TokenStore: Send + Sync + 'static {
 }
 
 /// `url` with the credentials in it replaced by `***`
-/// (`redis://***@cache:6379/0`), for messages and `describe`.
+/// (`redis://***@cache:6379/0`), for messages and `describe`. A URL that
+/// does not parse is shown by its scheme alone (`redis://…`): a password
+/// with an unencoded `/`, `#` or `?` would otherwise show through.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some((scheme, _)) = url.split_once("://") else {
         return "(not a URL)".to_owned();
     };
+    let shown_scheme = if !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        scheme
+    } else {
+        "?"
+    };
+    let hidden = format!("{shown_scheme}://… (not shown: not a valid URL)");
+    // An `@` past the host means the user-info holds a `/`, `?` or `#`
+    // that ends it early: what parses as a path or port is password.
+    let rest = &url[scheme.len() + 3..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
+    if rest[authority_end..].contains('@') {
+        return hidden;
     }
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return hidden;
+    };
+    if parsed.password().is_some() || !parsed.username().is_empty() {
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+        let shown = parsed.to_string();
+        // The URL crate drops an empty user-info; put the marker back.
+        return match shown.split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}://***@{rest}"),
+            None => shown,
+        };
+    }
+    parsed.to_string()
 }
 
 /// Why a store call failed. Logged, never handed to a token's caller: the
@@ -165,11 +254,15 @@ pub struct StoreOptions {
     /// How long a failing store is left alone before one call tries it
     /// again (default 5 s).
     pub breaker_period: Duration,
-    /// How long a lease lasts unless released: the longest a fleet waits
-    /// for a process that died mid-fetch (default 10 s).
+    /// How long a lease lasts unless renewed (default 2 s). The holder
+    /// renews it every third of this while it fetches, up to its fetch
+    /// deadline, so a slow fetch keeps its lease and a holder that died is
+    /// noticed within this time plus one look (about a second).
     pub lease_ttl: Duration,
-    /// How long a process waits for another one's token before fetching
-    /// its own (default 10 s, the lease time).
+    /// How long a process waits for the token of another one that holds
+    /// the lease before fetching its own, at most half the fetch deadline
+    /// (default 20 s: a live holder keeps its lease, so waiting is the
+    /// rule and this only bounds a holder stuck without dying).
     pub lease_wait: Duration,
 }
 
@@ -179,8 +272,8 @@ impl Default for StoreOptions {
             prefix: "authmux".to_owned(),
             timeout: Duration::from_millis(200),
             breaker_period: Duration::from_secs(5),
-            lease_ttl: Duration::from_secs(10),
-            lease_wait: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(2),
+            lease_wait: Duration::from_secs(20),
         }
     }
 }
@@ -198,6 +291,14 @@ struct Inner {
     options: StoreOptions,
     key: Option<EncryptionKey>,
     breaker: Breaker,
+    /// Where the store's messages are dispatched to the waiting flights and
+    /// caches of this process.
+    topics: Arc<Topics>,
+    /// Whether the store delivers messages (else waiters look on a
+    /// schedule).
+    subscribed: bool,
+    /// The channel every process of this prefix publishes on.
+    channel: String,
 }
 
 impl fmt::Debug for SharedTokenStore {
@@ -271,14 +372,25 @@ impl SharedTokenStoreBuilder {
         self
     }
 
-    /// Builds the handle.
+    /// Builds the handle, and subscribes it to the store's messages: one
+    /// subscription per handle, shared by every cache using it.
     pub fn build(self) -> SharedTokenStore {
+        let topics = Arc::new(Topics::default());
+        let channel = format!("{}:events", self.options.prefix);
+        let sink_topics = Arc::clone(&topics);
+        let subscribed = self.store.subscribe(
+            &channel,
+            Arc::new(move |message: &[u8]| sink_topics.dispatch(message)),
+        );
         SharedTokenStore {
             inner: Arc::new(Inner {
                 breaker: Breaker::new(self.options.breaker_period),
                 store: self.store,
                 options: self.options,
                 key: self.key,
+                topics,
+                subscribed,
+                channel,
             }),
         }
     }
@@ -340,14 +452,52 @@ impl SharedTokenStore {
     }
 
     /// The keys of the token `identity` describes: a SHA-256 of every part
-    /// of the identity, under the prefix, in a Redis Cluster hash tag.
+    /// of the identity and of the credential's fingerprint, under the
+    /// prefix, in a Redis Cluster hash tag.
+    ///
+    /// The credential's fingerprint is an HMAC-SHA256 under a key derived
+    /// from the encryption key when there is one; without one it is
+    /// Argon2id (19 MiB, 2 passes), salted with the identity, so that
+    /// nobody who reads key names can test guesses of the secret cheaply.
+    /// That costs tens of milliseconds of CPU: call this once per client,
+    /// off the async threads.
     pub fn keys(&self, identity: &TokenIdentity) -> StoreKeys {
         let prefix = &self.inner.options.prefix;
-        let hash = identity.fingerprint();
+        let hash = match identity.credential() {
+            None => identity.fingerprint(),
+            Some(credential) => {
+                let salt = identity.fingerprint();
+                let fingerprint = match &self.inner.key {
+                    Some(key) => key.fingerprint(salt.as_bytes(), credential.secret()),
+                    None => seal::slow_fingerprint(salt.as_bytes(), credential.secret()),
+                };
+                combine(&salt, &fingerprint)
+            }
+        };
         StoreKeys {
             token: format!("{prefix}:{{{hash}}}:token"),
             lease: format!("{prefix}:{{{hash}}}:lease"),
         }
+    }
+
+    /// Whether the store delivers messages to waiting processes.
+    pub(crate) fn is_subscribed(&self) -> bool {
+        self.inner.subscribed
+    }
+
+    /// The topic of `token_key`: where this process learns that a token was
+    /// stored or invalidated there.
+    pub(crate) fn topic(&self, token_key: &str) -> Arc<Topic> {
+        self.inner.topics.topic(token_key)
+    }
+
+    /// A future that resolves when `lease` may be free, for stores that
+    /// can tell.
+    pub(crate) fn lease_freed(
+        &self,
+        lease: &str,
+    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        self.inner.store.lease_freed(lease)
     }
 
     fn timed_out(&self) -> StoreError {
@@ -371,6 +521,16 @@ impl SharedTokenStore {
                 "the token store failed recently; not asking it for a while",
             ));
         }
+        self.call_unguarded(call).await
+    }
+
+    /// Runs one store call under the timeout whatever the breaker says:
+    /// for what ends a flight (giving a lease back, renewing it, telling
+    /// the fleet), which must not be skipped because another call failed.
+    async fn call_unguarded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let outcome = match tokio::time::timeout(self.inner.options.timeout, call).await {
             Ok(outcome) => outcome,
             Err(_) => Err(self.timed_out()),
@@ -382,7 +542,7 @@ impl SharedTokenStore {
         outcome
     }
 
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<StoredEntry>, StoreError> {
         self.call(self.inner.store.get(key)).await
     }
 
@@ -410,8 +570,32 @@ impl SharedTokenStore {
             .await
     }
 
+    /// Gives a lease back, whatever the breaker says.
     pub(crate) async fn release_lease(&self, key: &str, holder: &str) -> Result<bool, StoreError> {
-        self.call(self.inner.store.release_lease(key, holder)).await
+        self.call_unguarded(self.inner.store.release_lease(key, holder))
+            .await
+    }
+
+    /// Extends a lease this process holds, whatever the breaker says.
+    pub(crate) async fn renew_lease(&self, key: &str, holder: &str) -> Result<bool, StoreError> {
+        let ttl = self.inner.options.lease_ttl;
+        self.call_unguarded(self.inner.store.renew_lease(key, holder, ttl))
+            .await
+    }
+
+    /// Tells every subscribed process about `event`, whatever the breaker
+    /// says; nothing for a store without messages.
+    pub(crate) async fn publish(&self, event: &Event<'_>) -> Result<(), StoreError> {
+        if !self.inner.subscribed {
+            return Ok(());
+        }
+        let message = event.encode();
+        self.call_unguarded(
+            self.inner
+                .store
+                .publish(&self.inner.channel, message.as_bytes()),
+        )
+        .await
     }
 
     /// The bytes to store for `plaintext` under `key`: sealed if there is a
@@ -428,6 +612,137 @@ impl SharedTokenStore {
         value: &[u8],
     ) -> Result<secrecy::zeroize::Zeroizing<Vec<u8>>, &'static str> {
         seal::open(self.inner.key.as_ref(), key, value)
+    }
+}
+
+/// The hash in a key of a token that depends on a secret: the identity's
+/// fingerprint and the credential's, hashed together.
+fn combine(identity: &str, credential: &[u8; 32]) -> String {
+    use base64::Engine as _;
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(b"authmux store key v2\0");
+    context.update(identity.as_bytes());
+    context.update(b"\0");
+    context.update(credential);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(context.finish().as_ref())
+}
+
+/// What one process tells the others through the store's channel. The
+/// message names a token key and, for an invalidation, a SHA-256 of the
+/// rejected token: never a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Event<'a> {
+    /// A token was stored under the key.
+    Stored(&'a str),
+    /// The key's lease was given back without a token.
+    Released(&'a str),
+    /// The token with this hash, stored under the key, was rejected.
+    Invalidated(&'a str, &'a str),
+}
+
+impl<'a> Event<'a> {
+    fn encode(&self) -> String {
+        match self {
+            Self::Stored(key) => format!("s {key}"),
+            Self::Released(key) => format!("r {key}"),
+            Self::Invalidated(key, hash) => format!("i {key} {hash}"),
+        }
+    }
+
+    fn decode(message: &'a [u8]) -> Option<Self> {
+        let text = std::str::from_utf8(message).ok()?;
+        let (kind, rest) = text.split_once(' ')?;
+        match kind {
+            "s" => Some(Self::Stored(rest)),
+            "r" => Some(Self::Released(rest)),
+            "i" => {
+                let (key, hash) = rest.split_once(' ')?;
+                Some(Self::Invalidated(key, hash))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The topics of one store handle, by token key.
+#[derive(Default)]
+struct Topics {
+    topics: Mutex<HashMap<String, Weak<Topic>>>,
+}
+
+impl Topics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Weak<Topic>>> {
+        self.topics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn topic(&self, key: &str) -> Arc<Topic> {
+        let mut topics = self.lock();
+        if let Some(topic) = topics.get(key).and_then(Weak::upgrade) {
+            return topic;
+        }
+        topics.retain(|_, topic| topic.strong_count() > 0);
+        let topic = Arc::new(Topic::default());
+        topics.insert(key.to_owned(), Arc::downgrade(&topic));
+        topic
+    }
+
+    fn dispatch(&self, message: &[u8]) {
+        let Some(event) = Event::decode(message) else {
+            return;
+        };
+        let key = match &event {
+            Event::Stored(key) | Event::Released(key) | Event::Invalidated(key, _) => *key,
+        };
+        let Some(topic) = self.lock().get(key).and_then(Weak::upgrade) else {
+            return;
+        };
+        if let Event::Invalidated(_, hash) = event
+            && let Some(invalidated) = topic.on_invalidated.get()
+        {
+            invalidated(hash);
+        }
+        topic.changes.fetch_add(1, Ordering::AcqRel);
+        topic.changed.notify_waiters();
+    }
+}
+
+/// What this process hears about one token key.
+#[derive(Default)]
+pub(crate) struct Topic {
+    changes: AtomicU64,
+    changed: tokio::sync::Notify,
+    on_invalidated: OnceLock<InvalidatedHook>,
+}
+
+/// What a cache does when another process rejects a token: given its hash.
+pub(crate) type InvalidatedHook = Box<dyn Fn(&str) + Send + Sync>;
+
+impl Topic {
+    /// A count of the messages heard so far: take it before a look at the
+    /// store, and [`changed_since`](Self::changed_since) misses nothing.
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a message has been heard since `seen`.
+    pub(crate) async fn changed_since(&self, seen: u64) {
+        loop {
+            let notified = self.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.changes() != seen {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Calls `invalidated` with the hash of every token another process
+    /// rejects (the first caller's function stays).
+    pub(crate) fn on_invalidated(&self, invalidated: InvalidatedHook) {
+        let _ = self.on_invalidated.set(invalidated);
     }
 }
 
@@ -502,11 +817,28 @@ mod tests {
             "redis://***@cache:6379/0"
         );
         assert_eq!(
-            redact_url("rediss://:pa55@cache/0?x=@"),
-            "rediss://***@cache/0?x=@"
+            redact_url("rediss://:pa55@cache/0?x=y"),
+            "rediss://***@cache/0?x=y"
         );
         assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
         assert_eq!(redact_url("pa55"), "(not a URL)");
+    }
+
+    #[test]
+    fn a_password_with_a_slash_hash_or_question_mark_is_never_shown() {
+        // `openssl rand -base64` passwords hold `/`; people paste them unencoded.
+        for (url, secret) in [
+            ("redis://:ab/cd+ef@cache:6379/0", "cd+ef"),
+            ("redis://:12/3456@cache:6379/0", "3456"),
+            ("redis://user:pa#qwe@cache:6379", "qwe"),
+            ("rediss://user:pa?qwe@cache", "qwe"),
+            ("redis://:x@y/zyx@cache", "zyx"),
+            ("rediss://:pa55@cache/0?x=@", "pa55"),
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains(secret), "{url} shown as {shown}");
+            assert!(shown.starts_with("redis"), "{shown}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::{hkdf, hmac};
 use base64::Engine as _;
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -24,7 +25,7 @@ const HEADER_LEN: usize = 5;
 /// The 32-byte AES-256-GCM key that seals stored tokens. `Debug` never
 /// shows it.
 #[derive(Clone)]
-pub struct EncryptionKey(Arc<LessSafeKey>);
+pub struct EncryptionKey(Arc<LessSafeKey>, Arc<hmac::Key>);
 
 impl fmt::Debug for EncryptionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -35,11 +36,37 @@ impl fmt::Debug for EncryptionKey {
 impl EncryptionKey {
     /// A key from its 32 bytes.
     pub fn from_bytes(bytes: &[u8; 32]) -> Self {
-        match UnboundKey::new(&AES_256_GCM, bytes) {
-            Ok(key) => Self(Arc::new(LessSafeKey::new(key))),
+        let aead = match UnboundKey::new(&AES_256_GCM, bytes) {
+            Ok(key) => LessSafeKey::new(key),
             // AES-256 takes any 32 bytes.
             Err(_) => unreachable!("a 32-byte AES-256 key is always valid"),
+        };
+        // A key of its own for credential fingerprints (HKDF-SHA256), so the
+        // sealing key is never used for two purposes.
+        let mut mac_key = Zeroizing::new([0u8; 32]);
+        let derived = hkdf::Salt::new(hkdf::HKDF_SHA256, b"authmux")
+            .extract(bytes)
+            .expand(&[FINGERPRINT_INFO], hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(mac_key.as_mut_slice()));
+        if derived.is_err() {
+            unreachable!("HKDF-SHA256 always yields 32 bytes");
         }
+        Self(
+            Arc::new(aead),
+            Arc::new(hmac::Key::new(hmac::HMAC_SHA256, mac_key.as_slice())),
+        )
+    }
+
+    /// An HMAC-SHA256 of `secret` under this key's fingerprint key, with
+    /// `salt` (the token's identity) first.
+    pub(super) fn fingerprint(&self, salt: &[u8], secret: &SecretString) -> [u8; 32] {
+        let mut context = hmac::Context::with_key(&self.1);
+        context.update(salt);
+        context.update(b"\0");
+        context.update(secret.expose_secret().as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(context.sign().as_ref());
+        out
     }
 
     /// A key from 32 bytes in standard base64 (`openssl rand -base64 32`).
@@ -69,6 +96,33 @@ impl EncryptionKey {
         })?;
         Ok(Self::from_bytes(bytes))
     }
+}
+
+const FINGERPRINT_INFO: &[u8] = b"authmux credential fingerprint v1";
+
+/// A memory-hard fingerprint of `secret` (Argon2id, 19 MiB, 2 passes, the
+/// OWASP baseline), salted with `salt`, for stores without an encryption
+/// key: testing one guess of the secret against a key name costs as much.
+pub(super) fn slow_fingerprint(salt: &[u8], secret: &SecretString) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, salt);
+    let mut out = [0u8; 32];
+    let argon = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::default(),
+    );
+    if argon
+        .hash_password_into(secret.expose_secret().as_bytes(), digest.as_ref(), &mut out)
+        .is_err()
+    {
+        // Only too long a secret or salt fails; a plain digest then still
+        // keeps credentials apart.
+        let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        context.update(digest.as_ref());
+        context.update(secret.expose_secret().as_bytes());
+        out.copy_from_slice(context.finish().as_ref());
+    }
+    out
 }
 
 /// The stored form of `plaintext` under `name`.

@@ -1,7 +1,10 @@
-//! A token as it is kept in a store: JSON with its wall-clock expiry and
-//! original lifetime, rebuilt on another process's clock.
+//! A token as it is kept in a store: JSON with its original lifetime,
+//! rebuilt on another process's clock with the time the store says the
+//! entry has left. The writer's wall-clock expiry is kept for readers of
+//! the raw value, never trusted: a writer whose clock is fast would
+//! otherwise stretch the token past its real expiry.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use secrecy::ExposeSecret as _;
 use secrecy::zeroize::Zeroizing;
@@ -51,17 +54,19 @@ pub(crate) fn encode(token: &Token) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(json)
 }
 
-/// Rebuilds a stored token on this process's clock: it expires at the same
-/// wall-clock moment and keeps its original lifetime. The error says why a
-/// value is not a usable token, without quoting it.
-pub(crate) fn decode(json: &[u8]) -> Result<Token, &'static str> {
+/// Rebuilds a stored token on this process's clock. It has `store_ttl`
+/// left, the time the store keeps the entry by its own clock (the writer
+/// set it to the token's time left), and never more than its original
+/// lifetime, which it keeps. The error says why a value is not a usable
+/// token, without quoting it.
+pub(crate) fn decode(json: &[u8], store_ttl: Duration) -> Result<Token, &'static str> {
     let stored: StoredToken =
         serde_json::from_slice(json).map_err(|_| "the stored token is malformed")?;
-    let remaining = UNIX_EPOCH
-        .checked_add(Duration::from_millis(stored.expires_at_ms))
-        .and_then(|expires_at| expires_at.duration_since(SystemTime::now()).ok())
-        .ok_or("the stored token has expired")?;
-    let lifetime = Duration::from_millis(stored.lifetime_ms).max(remaining);
+    let lifetime = Duration::from_millis(stored.lifetime_ms);
+    let remaining = store_ttl.min(lifetime);
+    if remaining.is_zero() {
+        return Err("the stored token has expired");
+    }
     let now = Instant::now();
     // Issued `lifetime - remaining` ago; a process younger than that may not
     // reach so far back on its monotonic clock, and then counts from now.
@@ -96,7 +101,7 @@ mod tests {
             .build()
             .expect("token");
         let json = encode(&token);
-        let back = decode(&json).expect("decodes");
+        let back = decode(&json, token.expires_in()).expect("decodes");
         assert_eq!(back.secret().expose_secret(), "abc.def");
         assert_eq!(back.token_type(), &TokenType::DPoP);
         assert_eq!(back.scope(), Some("read write"));
@@ -112,21 +117,52 @@ mod tests {
 
     #[test]
     fn expired_and_malformed_values_are_not_tokens() {
-        let expired = br#"{"access_token":"t","token_type":"Bearer","expires_at_ms":1000,"lifetime_ms":3600000}"#;
-        assert_eq!(decode(expired).err(), Some("the stored token has expired"));
-        assert_eq!(decode(b"{").err(), Some("the stored token is malformed"));
-        assert!(decode(br#"{"access_token":"t"}"#).is_err());
-        let far = millis(
-            (SystemTime::now() + Duration::from_secs(600))
+        let hour = br#"{"access_token":"t","token_type":"Bearer","expires_at_ms":1000,"lifetime_ms":3600000}"#;
+        assert_eq!(
+            decode(hour, Duration::ZERO).err(),
+            Some("the stored token has expired")
+        );
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            decode(b"{", minute).err(),
+            Some("the stored token is malformed")
+        );
+        assert!(decode(br#"{"access_token":"t"}"#, minute).is_err());
+        let empty =
+            br#"{"access_token":"","token_type":"Bearer","expires_at_ms":1,"lifetime_ms":3600000}"#;
+        assert_eq!(
+            decode(empty, minute).err(),
+            Some("the stored token is not a valid token")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_store_clock_decides_the_time_left_not_the_writers() {
+        // A writer ten minutes fast wrote an expiry ten minutes late; the
+        // store keeps the entry for the token's real time left.
+        let fast = millis(
+            (std::time::SystemTime::now() + Duration::from_secs(600 + 60))
                 .duration_since(UNIX_EPOCH)
                 .expect("after epoch"),
         );
-        let empty = format!(
-            r#"{{"access_token":"","token_type":"Bearer","expires_at_ms":{far},"lifetime_ms":3600000}}"#
+        let planted = format!(
+            r#"{{"access_token":"t","token_type":"Bearer","expires_at_ms":{fast},"lifetime_ms":3600000}}"#
         );
-        assert_eq!(
-            decode(empty.as_bytes()).err(),
-            Some("the stored token is not a valid token")
+        let token = decode(planted.as_bytes(), Duration::from_secs(60)).expect("usable");
+        assert!(
+            token.expires_in() <= Duration::from_secs(60),
+            "{:?}",
+            token.expires_in()
         );
+        // Nor may an entry outlive the lifetime the token was issued with.
+        let short =
+            br#"{"access_token":"t","token_type":"Bearer","expires_at_ms":1,"lifetime_ms":30000}"#;
+        let token = decode(short, Duration::from_secs(3600)).expect("usable");
+        assert!(
+            token.expires_in() <= Duration::from_secs(30),
+            "{:?}",
+            token.expires_in()
+        );
+        assert_eq!(token.lifetime(), Duration::from_secs(30));
     }
 }

@@ -118,6 +118,8 @@ pub struct TokenRequest {
     timeout: Option<Duration>,
     default_lifetime: Option<Duration>,
     scrubber: Scrubber,
+    /// The secret sent in the Basic header, which a token depends on.
+    basic_secret: Option<SecretString>,
 }
 
 /// The lifetime of a token whose response has neither `expires_in` nor a
@@ -167,6 +169,21 @@ impl TokenRequest {
             ParamValue::Plain(value) if param.name == name => Some(value.as_str()),
             _ => None,
         })
+    }
+
+    /// The secrets the request authenticates with (a Basic password, secret
+    /// body parameters), by name: what a token depends on besides its
+    /// visible parameters.
+    pub(crate) fn secrets(&self) -> impl Iterator<Item = (&str, &SecretString)> {
+        let basic = self
+            .basic_secret
+            .as_ref()
+            .map(|secret| ("client_secret", secret));
+        let params = self.params.iter().filter_map(|param| match &param.value {
+            ParamValue::Secret(secret) => Some((param.name.as_ref(), secret)),
+            ParamValue::Plain(_) => None,
+        });
+        basic.into_iter().chain(params)
     }
 
     /// The client assertion minted for each request, with `private_key_jwt`.
@@ -434,6 +451,7 @@ impl TokenRequestBuilder {
             timeout: self.timeout,
             default_lifetime: self.default_lifetime,
             scrubber,
+            basic_secret: self.basic.map(|(_, secret)| secret),
         })
     }
 }
