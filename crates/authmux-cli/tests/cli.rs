@@ -652,6 +652,30 @@ async fn completions_are_generated_for_each_shell() {
     );
 }
 
+/// `authmux completions bash | head -c1`: the reader goes away, and the
+/// writer gets a broken pipe. Here the pipe's read end is closed before the
+/// binary starts, so every write fails, whatever the timing.
+#[tokio::test]
+async fn completions_into_a_closed_pipe_exit_1_without_a_panic() {
+    let scratch = Scratch::new();
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut command = authmux(&scratch.dir);
+    command.args(["completions", "bash"]).stdout(writer);
+
+    let output = output(command).await;
+
+    let (code, _, stderr) = parts(&output);
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("authmux: cannot write the output: "),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn check_prints_every_config_problem() {
     let scratch = Scratch::new();
