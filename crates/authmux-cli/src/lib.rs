@@ -143,7 +143,8 @@ pub enum Command {
     /// response body on stdout.
     #[command(after_help = REQUEST_EXAMPLES)]
     Request(RequestArgs),
-    /// Check the config file and list its clients; no request is sent.
+    /// Check the config and list its clients with their token endpoints;
+    /// reads each issuer's metadata and pings the token store.
     #[command(after_help = CHECK_EXAMPLES)]
     Check(CheckArgs),
     /// Print a shell completion script on stdout.

@@ -634,6 +634,93 @@ client_secret = "{SECRET}"
     assert_no_secret(&output);
 }
 
+/// A port that was just free: nothing listens there.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// An oauth2 client discovering its endpoint from `issuer`.
+fn issuer_client(name: &str, issuer: &str, extra: &str) -> String {
+    format!(
+        r#"
+[clients.{name}]
+provider = "oauth2"
+issuer = "{issuer}"
+client_id = "{name}-client"
+client_secret = "{SECRET}"
+{extra}
+"#
+    )
+}
+
+#[tokio::test]
+async fn check_exits_4_when_an_issuer_cannot_be_reached_and_2_when_its_metadata_is_wrong() {
+    let server = MockServer::start_async().await;
+    let issuer = server.url("/tenant");
+    server
+        .mock_async(|when, then| {
+            when.method(Method::GET)
+                .path("/.well-known/oauth-authorization-server/tenant");
+            then.status(200).json_body(json!({
+                "issuer": server.url("/someone-else"),
+                "token_endpoint": server.url("/tenant/oauth2/token"),
+            }));
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.method(Method::GET)
+                .path("/.well-known/oauth-authorization-server/basic-only");
+            then.status(200).json_body(json!({
+                "issuer": server.url("/basic-only"),
+                "token_endpoint": server.url("/basic-only/oauth2/token"),
+                "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+            }));
+        })
+        .await;
+    let unreachable = issuer_client("down", &format!("http://127.0.0.1:{}", closed_port()), "");
+    let scratch = Scratch::new();
+    for (toml, expected, why) in [
+        (unreachable.clone(), 4, "an issuer that cannot be reached"),
+        (
+            issuer_client("moved", &issuer, ""),
+            2,
+            "metadata naming another issuer",
+        ),
+        (
+            issuer_client("post", &server.url("/basic-only"), "client_auth = \"post\""),
+            2,
+            "an auth method the server does not take",
+        ),
+        (
+            issuer_client("gone", &server.url("/nothing"), ""),
+            2,
+            "no metadata at either URL",
+        ),
+        (
+            format!("{unreachable}{}", issuer_client("moved", &issuer, "")),
+            2,
+            "a config problem outweighs a transport one",
+        ),
+    ] {
+        let config = scratch.config(&format!("[defaults]\nmax_attempts = 1\n{toml}"));
+        let config = config.to_str().expect("UTF-8 path");
+        for json in [false, true] {
+            let mut args = vec!["check", "--no-store", "--config", config];
+            if json {
+                args.push("--json");
+            }
+            let output = run(&scratch.dir, &args).await;
+            let (code, _, stderr) = parts(&output);
+            assert_eq!(code, Some(expected), "{why} (--json: {json}): {stderr}");
+            assert_no_secret(&output);
+        }
+    }
+}
+
 #[tokio::test]
 async fn completions_are_generated_for_each_shell() {
     let scratch = Scratch::new();
@@ -850,6 +937,7 @@ async fn help_carries_examples() {
             vec!["--help"],
             "5  request: the response's HTTP status was not 2xx",
         ),
+        (vec!["--help"], "reads each issuer's metadata"),
         (vec!["request", "--help"], "authmux request api https://"),
         (
             vec!["request", "--help"],

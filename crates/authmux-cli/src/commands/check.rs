@@ -18,7 +18,8 @@ Examples:
   authmux check --json | jq '.clients[].name'
 
 A client configured with an issuer shows the token endpoint discovered from
-the issuer's metadata; a failed discovery is a problem. The last line names
+the issuer's metadata; a failed discovery is a problem (exit 4 when the
+issuer cannot be reached, 2 when its metadata does not fit the config). The last line names
 the token store and whether it can be reached. A store that cannot be
 reached is reported but does not fail the check: tokens are then fetched
 without it.";
@@ -72,23 +73,26 @@ pub(crate) async fn check(
     let (loaded, registry) = match built {
         Ok(built) => built,
         Err(error) => {
-            let problems = error.problems().to_vec();
+            let problems = error.problems().iter().map(Problem::config).collect();
             return report(args, CheckJson::default(), problems, stdout, stderr);
         }
     };
-    let mut problems = Vec::new();
+    let mut problems: Vec<Problem> = Vec::new();
     if registry.is_empty() && registry.unavailable().next().is_none() {
         // A file was read (a missing one is an error that names the paths
         // tried), but a check that passes on no client would hide a mistake.
-        problems.push(match loaded.file() {
+        problems.push(Problem::config(match loaded.file() {
             Some(file) => format!("no clients configured in {}", file.display()),
             None => "no clients configured".to_owned(),
-        });
+        }));
     }
     // A client this build cannot serve is reported for itself; the others
     // are listed.
     for (name, error) in registry.unavailable() {
-        problems.push(format!("clients.{name}.provider: {}", error.message()));
+        problems.push(Problem::config(format!(
+            "clients.{name}.provider: {}",
+            error.message()
+        )));
     }
     // Clients configured with an issuer read its metadata now: the one
     // network request of a check besides the store's.
@@ -97,7 +101,10 @@ pub(crate) async fn check(
         let token_url = match client.token_endpoint().await {
             Ok(token_url) => token_url,
             Err(error) => {
-                problems.push(error.to_string());
+                problems.push(Problem {
+                    exit: Exit::for_kind(error.kind()),
+                    message: error.to_string(),
+                });
                 client.token_url().to_owned()
             }
         };
@@ -117,21 +124,48 @@ pub(crate) async fn check(
     report(args, found, problems, stdout, stderr)
 }
 
+/// One problem `check` found, and how it alone would end the run.
+struct Problem {
+    message: String,
+    exit: Exit,
+}
+
+impl Problem {
+    /// A problem of the config itself.
+    fn config(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            exit: Exit::Usage,
+        }
+    }
+}
+
+/// How a check with these problems ends: a config problem is a usage
+/// error, whatever else went wrong, since it must be fixed first; else the
+/// first problem's own exit (4 for an issuer that cannot be reached).
+fn exit_for(problems: &[Problem]) -> Exit {
+    if problems.iter().any(|problem| problem.exit == Exit::Usage) {
+        return Exit::Usage;
+    }
+    problems
+        .first()
+        .map_or(Exit::Success, |problem| problem.exit)
+}
+
 /// Writes the clients and the problems, as text (clients on stdout,
-/// problems on stderr) or as one JSON object on stdout. Any problem is a
-/// usage error.
+/// problems on stderr) or as one JSON object on stdout.
 fn report(
     args: &CheckArgs,
     mut found: CheckJson<'_>,
-    problems: Vec<String>,
+    problems: Vec<Problem>,
     stdout: &mut impl Write,
     stderr: &mut impl Write,
 ) -> io::Result<Exit> {
-    let exit = if problems.is_empty() {
-        Exit::Success
-    } else {
-        Exit::Usage
-    };
+    let exit = exit_for(&problems);
+    let problems: Vec<String> = problems
+        .into_iter()
+        .map(|problem| problem.message)
+        .collect();
     if args.json {
         found.problems = problems;
         serde_json::to_writer_pretty(&mut *stdout, &found)?;
