@@ -660,27 +660,31 @@ client_secret = "{SECRET}"
 async fn check_exits_4_when_an_issuer_cannot_be_reached_and_2_when_its_metadata_is_wrong() {
     let server = MockServer::start_async().await;
     let issuer = server.url("/tenant");
-    server
-        .mock_async(|when, then| {
-            when.method(Method::GET)
-                .path("/.well-known/oauth-authorization-server/tenant");
-            then.status(200).json_body(json!({
+    for (tenant, metadata) in [
+        (
+            "tenant",
+            json!({
                 "issuer": server.url("/someone-else"),
                 "token_endpoint": server.url("/tenant/oauth2/token"),
-            }));
-        })
-        .await;
-    server
-        .mock_async(|when, then| {
-            when.method(Method::GET)
-                .path("/.well-known/oauth-authorization-server/basic-only");
-            then.status(200).json_body(json!({
+            }),
+        ),
+        (
+            "basic-only",
+            json!({
                 "issuer": server.url("/basic-only"),
                 "token_endpoint": server.url("/basic-only/oauth2/token"),
                 "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-            }));
-        })
-        .await;
+            }),
+        ),
+    ] {
+        server
+            .mock_async(|when, then| {
+                when.method(Method::GET)
+                    .path(format!("/.well-known/oauth-authorization-server/{tenant}"));
+                then.status(200).json_body(metadata);
+            })
+            .await;
+    }
     let unreachable = issuer_client("down", &format!("http://127.0.0.1:{}", closed_port()), "");
     let scratch = Scratch::new();
     for (toml, expected, why) in [
