@@ -279,6 +279,106 @@ fn an_environment_secret_source_replaces_the_files() {
     });
 }
 
+/// An Auth0 client `api` signing assertions with `key`, a TOML value.
+#[cfg(feature = "auth0")]
+fn private_key_jwt_client(key: &str) -> String {
+    format!(
+        "{}client_auth = \"private_key_jwt\"\nclient_assertion_key = {key}\n",
+        client("api", "auth0").replace(&format!("client_secret = \"{SECRET}\"\n"), "")
+    )
+}
+
+/// Every key that takes a secret's source, not `client_secret` alone: a
+/// variable naming a new source replaces the file's, whatever the section.
+#[cfg(feature = "auth0")]
+#[test]
+fn an_environment_source_replaces_the_files_for_every_secret_key() {
+    use authmux::ClientSecret;
+    use authmux::auth0::Auth0Config;
+
+    let file = format!(
+        r#"
+        [store]
+        kind = "redis"
+        url = "redis://cache:6379/0"
+        encryption_key = {{ env = "OLD_STORE_KEY" }}
+        password = {{ env = "OLD_REDIS_PASSWORD" }}
+        {}"#,
+        private_key_jwt_client(r#"{ env = "OLD_ASSERTION_KEY" }"#)
+    );
+    let config = Config::from_toml_and_env(
+        &file,
+        [
+            (
+                "AUTHMUX_CLIENTS__API__CLIENT_ASSERTION_KEY__FILE",
+                "/run/secrets/new.pem",
+            ),
+            (
+                "AUTHMUX_STORE__ENCRYPTION_KEY__FILE",
+                "/run/secrets/store-key",
+            ),
+            ("AUTHMUX_STORE__PASSWORD__FILE", "/run/secrets/redis"),
+        ],
+    )
+    .expect("each variable replaces the file's source");
+    let file_source = |secret: Option<&ClientSecret>| match secret {
+        Some(ClientSecret::File { file }) => file.display().to_string(),
+        other => panic!("not a file source: {other:?}"),
+    };
+    let api: Auth0Config = config.clients["api"].provider_config().expect("valid");
+    assert_eq!(
+        file_source(api.client_assertion_key.as_ref()),
+        "/run/secrets/new.pem"
+    );
+    assert_eq!(
+        file_source(config.store.encryption_key.as_ref()),
+        "/run/secrets/store-key"
+    );
+    assert_eq!(
+        file_source(config.store.password.as_ref()),
+        "/run/secrets/redis"
+    );
+}
+
+/// A secret's value is never quoted, whatever its TOML type and whatever
+/// the key's name: a number given as a password is still a password.
+#[cfg(feature = "auth0")]
+#[test]
+fn a_secret_of_the_wrong_type_is_described_never_quoted() {
+    const EXPECTED: &str = r#"expected a string, { env = "VARIABLE" } or { file = "path" }"#;
+    let store = |value: &str| {
+        problems(Config::from_toml_str(&format!(
+            "[store]\nkind = \"redis\"\npassword = {value}\nencryption_key = {value}\n"
+        )))
+    };
+    for (value, found) in [
+        ("83749201", "integer"),
+        ("-83749201", "integer"),
+        ("8374.9201", "float"),
+        ("true", "boolean"),
+    ] {
+        let problems = store(value);
+        assert_has(
+            &problems,
+            &format!("store.password: {EXPECTED}, found {found}"),
+        );
+        assert_has(
+            &problems,
+            &format!("store.encryption_key: {EXPECTED}, found {found}"),
+        );
+        assert!(!format!("{problems:?}").contains("8374"), "{problems:#?}");
+    }
+    let config =
+        Config::from_toml_str(&private_key_jwt_client("5550123")).expect("the settings are fine");
+    let problems = problems(Registry::from_config(&config));
+    assert_eq!(
+        problems,
+        [format!(
+            "clients.api.client_assertion_key: {EXPECTED}, found integer"
+        )]
+    );
+}
+
 #[cfg(feature = "mention-me")]
 #[test]
 fn a_secret_with_two_sources_is_an_error() {
