@@ -370,7 +370,9 @@ impl Config {
     /// variable that sets any part of a secret's source (`client_secret`,
     /// `client_assertion_key`, `[store] encryption_key` or `password`: every
     /// key whose type is a [`ClientSecret`](authmux_core::ClientSecret))
-    /// replaces the file's whole source.
+    /// replaces the file's whole source. A variable's client is the file's
+    /// client of that name in any case: `AUTHMUX_CLIENTS__BILLING__…` sets
+    /// `[clients.Billing]`.
     pub fn figment(explicit: Option<&Path>) -> Figment {
         Figment::from(Layered {
             file: TomlFile::new(Self::path(explicit)),
@@ -829,11 +831,16 @@ impl<F: Provider> Provider for Layered<F> {
             .data()?
             .remove(&Profile::Default)
             .unwrap_or_default();
-        let env = self
+        let mut env = self
             .env
             .data()?
             .remove(&Profile::Default)
             .unwrap_or_default();
+        if let (Some(Value::Dict(_, file_clients)), Some(Value::Dict(_, env_clients))) =
+            (file.get("clients"), env.get_mut("clients"))
+        {
+            *env_clients = named_as_in_file(std::mem::take(env_clients), file_clients)?;
+        }
         if let (Some(Value::Dict(_, file_clients)), Some(Value::Dict(_, env_clients))) =
             (file.get_mut("clients"), env.get("clients"))
         {
@@ -851,6 +858,40 @@ impl<F: Provider> Provider for Layered<F> {
             .merge(Serialized::defaults(env))
             .data()
     }
+}
+
+/// The environment's clients under the names the file gives them.
+/// Variables are read lower-cased, so `AUTHMUX_CLIENTS__BILLING__…` names
+/// `[clients.Billing]`: a name the file has exactly is kept, else the one
+/// file client whose name differs only in case is meant. Two such clients
+/// make the variable ambiguous, which is an error.
+fn named_as_in_file(env: Dict, file: &Dict) -> Result<Dict, figment::Error> {
+    let mut named = Dict::new();
+    for (name, value) in env {
+        let name = if file.contains_key(&name) {
+            name
+        } else {
+            let same: Vec<&str> = file
+                .keys()
+                .filter(|known| known.eq_ignore_ascii_case(&name))
+                .map(String::as_str)
+                .collect();
+            match same.as_slice() {
+                [] => name,
+                [known] => (*known).to_owned(),
+                several => {
+                    return Err(figment::Error::from(format!(
+                        "{ENV_PREFIX}CLIENTS__{}__…: matches clients {}; rename one so \
+                         that their names differ in more than case",
+                        name.to_ascii_uppercase(),
+                        several.join(" and ")
+                    )));
+                }
+            }
+        };
+        named.insert(name, value);
+    }
+    Ok(named)
 }
 
 /// Removes from the file's `table` each secret source that the

@@ -379,6 +379,72 @@ fn a_secret_of_the_wrong_type_is_described_never_quoted() {
     );
 }
 
+/// Variables come upper-cased and are read lower-cased, so a client named
+/// with capitals is found by its name in any case.
+#[cfg(feature = "mention-me")]
+#[test]
+fn a_variable_overrides_a_client_named_with_capitals() {
+    use authmux::ClientSecret;
+    use authmux::mention_me::MentionMeConfig;
+
+    let config = Config::from_toml_and_env(
+        &client("Billing", "mention-me"),
+        [
+            (
+                "AUTHMUX_CLIENTS__BILLING__CLIENT_ID",
+                "from-the-environment",
+            ),
+            (
+                "AUTHMUX_CLIENTS__BILLING__CLIENT_SECRET__ENV",
+                "BILLING_SECRET",
+            ),
+        ],
+    )
+    .expect("the variables override [clients.Billing]");
+    assert_eq!(config.clients.keys().collect::<Vec<_>>(), ["Billing"]);
+    let billing: MentionMeConfig = config.clients["Billing"].provider_config().expect("valid");
+    assert_eq!(billing.client_id, "from-the-environment");
+    assert!(
+        matches!(&billing.client_secret, ClientSecret::Env { env } if env == "BILLING_SECRET"),
+        "{:?}",
+        billing.client_secret
+    );
+
+    // A client whose name matches exactly wins over one that differs in case.
+    let both = format!(
+        "{}{}",
+        client("billing", "mention-me"),
+        client("BILLING", "mention-me")
+    );
+    let config =
+        Config::from_toml_and_env(&both, [("AUTHMUX_CLIENTS__BILLING__CLIENT_ID", "exact")])
+            .expect("valid");
+    let exact: MentionMeConfig = config.clients["billing"].provider_config().expect("valid");
+    let other: MentionMeConfig = config.clients["BILLING"].provider_config().expect("valid");
+    assert_eq!(
+        (exact.client_id.as_str(), other.client_id.as_str()),
+        ("exact", "id")
+    );
+
+    // Two that differ only in case, neither exactly: the variable is refused.
+    let two = format!(
+        "{}{}",
+        client("Billing", "mention-me"),
+        client("BILLING", "mention-me")
+    );
+    let problems = problems(Config::from_toml_and_env(
+        &two,
+        [("AUTHMUX_CLIENTS__BILLING__CLIENT_ID", "which")],
+    ));
+    assert_eq!(
+        problems,
+        [
+            "AUTHMUX_CLIENTS__BILLING__…: matches clients BILLING and Billing; \
+          rename one so that their names differ in more than case"
+        ]
+    );
+}
+
 #[cfg(feature = "mention-me")]
 #[test]
 fn a_secret_with_two_sources_is_an_error() {
