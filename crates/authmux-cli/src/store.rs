@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use authmux::{Config, ConfigError, Registry, StoreKind};
+use authmux::core::SharedTokenStore;
+use authmux::{Config, ConfigError, StoreKind};
 use serde::Serialize;
 
 /// Loads the config with the CLI's store default applied: the `[store]`
@@ -56,9 +57,9 @@ impl StoreStatus {
     }
 }
 
-/// Pings the registry's store, if it has one.
-pub(crate) async fn status(registry: &Registry) -> StoreStatus {
-    let Some(store) = registry.store() else {
+/// Pings `store`, if there is one.
+pub(crate) async fn status(store: Option<&SharedTokenStore>) -> StoreStatus {
+    let Some(store) = store else {
         return StoreStatus {
             store: "none".to_owned(),
             reachable: true,
