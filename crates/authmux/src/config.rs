@@ -839,7 +839,8 @@ impl<F: Provider> Provider for Layered<F> {
         if let (Some(Value::Dict(_, file_clients)), Some(Value::Dict(_, env_clients))) =
             (file.get("clients"), env.get_mut("clients"))
         {
-            *env_clients = named_as_in_file(std::mem::take(env_clients), file_clients)?;
+            *env_clients = named_as_in_file(std::mem::take(env_clients), file_clients)
+                .map_err(figment::Error::from)?;
         }
         if let (Some(Value::Dict(_, file_clients)), Some(Value::Dict(_, env_clients))) =
             (file.get_mut("clients"), env.get("clients"))
@@ -865,7 +866,7 @@ impl<F: Provider> Provider for Layered<F> {
 /// `[clients.Billing]`: a name the file has exactly is kept, else the one
 /// file client whose name differs only in case is meant. Two such clients
 /// make the variable ambiguous, which is an error.
-fn named_as_in_file(env: Dict, file: &Dict) -> Result<Dict, figment::Error> {
+fn named_as_in_file(env: Dict, file: &Dict) -> Result<Dict, String> {
     let mut named = Dict::new();
     for (name, value) in env {
         let name = if file.contains_key(&name) {
@@ -880,12 +881,12 @@ fn named_as_in_file(env: Dict, file: &Dict) -> Result<Dict, figment::Error> {
                 [] => name,
                 [known] => (*known).to_owned(),
                 several => {
-                    return Err(figment::Error::from(format!(
+                    return Err(format!(
                         "{ENV_PREFIX}CLIENTS__{}__…: matches clients {}; rename one so \
                          that their names differ in more than case",
                         name.to_ascii_uppercase(),
                         several.join(" and ")
-                    )));
+                    ));
                 }
             }
         };
