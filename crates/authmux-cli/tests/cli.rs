@@ -736,6 +736,9 @@ async fn check_exits_4_when_an_issuer_cannot_be_reached_and_2_when_its_metadata_
     }
 }
 
+/// The token store's encryption key of the example config; never printed.
+const STORE_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
 /// The repository's example config, every provider in it.
 fn example_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../authmux.example.toml")
@@ -753,10 +756,7 @@ fn example_check(scratch: &Scratch, json: bool) -> Command {
         .arg("--config")
         .arg(&config)
         .env("MENTION_ME_CLIENT_SECRET", SECRET)
-        .env(
-            "TOKEN_STORE_KEY",
-            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-        )
+        .env("TOKEN_STORE_KEY", STORE_KEY)
         .env("AUTHMUX_CLIENTS__LEARNING__CLIENT_SECRET__FILE", &learning)
         .env_remove("AUTH0_CLIENT_SECRET");
     if json {
@@ -834,6 +834,10 @@ async fn check_shows_every_client_the_file_and_the_store_beside_one_broken_clien
     assert_eq!(found["problems"], json!([missing]));
     assert_eq!(found["store"]["encrypted"], json!(true), "{stdout}");
     assert_no_secret(&output);
+    for output in [&text, &output] {
+        let (_, stdout, stderr) = parts(output);
+        assert!(!stdout.contains(STORE_KEY) && !stderr.contains(STORE_KEY));
+    }
 }
 
 #[tokio::test]
