@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! $ authmux check --config authmux.toml
+//! file  authmux.toml
 //! api        auth0       https://tenant.eu.auth0.com/oauth/token
 //! referrals  mention-me  https://demo.mention-me.com/api/oauth/token
 //! $ curl -H "Authorization: Bearer $(authmux token api)" https://api.example.com/things
@@ -46,9 +47,10 @@
 //! `./authmux.toml`; `AUTHMUX_CLIENTS__<NAME>__<KEY>` variables override it.
 //! Without `--config` and `$AUTHMUX_CONFIG`, a missing `./authmux.toml` is
 //! fine when the variables configure a client; otherwise the error names
-//! every place tried. `authmux check` lists the clients it could build and
-//! reports, one line each, every problem, such as a client whose provider
-//! this build lacks.
+//! every place tried. `authmux check` names the file, lists every client
+//! with its token endpoint or what stops it (a missing secret variable, a
+//! provider this build lacks), shows the store, and reports every problem
+//! on stderr, one line each.
 //!
 //! # Exit codes
 //!
@@ -143,7 +145,8 @@ pub enum Command {
     /// response body on stdout.
     #[command(after_help = REQUEST_EXAMPLES)]
     Request(RequestArgs),
-    /// Check the config file and list its clients; no request is sent.
+    /// Check the config and list its clients with their token endpoints;
+    /// reads each issuer's metadata and pings the token store.
     #[command(after_help = CHECK_EXAMPLES)]
     Check(CheckArgs),
     /// Print a shell completion script on stdout.

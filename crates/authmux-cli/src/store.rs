@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
+use authmux::core::SharedTokenStore;
 use authmux::core::store::FileStore;
-use authmux::{Config, ConfigError, Registry, StoreKind};
+use authmux::{Config, ConfigError, StoreKind};
 use serde::Serialize;
 
 /// Loads the config with the CLI's store default applied: the `[store]`
@@ -68,9 +69,9 @@ impl StoreStatus {
     }
 }
 
-/// Pings the registry's store, if it has one.
-pub(crate) async fn status(registry: &Registry) -> StoreStatus {
-    let Some(store) = registry.store() else {
+/// Pings `store`, if there is one.
+pub(crate) async fn status(store: Option<&SharedTokenStore>) -> StoreStatus {
+    let Some(store) = store else {
         return StoreStatus {
             store: "none".to_owned(),
             reachable: true,

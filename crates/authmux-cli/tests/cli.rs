@@ -480,6 +480,7 @@ audience = "https://api.example.com"
     assert_eq!(
         lines,
         [
+            vec!["file", config],
             vec!["api", "auth0", "https://tenant.eu.auth0.com/oauth/token"],
             vec![
                 "mm",
@@ -520,7 +521,7 @@ audience = "https://api.example.com"
     assert_eq!(
         found["clients"],
         json!([{"name": "api", "provider": "auth0",
-                "token_url": "https://tenant.eu.auth0.com/oauth/token"}])
+                "token_url": "https://tenant.eu.auth0.com/oauth/token", "problems": []}])
     );
     assert_eq!(found["problems"], json!([]));
     let store = &found["store"];
@@ -548,6 +549,11 @@ audience = "https://api.example.com"
     let (code, stdout, _) = parts(&output);
     assert_eq!(code, Some(2));
     let found: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(
+        found["file"],
+        json!(broken),
+        "the file checked, though broken"
+    );
     let problems = found["problems"].as_array().expect("a list");
     assert!(
         problems
@@ -555,6 +561,9 @@ audience = "https://api.example.com"
             .any(|problem| problem == "clients.api.domain: required"),
         "{problems:?}"
     );
+    assert_eq!(found["clients"][0]["name"], json!("api"));
+    assert_eq!(found["clients"][0]["token_url"], json!(null));
+    assert_eq!(found["clients"][0]["problems"], found["problems"]);
 }
 
 #[tokio::test]
@@ -627,11 +636,236 @@ client_secret = "{SECRET}"
     let found: Value = serde_json::from_str(&parts(&output).1).expect("one JSON object");
     assert_eq!(
         found["clients"][1],
-        json!({"name": "okta", "provider": "oauth2", "token_url": token_url, "issuer": issuer})
+        json!({"name": "okta", "provider": "oauth2", "token_url": token_url, "issuer": issuer,
+               "problems": []})
     );
     assert_eq!(found["problems"].as_array().map(Vec::len), Some(1));
+    assert_eq!(found["clients"][0]["problems"], found["problems"]);
     assert_eq!(metadata.calls_async().await, 2, "once per run");
     assert_no_secret(&output);
+}
+
+/// A port that was just free: nothing listens there.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// An oauth2 client discovering its endpoint from `issuer`.
+fn issuer_client(name: &str, issuer: &str, extra: &str) -> String {
+    format!(
+        r#"
+[clients.{name}]
+provider = "oauth2"
+issuer = "{issuer}"
+client_id = "{name}-client"
+client_secret = "{SECRET}"
+{extra}
+"#
+    )
+}
+
+#[tokio::test]
+async fn check_exits_4_when_an_issuer_cannot_be_reached_and_2_when_its_metadata_is_wrong() {
+    let server = MockServer::start_async().await;
+    let issuer = server.url("/tenant");
+    for (tenant, metadata) in [
+        (
+            "tenant",
+            json!({
+                "issuer": server.url("/someone-else"),
+                "token_endpoint": server.url("/tenant/oauth2/token"),
+            }),
+        ),
+        (
+            "basic-only",
+            json!({
+                "issuer": server.url("/basic-only"),
+                "token_endpoint": server.url("/basic-only/oauth2/token"),
+                "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+            }),
+        ),
+    ] {
+        server
+            .mock_async(|when, then| {
+                when.method(Method::GET)
+                    .path(format!("/.well-known/oauth-authorization-server/{tenant}"));
+                then.status(200).json_body(metadata);
+            })
+            .await;
+    }
+    let unreachable = issuer_client("down", &format!("http://127.0.0.1:{}", closed_port()), "");
+    let scratch = Scratch::new();
+    for (toml, expected, why) in [
+        (unreachable.clone(), 4, "an issuer that cannot be reached"),
+        (
+            issuer_client("moved", &issuer, ""),
+            2,
+            "metadata naming another issuer",
+        ),
+        (
+            issuer_client("post", &server.url("/basic-only"), "client_auth = \"post\""),
+            2,
+            "an auth method the server does not take",
+        ),
+        (
+            issuer_client("gone", &server.url("/nothing"), ""),
+            2,
+            "no metadata at either URL",
+        ),
+        (
+            format!("{unreachable}{}", issuer_client("moved", &issuer, "")),
+            2,
+            "a config problem outweighs a transport one",
+        ),
+    ] {
+        let config = scratch.config(&format!("[defaults]\nmax_attempts = 1\n{toml}"));
+        let config = config.to_str().expect("UTF-8 path");
+        for json in [false, true] {
+            let mut args = vec!["check", "--no-store", "--config", config];
+            if json {
+                args.push("--json");
+            }
+            let output = run(&scratch.dir, &args).await;
+            let (code, _, stderr) = parts(&output);
+            assert_eq!(code, Some(expected), "{why} (--json: {json}): {stderr}");
+            assert_no_secret(&output);
+        }
+    }
+}
+
+/// The token store's encryption key of the example config; never printed.
+const STORE_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// The repository's example config, every provider in it.
+fn example_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../authmux.example.toml")
+}
+
+/// The example config, with every secret it names given but `AUTH0_CLIENT_SECRET`:
+/// each other client is healthy, and `check` must still show it.
+fn example_check(scratch: &Scratch, json: bool) -> Command {
+    let learning = scratch.dir.join("360learning-secret");
+    std::fs::write(&learning, SECRET).expect("write the secret");
+    let config = example_config();
+    let mut command = authmux(&scratch.dir);
+    command
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .env("MENTION_ME_CLIENT_SECRET", SECRET)
+        .env("TOKEN_STORE_KEY", STORE_KEY)
+        .env("AUTHMUX_CLIENTS__LEARNING__CLIENT_SECRET__FILE", &learning)
+        .env_remove("AUTH0_CLIENT_SECRET");
+    if json {
+        command.arg("--json");
+    }
+    command
+}
+
+#[tokio::test]
+async fn check_shows_every_client_the_file_and_the_store_beside_one_broken_client() {
+    let scratch = Scratch::new();
+    let missing = "clients.api.client_secret: environment variable AUTH0_CLIENT_SECRET is not set";
+
+    let text = output(example_check(&scratch, false)).await;
+    let (code, stdout, stderr) = parts(&text);
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert_eq!(stderr, format!("authmux: {missing}\n"));
+    let lines: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    let config = example_config();
+    let store = scratch.dir.join("cache").join("authmux");
+    let problem = format!("not usable: {missing}");
+    let problem: Vec<&str> = problem.split_whitespace().collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["file", config.to_str().expect("UTF-8 path")],
+            [vec!["api", "auth0"], problem].concat(),
+            vec![
+                "learning",
+                "360learning",
+                "https://app.360learning.com/api/v2/oauth2/token"
+            ],
+            vec![
+                "okta",
+                "oauth2",
+                "https://example.okta.com/oauth2/default/v1/token"
+            ],
+            vec![
+                "referrals",
+                "mention-me",
+                "https://demo.mention-me.com/api/oauth/token"
+            ],
+            vec![
+                "store",
+                "file",
+                store.to_str().expect("UTF-8 path"),
+                "(reachable,",
+                "encrypted)"
+            ],
+        ],
+        "{stdout}"
+    );
+    assert_no_secret(&text);
+
+    let output = output(example_check(&scratch, true)).await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    let found: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(found["file"], json!(config.to_str()));
+    assert_eq!(
+        found["clients"],
+        json!([
+            {"name": "api", "provider": "auth0", "token_url": null, "problems": [missing]},
+            {"name": "learning", "provider": "360learning",
+             "token_url": "https://app.360learning.com/api/v2/oauth2/token", "problems": []},
+            {"name": "okta", "provider": "oauth2",
+             "token_url": "https://example.okta.com/oauth2/default/v1/token", "problems": []},
+            {"name": "referrals", "provider": "mention-me",
+             "token_url": "https://demo.mention-me.com/api/oauth/token", "problems": []},
+        ])
+    );
+    assert_eq!(found["problems"], json!([missing]));
+    assert_eq!(found["store"]["encrypted"], json!(true), "{stdout}");
+    assert_no_secret(&output);
+    for output in [&text, &output] {
+        let (_, stdout, stderr) = parts(output);
+        assert!(!stdout.contains(STORE_KEY) && !stderr.contains(STORE_KEY));
+    }
+}
+
+#[tokio::test]
+async fn check_never_quotes_a_secret_of_the_wrong_type() {
+    let server = MockServer::start_async().await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&format!(
+        "{}\n[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\npassword = 83749201\n",
+        mention_me_config(&server),
+        closed_port()
+    ));
+    let config = config.to_str().expect("UTF-8 path");
+    for json in [false, true] {
+        let mut args = vec!["check", "--config", config];
+        if json {
+            args.push("--json");
+        }
+        let output = run(&scratch.dir, &args).await;
+        let (code, stdout, stderr) = parts(&output);
+        assert_eq!(code, Some(2), "stderr: {stderr}");
+        assert!(
+            stderr.contains("store.password: expected a string")
+                || stdout.contains("store.password: expected a string"),
+            "{stdout}{stderr}"
+        );
+        assert!(!stdout.contains("83749201"), "{stdout}");
+        assert!(!stderr.contains("83749201"), "{stderr}");
+    }
 }
 
 #[tokio::test]
@@ -649,6 +883,30 @@ async fn completions_are_generated_for_each_shell() {
         parts(&output).0,
         Some(2),
         "an unknown shell is a usage error"
+    );
+}
+
+/// `authmux completions bash | head -c1`: the reader goes away, and the
+/// writer gets a broken pipe. Here the pipe's read end is closed before the
+/// binary starts, so every write fails, whatever the timing.
+#[tokio::test]
+async fn completions_into_a_closed_pipe_exit_1_without_a_panic() {
+    let scratch = Scratch::new();
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut command = authmux(&scratch.dir);
+    command.args(["completions", "bash"]).stdout(writer);
+
+    let output = output(command).await;
+
+    let (code, _, stderr) = parts(&output);
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("authmux: cannot write the output: "),
+        "{stderr}"
     );
 }
 
@@ -670,7 +928,8 @@ provider = "okta2"
 
     let (code, stdout, stderr) = parts(&output);
     assert_eq!(code, Some(2), "stderr: {stderr}");
-    assert_eq!(stdout, "");
+    // The config cannot be read, so no client is listed; the file is.
+    assert_eq!(stdout, format!("file  {config}\n"));
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 2, "{stderr}");
     assert!(lines[0].contains("defaults.max_attempts"), "{stderr}");
@@ -702,11 +961,23 @@ environment = "demo"
 
     let (code, stdout, stderr) = parts(&output);
     assert_eq!(code, Some(2), "stderr: {stderr}");
-    assert_eq!(stdout, "");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 2, "{stderr}");
     assert!(lines[0].contains("clients.a.environment"), "{stderr}");
     assert!(lines[1].contains("clients.b.client_secret"), "{stderr}");
+    // Each client is listed with what stops it, beside the file and store.
+    let listed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(listed.len(), 4, "{stdout}");
+    assert_eq!(listed[0], format!("file  {config}"));
+    assert!(
+        listed[1].starts_with("a  mention-me  not usable: clients.a.environment: "),
+        "{stdout}"
+    );
+    assert!(
+        listed[2].starts_with("b  mention-me  not usable: clients.b.client_secret: "),
+        "{stdout}"
+    );
+    assert!(listed[3].starts_with("store  file "), "{stdout}");
     assert_no_secret(&output);
 }
 
@@ -756,9 +1027,11 @@ async fn check_of_a_file_without_clients_names_the_file() {
 
     let (code, stdout, stderr) = parts(&output);
     assert_eq!(code, Some(2), "stderr: {stderr}");
-    // No client is listed; the store line is all stdout has.
-    assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    assert!(stdout.starts_with("store  file "), "{stdout}");
+    // No client is listed; the file and the store are all stdout has.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0], "file  authmux.toml");
+    assert!(lines[1].starts_with("store  file "), "{stdout}");
     assert_eq!(stderr, "authmux: no clients configured in authmux.toml\n");
 }
 
@@ -773,7 +1046,7 @@ async fn check_of_a_broken_file_gives_the_line_never_the_text() {
 
     let (code, stdout, stderr) = parts(&output);
     assert_eq!(code, Some(2), "stderr: {stderr}");
-    assert_eq!(stdout, "");
+    assert_eq!(stdout, "file  authmux.toml\n");
     assert!(
         stderr.starts_with("authmux: authmux.toml: TOML syntax error at line 3, column "),
         "{stderr}"
@@ -794,7 +1067,10 @@ async fn an_unrelated_authmux_variable_does_not_break_the_config() {
 
     let (code, stdout, stderr) = parts(&output);
     assert_eq!(code, Some(0), "stderr: {stderr}");
-    assert!(stdout.starts_with("mm "), "{stdout}");
+    assert!(
+        stdout.lines().any(|line| line.starts_with("mm ")),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
@@ -826,6 +1102,7 @@ async fn help_carries_examples() {
             vec!["--help"],
             "5  request: the response's HTTP status was not 2xx",
         ),
+        (vec!["--help"], "reads each issuer's metadata"),
         (vec!["request", "--help"], "authmux request api https://"),
         (
             vec!["request", "--help"],
@@ -1621,4 +1898,91 @@ client_assertion_key = {{ file = "{}" }}
     {
         assert!(!stderr.contains(line), "{stderr}");
     }
+}
+
+#[tokio::test]
+async fn a_wrong_secret_reaches_the_provider_instead_of_the_stored_token() {
+    let server = MockServer::start_async().await;
+    let right = server
+        .mock_async(|when, then| {
+            when.method(Method::POST)
+                .path("/api/oauth/token")
+                .body_includes(SECRET);
+            then.status(200).json_body(
+                json!({"access_token": jwt(&claims()), "token_type": "Bearer", "expires_in": 3600}),
+            );
+        })
+        .await;
+    let wrong = server
+        .mock_async(|when, then| {
+            when.method(Method::POST)
+                .path("/api/oauth/token")
+                .body_includes("wrong-secret-0000");
+            then.status(401)
+                .json_body(json!({"error": "invalid_client"}));
+        })
+        .await;
+    let scratch = Scratch::new();
+    let good = scratch.config(&mention_me_config(&server));
+    let output = run(
+        &scratch.dir,
+        &["token", "mm", "--config", good.to_str().expect("UTF-8")],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    right.assert_calls_async(1).await;
+
+    // The same client id and endpoint with another secret: the stored
+    // token is not this credential's.
+    let bad = scratch.config(&mention_me_config(&server).replace(SECRET, "wrong-secret-0000"));
+    let output = run(
+        &scratch.dir,
+        &["token", "mm", "--config", bad.to_str().expect("UTF-8")],
+    )
+    .await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(3), "stderr: {stderr}");
+    assert_eq!(stdout, "", "no token served");
+    wrong.assert_calls_async(1).await;
+    right.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn without_a_home_the_default_store_steps_aside() {
+    let server = MockServer::start_async().await;
+    serve_token(
+        &server,
+        200,
+        json!({"access_token": jwt(&claims()), "token_type": "Bearer", "expires_in": 3600}),
+    )
+    .await;
+    let scratch = Scratch::new();
+    let config = scratch.config(&mention_me_config(&server));
+    let config = config.to_str().expect("UTF-8 path");
+    let mut command = authmux(&scratch.dir);
+    command
+        .env_remove("HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .args(["token", "mm", "--config", config]);
+    let first = output(command).await;
+    let (code, stdout, stderr) = parts(&first);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(!stdout.is_empty());
+    assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
+    assert!(stderr.contains("no token store"), "{stderr}");
+
+    // Asked for by name, the file store still needs a directory.
+    let explicit = scratch.config(&format!(
+        "[store]\nkind = \"file\"\n{}",
+        mention_me_config(&server)
+    ));
+    let mut command = authmux(&scratch.dir);
+    command
+        .env_remove("HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .args(["token", "mm", "--config", explicit.to_str().expect("UTF-8")]);
+    let second = output(command).await;
+    let (code, _, stderr) = parts(&second);
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("store.path"), "{stderr}");
 }

@@ -13,13 +13,14 @@
 //! error gives the line and column only, and a wrong value under a secret's
 //! key is described by its type alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use authmux_core::{CachePolicy, Error};
 
+use crate::secret_keys;
 use crate::store::StoreConfig;
 use figment::error::{Actual, Kind};
 use figment::providers::{Format, Serialized, Toml};
@@ -39,7 +40,8 @@ pub const ENV_PREFIX: &str = "AUTHMUX_";
 
 /// The top-level tables of a config. Only environment variables that start
 /// with [`ENV_PREFIX`], one of these in capitals and `__` are config:
-/// `AUTHMUX_CLIENTS__API__TIMEOUT`, `AUTHMUX_DEFAULTS__MAX_ATTEMPTS`.
+/// `AUTHMUX_CLIENTS__API__TIMEOUT`, `AUTHMUX_DEFAULTS__MAX_ATTEMPTS`,
+/// `AUTHMUX_STORE__KIND`.
 pub const SECTIONS: [&str; 3] = ["clients", "defaults", "store"];
 
 /// Every provider authmux knows, compiled in or not.
@@ -142,11 +144,6 @@ const SETTING_KEYS: [&str; 8] = [
 /// Provider keys that are booleans. Environment variables arrive as text,
 /// so `"true"` and `"false"` are read as booleans for these keys only.
 const BOOLEAN_KEYS: [&str; 3] = ["allow_insecure_http", "dpop", "accept_bearer_downgrade"];
-
-/// Keys whose value is one whole source: an override replaces the file's
-/// value instead of merging into it, so that
-/// `AUTHMUX_CLIENTS__API__CLIENT_SECRET__FILE` replaces `{ env = "OLD" }`.
-const WHOLE_VALUE_KEYS: [&str; 1] = ["client_secret"];
 
 /// A humantime duration: `"30s"`, `"5m"`, `"1h 30m"`.
 fn duration<'de, D: de::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -367,10 +364,15 @@ impl Config {
     }
 
     /// The default sources, merged in order: the TOML file at
-    /// [`Config::path`] (if it exists), then the `AUTHMUX_CLIENTS__…` and
-    /// `AUTHMUX_DEFAULTS__…` environment variables with `__` between keys
-    /// (`AUTHMUX_CLIENTS__API__CLIENT_SECRET`). A variable that sets any
-    /// part of a `client_secret` replaces the file's whole `client_secret`.
+    /// [`Config::path`] (if it exists), then the `AUTHMUX_CLIENTS__…`,
+    /// `AUTHMUX_DEFAULTS__…` and `AUTHMUX_STORE__…` environment variables
+    /// with `__` between keys (`AUTHMUX_CLIENTS__API__CLIENT_SECRET`). A
+    /// variable that sets any part of a secret's source (`client_secret`,
+    /// `client_assertion_key`, `[store] encryption_key` or `password`: every
+    /// key whose type is a [`ClientSecret`](authmux_core::ClientSecret))
+    /// replaces the file's whole source. A variable's client is the file's
+    /// client of that name in any case: `AUTHMUX_CLIENTS__BILLING__…` sets
+    /// `[clients.Billing]`.
     pub fn figment(explicit: Option<&Path>) -> Figment {
         Figment::from(Layered {
             file: TomlFile::new(Self::path(explicit)),
@@ -431,8 +433,8 @@ impl Config {
 
     /// Parses a configuration from TOML text and environment variables
     /// given as data, merged as [`Config::load`] merges the file and the
-    /// process environment: only `AUTHMUX_CLIENTS__…` and
-    /// `AUTHMUX_DEFAULTS__…` pairs are read, their values as text, and a
+    /// process environment: only `AUTHMUX_CLIENTS__…`, `AUTHMUX_DEFAULTS__…`
+    /// and `AUTHMUX_STORE__…` pairs are read, their values as text, and a
     /// pair that sets a secret's source replaces the text's. For tests and
     /// tools that must not touch the process environment.
     pub fn from_toml_and_env<K, V>(
@@ -737,10 +739,14 @@ fn suggestion<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
 }
 
 /// One line for a deserialization problem at `path`: what was expected and
-/// what was found. Under a secret's key the value found is not shown.
+/// what was found. Under a key that takes a secret's source the value found
+/// is not shown, whatever its type; nor under a key named like a secret
+/// (an `extra_params` entry, say).
 fn problem(path: &[String], kind: &Kind) -> String {
     let key = path.join(".");
-    let secret = path.iter().any(|part| part.contains("secret"));
+    let secret = path
+        .iter()
+        .any(|part| secret_keys::is_secret(part) || part.contains("secret"));
     match kind {
         Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => format!(
             "{key}: expected {}, found {}",
@@ -825,30 +831,77 @@ impl<F: Provider> Provider for Layered<F> {
             .data()?
             .remove(&Profile::Default)
             .unwrap_or_default();
-        let env = self
+        let mut env = self
             .env
             .data()?
             .remove(&Profile::Default)
             .unwrap_or_default();
         if let (Some(Value::Dict(_, file_clients)), Some(Value::Dict(_, env_clients))) =
+            (file.get("clients"), env.get_mut("clients"))
+        {
+            *env_clients = named_as_in_file(std::mem::take(env_clients), file_clients)
+                .map_err(figment::Error::from)?;
+        }
+        if let (Some(Value::Dict(_, file_clients)), Some(Value::Dict(_, env_clients))) =
             (file.get_mut("clients"), env.get("clients"))
         {
             for (name, env_client) in env_clients {
-                if let (Some(Value::Dict(_, file_client)), Value::Dict(_, env_client)) =
-                    (file_clients.get_mut(name), env_client)
-                {
-                    for key in WHOLE_VALUE_KEYS {
-                        if env_client.contains_key(key) {
-                            file_client.remove(key);
-                        }
-                    }
+                if let Some(file_client) = file_clients.get_mut(name) {
+                    drop_replaced_secrets(file_client, env_client, secret_keys::in_clients());
                 }
             }
+        }
+        if let (Some(file_store), Some(env_store)) = (file.get_mut("store"), env.get("store")) {
+            drop_replaced_secrets(file_store, env_store, secret_keys::in_store());
         }
         Figment::new()
             .merge(Serialized::defaults(file))
             .merge(Serialized::defaults(env))
             .data()
+    }
+}
+
+/// The environment's clients under the names the file gives them.
+/// Variables are read lower-cased, so `AUTHMUX_CLIENTS__BILLING__…` names
+/// `[clients.Billing]`: a name the file has exactly is kept, else the one
+/// file client whose name differs only in case is meant. Two such clients
+/// make the variable ambiguous, which is an error.
+fn named_as_in_file(env: Dict, file: &Dict) -> Result<Dict, String> {
+    let mut named = Dict::new();
+    for (name, value) in env {
+        let name = if file.contains_key(&name) {
+            name
+        } else {
+            let same: Vec<&str> = file
+                .keys()
+                .filter(|known| known.eq_ignore_ascii_case(&name))
+                .map(String::as_str)
+                .collect();
+            match same.as_slice() {
+                [] => name,
+                [known] => (*known).to_owned(),
+                several => {
+                    return Err(format!(
+                        "{ENV_PREFIX}CLIENTS__{}__…: matches clients {}; rename one so \
+                         that their names differ in more than case",
+                        name.to_ascii_uppercase(),
+                        several.join(" and ")
+                    ));
+                }
+            }
+        };
+        named.insert(name, value);
+    }
+    Ok(named)
+}
+
+/// Removes from the file's `table` each secret source that the
+/// environment's `table` sets too: a secret's source is one whole value,
+/// so that `AUTHMUX_CLIENTS__API__CLIENT_SECRET__FILE` replaces `{ env =
+/// "OLD" }` instead of merging into a table with both.
+fn drop_replaced_secrets(file: &mut Value, env: &Value, secret_keys: &BTreeSet<&'static str>) {
+    if let (Value::Dict(_, file), Value::Dict(_, env)) = (file, env) {
+        file.retain(|key, _| !(secret_keys.contains(key.as_str()) && env.contains_key(key)));
     }
 }
 

@@ -30,8 +30,9 @@
 //! Environment variables override the file, with `__` between keys:
 //! `AUTHMUX_CLIENTS__API__CLIENT_SECRET=…` sets `clients.api.client_secret`.
 //! Their values are taken as text, exactly as written. Only
-//! `AUTHMUX_CLIENTS__…` and `AUTHMUX_DEFAULTS__…` are read, and a variable
-//! that sets a secret's source (`…__CLIENT_SECRET__FILE`) replaces the
+//! `AUTHMUX_CLIENTS__…`, `AUTHMUX_DEFAULTS__…` and `AUTHMUX_STORE__…` are
+//! read, and a variable that sets a secret's source
+//! (`…__CLIENT_SECRET__FILE`, `AUTHMUX_STORE__PASSWORD__ENV`) replaces the
 //! file's source instead of merging with it.
 //!
 //! # Features
@@ -87,6 +88,7 @@ pub mod middleware;
 pub use reqwest_middleware;
 mod providers;
 mod registry;
+mod secret_keys;
 pub mod store;
 
 pub use config::{ClientConfig, Config, ConfigError, Settings};

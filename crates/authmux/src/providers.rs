@@ -11,11 +11,13 @@ use crate::config::ClientConfig;
 pub(crate) type BuildFn =
     fn(&ClientConfig, &BuildContext) -> Result<SharedTokenSource, Vec<String>>;
 
-/// One known provider: its name (which is also its feature's), and how to
-/// build it when it is compiled in.
+/// One known provider: its name (which is also its feature's), how to
+/// build it when it is compiled in, and the keys of its config that take a
+/// secret's source (none when it is not compiled in).
 pub(crate) struct Entry {
     pub(crate) name: &'static str,
     pub(crate) build: Option<BuildFn>,
+    pub(crate) secret_keys: fn() -> Vec<&'static str>,
 }
 
 /// Deserializes a client's keys into `P::Config` and builds it. A
@@ -44,6 +46,14 @@ macro_rules! providers {
                     #[cfg(not(feature = $feature))]
                     let build: Option<BuildFn> = None;
                     build
+                },
+                secret_keys: {
+                    #[cfg(feature = $feature)]
+                    let keys: fn() -> Vec<&'static str> =
+                        crate::secret_keys::of::<<$provider as Provider>::Config>;
+                    #[cfg(not(feature = $feature))]
+                    let keys: fn() -> Vec<&'static str> = Vec::new;
+                    keys
                 },
             },
         )*];

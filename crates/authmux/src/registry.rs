@@ -184,6 +184,27 @@ impl Registry {
         }
     }
 
+    /// Builds each client of `config` on its own and without the store:
+    /// each client's name with the client, or with every problem that
+    /// stops it (a provider that is not compiled in included). For
+    /// validators such as `authmux check`, which report on every client;
+    /// [`Registry::from_config`] builds all of them or none.
+    pub fn each_client(
+        config: &Config,
+    ) -> impl Iterator<Item = (&str, Result<Client, ConfigError>)> + '_ {
+        config.clients.iter().map(|(name, client)| {
+            let built = Self::build(std::iter::once((name, client)), None).and_then(|registry| {
+                registry.client(name).cloned().map_err(|error| {
+                    ConfigError::new(vec![format!(
+                        "clients.{name}.provider: {}",
+                        error.message()
+                    )])
+                })
+            });
+            (name.as_str(), built)
+        })
+    }
+
     fn build<'a>(
         clients: impl Iterator<Item = (&'a String, &'a ClientConfig)>,
         store: Option<SharedTokenStore>,

@@ -370,6 +370,32 @@ mod all_providers {
             unknown.to_string(),
             "unknown client \"nope\" (configured: broken, good)"
         );
+        // A validator sees every client: each built, or with its problems.
+        let each: Vec<(&str, Result<String, Vec<String>>)> = Registry::each_client(&config)
+            .map(|(name, built)| {
+                let built = built
+                    .map(|client| client.token_url().to_owned())
+                    .map_err(|error| error.problems().to_vec());
+                (name, built)
+            })
+            .collect();
+        assert_eq!(
+            each,
+            [
+                (
+                    "broken",
+                    Err(vec![
+                        "clients.broken.client_secret: environment variable \
+                         AUTHMUX_TEST_NEVER_SET_VARIABLE is not set"
+                            .to_owned()
+                    ])
+                ),
+                (
+                    "good",
+                    Ok("https://demo.mention-me.com/api/oauth/token".to_owned())
+                ),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -279,6 +279,172 @@ fn an_environment_secret_source_replaces_the_files() {
     });
 }
 
+/// An Auth0 client `api` signing assertions with `key`, a TOML value.
+#[cfg(feature = "auth0")]
+fn private_key_jwt_client(key: &str) -> String {
+    format!(
+        "{}client_auth = \"private_key_jwt\"\nclient_assertion_key = {key}\n",
+        client("api", "auth0").replace(&format!("client_secret = \"{SECRET}\"\n"), "")
+    )
+}
+
+/// Every key that takes a secret's source, not `client_secret` alone: a
+/// variable naming a new source replaces the file's, whatever the section.
+#[cfg(feature = "auth0")]
+#[test]
+fn an_environment_source_replaces_the_files_for_every_secret_key() {
+    use authmux::ClientSecret;
+    use authmux::auth0::Auth0Config;
+
+    let file = format!(
+        r#"
+        [store]
+        kind = "redis"
+        url = "redis://cache:6379/0"
+        encryption_key = {{ env = "OLD_STORE_KEY" }}
+        password = {{ env = "OLD_REDIS_PASSWORD" }}
+        {}"#,
+        private_key_jwt_client(r#"{ env = "OLD_ASSERTION_KEY" }"#)
+    );
+    let config = Config::from_toml_and_env(
+        &file,
+        [
+            (
+                "AUTHMUX_CLIENTS__API__CLIENT_ASSERTION_KEY__FILE",
+                "/run/secrets/new.pem",
+            ),
+            (
+                "AUTHMUX_STORE__ENCRYPTION_KEY__FILE",
+                "/run/secrets/store-key",
+            ),
+            ("AUTHMUX_STORE__PASSWORD__FILE", "/run/secrets/redis"),
+        ],
+    )
+    .expect("each variable replaces the file's source");
+    let file_source = |secret: Option<&ClientSecret>| match secret {
+        Some(ClientSecret::File { file }) => file.display().to_string(),
+        other => panic!("not a file source: {other:?}"),
+    };
+    let api: Auth0Config = config.clients["api"].provider_config().expect("valid");
+    assert_eq!(
+        file_source(api.client_assertion_key.as_ref()),
+        "/run/secrets/new.pem"
+    );
+    assert_eq!(
+        file_source(config.store.encryption_key.as_ref()),
+        "/run/secrets/store-key"
+    );
+    assert_eq!(
+        file_source(config.store.password.as_ref()),
+        "/run/secrets/redis"
+    );
+}
+
+/// A secret's value is never quoted, whatever its TOML type and whatever
+/// the key's name: a number given as a password is still a password.
+#[cfg(feature = "auth0")]
+#[test]
+fn a_secret_of_the_wrong_type_is_described_never_quoted() {
+    const EXPECTED: &str = r#"expected a string, { env = "VARIABLE" } or { file = "path" }"#;
+    let store = |value: &str| {
+        problems(Config::from_toml_str(&format!(
+            "[store]\nkind = \"redis\"\npassword = {value}\nencryption_key = {value}\n"
+        )))
+    };
+    for (value, found) in [
+        ("83749201", "integer"),
+        ("-83749201", "integer"),
+        ("8374.9201", "float"),
+        ("true", "boolean"),
+    ] {
+        let problems = store(value);
+        assert_has(
+            &problems,
+            &format!("store.password: {EXPECTED}, found {found}"),
+        );
+        assert_has(
+            &problems,
+            &format!("store.encryption_key: {EXPECTED}, found {found}"),
+        );
+        assert!(!format!("{problems:?}").contains("8374"), "{problems:#?}");
+    }
+    let config =
+        Config::from_toml_str(&private_key_jwt_client("5550123")).expect("the settings are fine");
+    let problems = problems(Registry::from_config(&config));
+    assert_eq!(
+        problems,
+        [format!(
+            "clients.api.client_assertion_key: {EXPECTED}, found integer"
+        )]
+    );
+}
+
+/// Variables come upper-cased and are read lower-cased, so a client named
+/// with capitals is found by its name in any case.
+#[cfg(feature = "mention-me")]
+#[test]
+fn a_variable_overrides_a_client_named_with_capitals() {
+    use authmux::ClientSecret;
+    use authmux::mention_me::MentionMeConfig;
+
+    let config = Config::from_toml_and_env(
+        &client("Billing", "mention-me"),
+        [
+            (
+                "AUTHMUX_CLIENTS__BILLING__CLIENT_ID",
+                "from-the-environment",
+            ),
+            (
+                "AUTHMUX_CLIENTS__BILLING__CLIENT_SECRET__ENV",
+                "BILLING_SECRET",
+            ),
+        ],
+    )
+    .expect("the variables override [clients.Billing]");
+    assert_eq!(config.clients.keys().collect::<Vec<_>>(), ["Billing"]);
+    let billing: MentionMeConfig = config.clients["Billing"].provider_config().expect("valid");
+    assert_eq!(billing.client_id, "from-the-environment");
+    assert!(
+        matches!(&billing.client_secret, ClientSecret::Env { env } if env == "BILLING_SECRET"),
+        "{:?}",
+        billing.client_secret
+    );
+
+    // A client whose name matches exactly wins over one that differs in case.
+    let both = format!(
+        "{}{}",
+        client("billing", "mention-me"),
+        client("BILLING", "mention-me")
+    );
+    let config =
+        Config::from_toml_and_env(&both, [("AUTHMUX_CLIENTS__BILLING__CLIENT_ID", "exact")])
+            .expect("valid");
+    let exact: MentionMeConfig = config.clients["billing"].provider_config().expect("valid");
+    let other: MentionMeConfig = config.clients["BILLING"].provider_config().expect("valid");
+    assert_eq!(
+        (exact.client_id.as_str(), other.client_id.as_str()),
+        ("exact", "id")
+    );
+
+    // Two that differ only in case, neither exactly: the variable is refused.
+    let two = format!(
+        "{}{}",
+        client("Billing", "mention-me"),
+        client("BILLING", "mention-me")
+    );
+    let problems = problems(Config::from_toml_and_env(
+        &two,
+        [("AUTHMUX_CLIENTS__BILLING__CLIENT_ID", "which")],
+    ));
+    assert_eq!(
+        problems,
+        [
+            "AUTHMUX_CLIENTS__BILLING__…: matches clients BILLING and Billing; \
+          rename one so that their names differ in more than case"
+        ]
+    );
+}
+
 #[cfg(feature = "mention-me")]
 #[test]
 fn a_secret_with_two_sources_is_an_error() {

@@ -1,10 +1,11 @@
-//! `authmux check`: validate the config, list its clients and discover
-//! the token endpoints of clients configured with an issuer.
+//! `authmux check`: validate the config and show every client, each with
+//! its token endpoint (discovered for clients configured with an issuer) or
+//! what stops it, the token store and the file read.
 
 use std::io::{self, Write};
 use std::path::Path;
 
-use authmux::Registry;
+use authmux::{Config, Registry};
 use clap::Args;
 use serde::Serialize;
 
@@ -17,44 +18,51 @@ Examples:
   authmux check --config deploy/authmux.toml || exit 1
   authmux check --json | jq '.clients[].name'
 
-A client configured with an issuer shows the token endpoint discovered from
-the issuer's metadata; a failed discovery is a problem. The last line names
-the token store and whether it can be reached. A store that cannot be
-reached is reported but does not fail the check: tokens are then fetched
-without it.";
+The first line names the config file read. Each client follows, with its
+token endpoint or, if it cannot be used, why not. A client configured with
+an issuer shows the token endpoint discovered from the issuer's metadata; a
+failed discovery is a problem (exit 4 when the issuer cannot be reached, 2
+when its metadata does not fit the config). The last line names the token
+store and whether it can be reached. A store that cannot be reached is
+reported but does not fail the check: tokens are then fetched without it.";
 
 /// The arguments of `authmux check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Print one JSON object: the file read, the clients, and every problem.
+    /// Print one JSON object: the file read, the clients, the store and
+    /// every problem.
     #[arg(long)]
     pub json: bool,
 }
 
 /// What `authmux check --json` prints. The field order is the output's.
 #[derive(Debug, Default, Serialize)]
-struct CheckJson<'a> {
-    /// The config file read, if one was.
+struct CheckJson {
+    /// The config file read (or named and found, if it could not be read).
     file: Option<String>,
-    /// The clients this build serves.
-    clients: Vec<ClientJson<'a>>,
-    /// The token store, once the config was built.
+    /// Every configured client, usable or not.
+    clients: Vec<ClientJson>,
+    /// The token store, once the config was read.
     #[serde(skip_serializing_if = "Option::is_none")]
     store: Option<StoreStatus>,
-    /// Every problem, one line each, as stderr would show them.
+    /// Every problem, one line each, as stderr would show them: the
+    /// clients' and the others.
     problems: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
-struct ClientJson<'a> {
-    name: &'a str,
-    provider: &'a str,
+struct ClientJson {
+    name: String,
+    provider: String,
     /// The token endpoint; for a client with an issuer, the discovered
-    /// one (or the issuer, if discovery failed).
-    token_url: String,
+    /// one (or the issuer, if discovery failed); `None` for a client that
+    /// cannot be built.
+    token_url: Option<String>,
     /// The issuer the token endpoint was discovered from.
     #[serde(skip_serializing_if = "Option::is_none")]
-    issuer: Option<&'a str>,
+    issuer: Option<String>,
+    /// What stops this client; empty when it is usable.
+    problems: Vec<String>,
 }
 
 /// `authmux check`. The outer error is a failure to write the output.
@@ -65,73 +73,127 @@ pub(crate) async fn check(
     stdout: &mut impl Write,
     stderr: &mut impl Write,
 ) -> io::Result<Exit> {
-    // Building the registry is the part that catches a missing secret
-    // variable or a bad URL; it sends nothing.
-    let built = crate::store::load(config, no_store)
-        .and_then(|loaded| Registry::from_config(&loaded).map(|registry| (loaded, registry)));
-    let (loaded, registry) = match built {
-        Ok(built) => built,
+    let loaded = match crate::store::load(config, no_store) {
+        Ok(loaded) => loaded,
         Err(error) => {
-            let problems = error.problems().to_vec();
-            return report(args, CheckJson::default(), problems, stdout, stderr);
+            // The file that could not be read is still the one checked.
+            let path = Config::path(config);
+            let found = CheckJson {
+                file: path.is_file().then(|| path.display().to_string()),
+                ..CheckJson::default()
+            };
+            let problems = error.problems().iter().map(Problem::config).collect();
+            return report(args, found, problems, stdout, stderr);
         }
     };
-    let mut problems = Vec::new();
-    if registry.is_empty() && registry.unavailable().next().is_none() {
+    let mut problems: Vec<Problem> = Vec::new();
+    if loaded.clients.is_empty() {
         // A file was read (a missing one is an error that names the paths
         // tried), but a check that passes on no client would hide a mistake.
-        problems.push(match loaded.file() {
+        problems.push(Problem::config(match loaded.file() {
             Some(file) => format!("no clients configured in {}", file.display()),
             None => "no clients configured".to_owned(),
-        });
+        }));
     }
-    // A client this build cannot serve is reported for itself; the others
-    // are listed.
-    for (name, error) in registry.unavailable() {
-        problems.push(format!("clients.{name}.provider: {}", error.message()));
-    }
-    // Clients configured with an issuer read its metadata now: the one
-    // network request of a check besides the store's.
+    // Building a client is the part that catches a missing secret variable
+    // or a bad URL; each is built on its own, so that one client's problem
+    // hides none of the others.
     let mut clients = Vec::new();
-    for client in registry.clients() {
-        let token_url = match client.token_endpoint().await {
-            Ok(token_url) => token_url,
+    for (name, built) in Registry::each_client(&loaded) {
+        let provider = loaded.clients[name].provider.clone();
+        let client = match built {
+            Ok(client) => client,
             Err(error) => {
-                problems.push(error.to_string());
-                client.token_url().to_owned()
+                let found: Vec<String> = error.problems().to_vec();
+                problems.extend(found.iter().map(Problem::config));
+                clients.push(ClientJson {
+                    name: name.to_owned(),
+                    provider,
+                    token_url: None,
+                    issuer: None,
+                    problems: found,
+                });
+                continue;
+            }
+        };
+        // Clients configured with an issuer read its metadata now: the
+        // one network request of a check besides the store's.
+        let (token_url, found) = match client.token_endpoint().await {
+            Ok(token_url) => (token_url, Vec::new()),
+            Err(error) => {
+                problems.push(Problem {
+                    exit: Exit::for_kind(error.kind()),
+                    message: error.to_string(),
+                });
+                (client.token_url().to_owned(), vec![error.to_string()])
             }
         };
         clients.push(ClientJson {
-            name: client.name(),
-            provider: client.provider(),
-            token_url,
-            issuer: client.issuer(),
+            name: name.to_owned(),
+            provider,
+            token_url: Some(token_url),
+            issuer: client.issuer().map(str::to_owned),
+            problems: found,
         });
     }
+    let store = match loaded.store.build() {
+        Ok(store) => Some(crate::store::status(store.as_ref()).await),
+        Err(found) => {
+            problems.extend(found.iter().map(Problem::config));
+            None
+        }
+    };
     let found = CheckJson {
         file: loaded.file().map(|file| file.display().to_string()),
         clients,
-        store: Some(crate::store::status(&registry).await),
+        store,
         problems: Vec::new(),
     };
     report(args, found, problems, stdout, stderr)
 }
 
+/// One problem `check` found, and how it alone would end the run.
+struct Problem {
+    message: String,
+    exit: Exit,
+}
+
+impl Problem {
+    /// A problem of the config itself.
+    fn config(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            exit: Exit::Usage,
+        }
+    }
+}
+
+/// How a check with these problems ends: a config problem is a usage
+/// error, whatever else went wrong, since it must be fixed first; else the
+/// first problem's own exit (4 for an issuer that cannot be reached).
+fn exit_for(problems: &[Problem]) -> Exit {
+    if problems.iter().any(|problem| problem.exit == Exit::Usage) {
+        return Exit::Usage;
+    }
+    problems
+        .first()
+        .map_or(Exit::Success, |problem| problem.exit)
+}
+
 /// Writes the clients and the problems, as text (clients on stdout,
-/// problems on stderr) or as one JSON object on stdout. Any problem is a
-/// usage error.
+/// problems on stderr) or as one JSON object on stdout.
 fn report(
     args: &CheckArgs,
-    mut found: CheckJson<'_>,
-    problems: Vec<String>,
+    mut found: CheckJson,
+    problems: Vec<Problem>,
     stdout: &mut impl Write,
     stderr: &mut impl Write,
 ) -> io::Result<Exit> {
-    let exit = if problems.is_empty() {
-        Exit::Success
-    } else {
-        Exit::Usage
-    };
+    let exit = exit_for(&problems);
+    let problems: Vec<String> = problems
+        .into_iter()
+        .map(|problem| problem.message)
+        .collect();
     if args.json {
         found.problems = problems;
         serde_json::to_writer_pretty(&mut *stdout, &found)?;
@@ -139,10 +201,18 @@ fn report(
         stdout.flush()?;
         return Ok(exit);
     }
+    match &found.file {
+        Some(file) => writeln!(stdout, "file  {}", one_line(file))?,
+        // Without a file, the config is the variables alone, or unreadable.
+        None if !found.clients.is_empty() || found.store.is_some() => {
+            writeln!(stdout, "file  none")?
+        }
+        None => {}
+    }
     let name_width = found
         .clients
         .iter()
-        .map(|c| c.name.len())
+        .map(|client| client.name.len())
         .max()
         .unwrap_or(0);
     let provider_width = found
@@ -154,14 +224,18 @@ fn report(
     for client in &found.clients {
         write!(
             stdout,
-            "{:name_width$}  {:provider_width$}  {}",
-            one_line(client.name),
+            "{:name_width$}  {:provider_width$}  ",
+            one_line(&client.name),
             client.provider,
-            client.token_url,
         )?;
-        match client.issuer {
-            Some(issuer) => writeln!(stdout, " (issuer {issuer})")?,
-            None => writeln!(stdout)?,
+        match (&client.token_url, &client.issuer) {
+            (None, _) => writeln!(
+                stdout,
+                "not usable: {}",
+                one_line(&client.problems.join("; "))
+            )?,
+            (Some(token_url), Some(issuer)) => writeln!(stdout, "{token_url} (issuer {issuer})")?,
+            (Some(token_url), None) => writeln!(stdout, "{token_url}")?,
         }
     }
     if let Some(store) = &found.store {

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use clap::{Args, CommandFactory as _};
-use clap_complete::Shell;
+use clap_complete::{Generator as _, Shell};
 
 use crate::{Cli, Exit};
 
@@ -16,9 +16,14 @@ pub struct CompletionsArgs {
 }
 
 /// Writes the completion script for `args.shell`, such as
-/// `authmux completions bash > /etc/bash_completion.d/authmux`.
+/// `authmux completions bash > /etc/bash_completion.d/authmux`. A write
+/// that fails (`| head -c1` closing the pipe) is returned, not a panic as
+/// `clap_complete::generate` makes of it.
 pub(crate) fn completions(args: &CompletionsArgs, stdout: &mut impl Write) -> io::Result<Exit> {
-    clap_complete::generate(args.shell, &mut Cli::command(), "authmux", stdout);
+    // What `clap_complete::generate` does, with its fallible generator.
+    let mut command = Cli::command().bin_name("authmux");
+    command.build();
+    args.shell.try_generate(&command, stdout)?;
     stdout.flush()?;
     Ok(Exit::Success)
 }
