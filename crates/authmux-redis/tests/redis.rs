@@ -509,3 +509,64 @@ async fn passwords_from_the_url_or_given_apart_authenticate_and_are_never_shown(
     let refused = SharedTokenStore::builder(wrong).build();
     assert_eq!(secret(&process(&source, refused)).await, "token-1");
 }
+
+/// A TCP proxy to `upstream` that holds back the server's first answer on
+/// each connection for `delay`: a slow TLS handshake or first DNS answer,
+/// as far as the client can tell.
+async fn slow_first_answer_proxy(upstream: u16, delay: Duration) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let mut buffer = vec![0u8; 16 * 1024];
+                let mut first = true;
+                while let Ok(read) = server_read.read(&mut buffer).await {
+                    if read == 0 {
+                        break;
+                    }
+                    if first {
+                        tokio::time::sleep(delay).await;
+                        first = false;
+                    }
+                    if client_write.write_all(&buffer[..read]).await.is_err() {
+                        break;
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_slower_than_the_call_timeout_is_still_made_for_later_calls() {
+    let server = RedisServer::start();
+    let port = slow_first_answer_proxy(server.port, Duration::from_millis(500)).await;
+    let store = SharedTokenStore::builder(redis(&format!("redis://127.0.0.1:{port}/0")))
+        .timeout(Duration::from_millis(200))
+        .build();
+    let mut answered = 0;
+    for _ in 0..10 {
+        if store.ping().await.is_ok() {
+            answered += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The first calls give up on the connection; it is made all the same,
+    // and the later calls use it.
+    assert!(answered >= 5, "{answered} of 10 calls answered");
+}

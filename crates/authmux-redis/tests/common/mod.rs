@@ -271,6 +271,7 @@ pub struct CountingSource {
     calls: Arc<AtomicUsize>,
     lifetime: Duration,
     delay: Duration,
+    prefix: Arc<str>,
 }
 
 impl CountingSource {
@@ -279,7 +280,16 @@ impl CountingSource {
             calls: Arc::new(AtomicUsize::new(0)),
             lifetime,
             delay,
+            prefix: Arc::from("token"),
         }
+    }
+
+    /// Tokens named after this process too (`token-<pid>-1`), as a real
+    /// provider's are unique across a fleet.
+    #[allow(dead_code)]
+    pub fn unique_to_this_process(mut self) -> Self {
+        self.prefix = Arc::from(format!("token-{}", std::process::id()));
+        self
     }
 
     pub fn calls(&self) -> usize {
@@ -300,7 +310,7 @@ impl TokenSource for CountingSource {
     async fn fetch_token(&self) -> Result<Token, Error> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::time::sleep(self.delay).await;
-        Token::builder(format!("token-{call}"))
+        Token::builder(format!("{}-{call}", self.prefix))
             .lifetime(self.lifetime)
             .build()
     }
