@@ -10,7 +10,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use authmux_core::wire::{ClientAuth, HttpClient, RequestSource, validate_url};
-use authmux_core::{Dpop, Error, ErrorKind, TokenIdentity, TokenSource as _};
+use authmux_core::{
+    ClientAssertion, Credential, Dpop, Error, ErrorKind, SigningAlgorithm, TokenIdentity,
+    TokenSource as _,
+};
 use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
@@ -43,6 +46,11 @@ pub struct ServerMetadata {
     /// absent means `client_secret_basic` alone (RFC 8414 §2).
     #[serde(default)]
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// The algorithms the token endpoint accepts for `private_key_jwt`
+    /// assertions (RFC 8414 §2), in the server's order; absent means the
+    /// server does not say.
+    #[serde(default)]
+    pub token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
     /// The DPoP proof algorithms the server accepts (RFC 9449 §5.1);
     /// absent means the server does not announce DPoP.
     #[serde(default)]
@@ -132,6 +140,9 @@ pub(crate) struct DiscoveringSource {
     timeout: Option<Duration>,
     allow_insecure_http: bool,
     auth: ClientAuth,
+    /// The assertions of a `private_key_jwt` client, read when built: the
+    /// metadata may narrow their algorithm.
+    assertion: Option<ClientAssertion>,
     /// Builds the token request once the endpoint is known.
     template: OAuth2Builder,
     found: OnceLock<Found>,
@@ -162,6 +173,15 @@ impl DiscoveringSource {
         let dpop = probe.dpop().cloned();
         builder.endpoint.dpop = dpop.clone();
         let identity = probe.identity().with("issuer", &issuer);
+        let assertion = match builder.config.client_auth {
+            ClientAuth::PrivateKeyJwt => {
+                match builder.config.client_credentials().credential(&issuer)? {
+                    Credential::Assertion(assertion) => Some(assertion),
+                    Credential::Secret(_) => None,
+                }
+            }
+            _ => None,
+        };
         Ok(Self {
             issuer,
             issuer_url,
@@ -169,6 +189,7 @@ impl DiscoveringSource {
             dpop,
             timeout: builder.endpoint.timeout,
             auth: builder.config.client_auth,
+            assertion,
             http,
             allow_insecure_http,
             template: builder,
@@ -233,6 +254,10 @@ impl DiscoveringSource {
             endpoint: self.template.endpoint.clone(),
         };
         builder.config.token_url = token_url.into();
+        if let Some(assertion) = &self.assertion {
+            builder.config.client_assertion_alg =
+                Some(self.assertion_algorithm(assertion, &metadata)?);
+        }
         // A private_key_jwt assertion names the issuer as its audience once
         // it is known (RFC 7523 §3 allows it, and servers that discover
         // expect it), unless one was configured.
@@ -293,6 +318,46 @@ impl DiscoveringSource {
             "issuer {}: no metadata at {oauth} nor at {oidc} (HTTP 404); check the issuer",
             self.issuer
         )))
+    }
+
+    /// The algorithm of the assertions: the one chosen, or the first the
+    /// server lists that the key can sign (RFC 8414 §2's
+    /// `token_endpoint_auth_signing_alg_values_supported`; a FAPI 2.0
+    /// server takes PS256 and ES256 only).
+    fn assertion_algorithm(
+        &self,
+        assertion: &ClientAssertion,
+        metadata: &ServerMetadata,
+    ) -> Result<SigningAlgorithm, Error> {
+        let Some(accepted) = &metadata.token_endpoint_auth_signing_alg_values_supported else {
+            return Ok(assertion.algorithm());
+        };
+        if let Some(algorithm) = assertion.algorithm_for(accepted) {
+            return Ok(algorithm);
+        }
+        let issuer = &self.issuer;
+        let listed = accepted.join(", ");
+        Err(Error::config(if assertion.is_algorithm_set() {
+            format!(
+                "issuer {issuer}: the server does not accept assertions signed with {} \
+                 (token_endpoint_auth_signing_alg_values_supported: {listed}); change \
+                 client_assertion_alg or the \"alg\" of the key's JWK",
+                assertion.algorithm()
+            )
+        } else {
+            let signs: Vec<&str> = assertion
+                .key_algorithms()
+                .iter()
+                .map(|algorithm| algorithm.as_str())
+                .collect();
+            format!(
+                "issuer {issuer}: the {} key of client_assertion_key signs {}, which the server \
+                 does not accept (token_endpoint_auth_signing_alg_values_supported: {listed}); \
+                 use a key of another type",
+                assertion.key_type(),
+                signs.join(" or ")
+            )
+        }))
     }
 
     /// Checks the metadata against the configuration; returns the token
