@@ -133,13 +133,19 @@
 //! accept: application/json
 //! ```
 //!
-//! and, if that answers 404, OpenID Connect Discovery's
+//! and, if that answers 404 or another 4xx (many servers answer 400, 401
+//! or 403 for a path they do not serve), OpenID Connect Discovery's
 //! `https://idp.example.com/.well-known/openid-configuration`. For an
 //! issuer with a path, `https://idp.example.com/tenant`, RFC 8414 §3 puts
 //! the well-known segment between host and path
 //! (`/.well-known/oauth-authorization-server/tenant`) while OpenID Connect
-//! appends it (`/tenant/.well-known/openid-configuration`). An answer
-//! other than 2xx or 404 stops there. The metadata is checked:
+//! appends it (`/tenant/.well-known/openid-configuration`). A 4xx at both
+//! URLs is an error of kind `Config` naming both answers ("check the
+//! issuer"): no token request was sent, so none was refused. A 5xx, 408 or
+//! 429 stops there with an error of kind
+//! [`Discovery`](authmux_core::ErrorKind::Discovery), which is transient,
+//! and so is a document that is not metadata (permanent). The metadata is
+//! checked:
 //!
 //! * its `issuer` must equal the configured issuer exactly;
 //! * its `token_endpoint` must be https (loopback or `allow_insecure_http`
@@ -157,10 +163,16 @@
 //! A mismatch is an error of kind `Config` naming the issuer. Requests use
 //! the same HTTP client, timeouts and body cap as the token request. The
 //! metadata is kept for the life of the source
-//! ([`OAuth2Source::metadata`]); a failed discovery answers every fetch
-//! with its error until a backoff ends (1 s, doubling with each failure up
-//! to 5 min), then is tried again. `authmux check` discovers at once and
-//! shows the endpoint found ([`TokenSource::discover`](authmux_core::TokenSource::discover)).
+//! ([`OAuth2Source::metadata`]). A failed discovery has no backoff of its
+//! own: a [`ManagedToken`](authmux_core::ManagedToken) discovers as an
+//! attempt of its fetch
+//! ([`TokenSource::needs_discovery`](authmux_core::TokenSource::needs_discovery)),
+//! so a transient metadata failure is retried like a token request and the
+//! cache cools down after the last attempt; the metadata read is counted in
+//! `authmux_metadata_requests_total`, not as a token request. Callers that
+//! wait while a discovery fails get its error. `authmux check` discovers at
+//! once and shows the endpoint found
+//! ([`TokenSource::discover`](authmux_core::TokenSource::discover)).
 //!
 //! # DPoP
 //!
