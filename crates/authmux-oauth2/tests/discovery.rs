@@ -392,6 +392,22 @@ async fn metadata_failures_follow_the_cache_s_retries_and_cool_down_and_say_meta
     assert!(longest > policy.cooldown, "{longest:?}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn callers_waiting_on_a_failing_discovery_share_its_error() {
+    let server = TokenServer::start().await;
+    server.delay(Duration::from_millis(100));
+    server.fail_metadata_next(1, 503);
+    let source = source(&server.issuer());
+    let (first, second) = tokio::join!(source.discover(), source.discover());
+    let (first, second) = (first.expect_err("503"), second.expect_err("503"));
+    assert_eq!(first.status(), Some(503));
+    assert_eq!(second.status(), Some(503));
+    assert_eq!(paths(&server), [METADATA_PATH], "one request for both");
+    // A caller that comes later asks again.
+    assert!(source.discover().await.is_ok());
+    assert_eq!(paths(&server), [METADATA_PATH, METADATA_PATH]);
+}
+
 #[tokio::test]
 async fn a_4xx_at_the_rfc_8414_url_falls_back_to_openid_connect() {
     for status in [400, 401, 403] {
