@@ -179,10 +179,13 @@ async fn ps256_from_pkcs8_and_es256_from_sec1_and_jwk_in_a_form_body() {
             expected,
             &format!("{}/", server.base_url()),
         );
-        assert_eq!(
-            header,
-            json!({"alg": format!("{expected:?}"), "typ": "JWT"})
-        );
+        // A JWK's kid names the key in the header (OpenID Connect Core §10.1).
+        let mut expected_header = json!({"alg": format!("{expected:?}"), "typ": "JWT"});
+        if key.starts_with('{') {
+            let kid = serde_json::from_str::<Value>(key).expect("a JWK")["kid"].clone();
+            expected_header["kid"] = kid;
+        }
+        assert_eq!(header, expected_header);
     }
 }
 

@@ -60,9 +60,9 @@
 //! |---|---|
 //! | 0 | success |
 //! | 1 | the output could not be written (a closed pipe) |
-//! | 2 | a usage or configuration error, an unknown client included |
+//! | 2 | a usage or configuration error, an unknown client and an issuer without metadata included |
 //! | 3 | the provider refused the token request (an OAuth error, HTTP 400/401/403) |
-//! | 4 | any other failure to get a token: transport, timeout, rate limit, HTTP 5xx, an invalid response; or, for `request`, a failure to send the request or read its response |
+//! | 4 | any other failure to get a token: transport, timeout, rate limit, HTTP 5xx, an invalid response, an issuer's metadata unavailable; or, for `request`, a failure to send the request or read its response |
 //! | 5 | `request` only: the response's status was not 2xx (its body is still written) |
 //!
 //! Errors are written to stderr as one line starting with `authmux: `; they
@@ -296,6 +296,7 @@ mod tests {
             (ErrorKind::RateLimited, 4),
             (ErrorKind::Server, 4),
             (ErrorKind::InvalidResponse, 4),
+            (ErrorKind::Discovery, 4),
         ];
         for (kind, code) in cases {
             assert_eq!(Exit::for_kind(kind).code(), code, "{kind:?}");

@@ -370,6 +370,55 @@ async fn a_server_error_exits_4() {
     mock.assert_calls_async(1).await;
 }
 
+/// A config with one `oauth2` client, `idp`, that discovers its token
+/// endpoint from `server`, and no retries.
+fn issuer_config(server: &MockServer) -> String {
+    format!(
+        r#"
+[defaults]
+max_attempts = 1
+
+[clients.idp]
+provider = "oauth2"
+issuer = "{}"
+client_id = "idp-client"
+client_secret = "{SECRET}"
+"#,
+        server.base_url()
+    )
+}
+
+#[tokio::test]
+async fn a_metadata_url_that_answers_4xx_is_no_refusal_and_a_5xx_speaks_of_the_metadata() {
+    for (status, code) in [(403, 2), (401, 2), (503, 4)] {
+        let server = MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.method(Method::GET).path_includes("/.well-known/");
+                then.status(status)
+                    .json_body(json!({"error": "access_denied"}));
+            })
+            .await;
+        let scratch = Scratch::new();
+        let config = scratch.config(&issuer_config(&server));
+        let config = config.to_str().expect("UTF-8 path");
+
+        let output = run(
+            &scratch.dir,
+            &["token", "idp", "--no-store", "--config", config],
+        )
+        .await;
+
+        let (exit, stdout, stderr) = parts(&output);
+        assert_eq!(exit, Some(code), "{status}: {stderr}");
+        assert_eq!(stdout, "");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains("metadata"), "{stderr}");
+        assert!(!stderr.contains("token endpoint"), "{stderr}");
+        assert_no_secret(&output);
+    }
+}
+
 #[tokio::test]
 async fn a_token_expired_on_arrival_exits_4_and_is_never_printed() {
     for expires_in in [json!(0), json!(-3600), json!(0.001)] {

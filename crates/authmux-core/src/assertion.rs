@@ -45,6 +45,9 @@ pub struct ClientAssertion {
     audience: Arc<str>,
     key: SigningKey,
     algorithm: SigningAlgorithm,
+    /// Whether the algorithm was set (configured, or the JWK's `alg`)
+    /// rather than the key's default.
+    algorithm_set: bool,
     kid: Option<Arc<str>>,
     /// The base64url JWS header, the same in every assertion.
     header: Arc<str>,
@@ -82,14 +85,17 @@ struct Claims<'a> {
 
 impl ClientAssertion {
     /// Assertions for `client_id` to `audience`, signed by `key` with
-    /// `algorithm` (the key's default when `None`), with `kid` in the
-    /// header when given.
+    /// `algorithm` (the key's default when `None`: its JWK's `alg`, else
+    /// the first it can sign), with `kid` in the header: the one given,
+    /// else the key's JWK `kid`, if any. OpenID Connect Core §10.1 needs a
+    /// `kid` whenever the client registered more than one key.
     ///
     /// # Errors
     ///
     /// A config error when `algorithm` does not fit the key, such as
     /// `client_assertion_alg: ES256 does not fit the RSA key of
-    /// client_assertion_key; use RS256 or PS256`.
+    /// client_assertion_key; use RS256 or PS256`, or contradicts the `alg`
+    /// of the key's JWK.
     pub fn new(
         client_id: &str,
         audience: &str,
@@ -97,6 +103,15 @@ impl ClientAssertion {
         algorithm: Option<SigningAlgorithm>,
         kid: Option<&str>,
     ) -> Result<Self, Error> {
+        if let (Some(configured), Some(declared)) = (algorithm, key.declared_algorithm())
+            && configured != declared
+        {
+            return Err(Error::config(format!(
+                "client_assertion_alg: {configured} contradicts the \"alg\" {declared} of the \
+                 JWK in client_assertion_key; remove one of them"
+            )));
+        }
+        let algorithm_set = algorithm.is_some() || key.declared_algorithm().is_some();
         let algorithm = algorithm.unwrap_or(key.default_algorithm());
         if !key.algorithms().contains(&algorithm) {
             let fits: Vec<&str> = key.algorithms().iter().map(|alg| alg.as_str()).collect();
@@ -107,10 +122,11 @@ impl ClientAssertion {
                 fits.join(" or ")
             )));
         }
+        let kid: Option<Arc<str>> = kid.map(Arc::from).or_else(|| key.kid().map(Arc::from));
         let header = serde_json::to_vec(&Header {
             alg: algorithm.as_str(),
             typ: "JWT",
-            kid,
+            kid: kid.as_deref(),
         })
         .map_err(|_| Error::config("client_assertion_kid: cannot be written as JSON"))?;
         Ok(Self {
@@ -118,7 +134,8 @@ impl ClientAssertion {
             audience: Arc::from(audience),
             key,
             algorithm,
-            kid: kid.map(Arc::from),
+            algorithm_set,
+            kid,
             header: Arc::from(URL_SAFE_NO_PAD.encode(header)),
         })
     }
@@ -136,6 +153,51 @@ impl ClientAssertion {
     /// The signature algorithm.
     pub fn algorithm(&self) -> SigningAlgorithm {
         self.algorithm
+    }
+
+    /// The algorithms the key can sign with; see
+    /// [`SigningKey::algorithms`].
+    pub fn key_algorithms(&self) -> &'static [SigningAlgorithm] {
+        self.key.algorithms()
+    }
+
+    /// The algorithm to use with a server that accepts only `accepted`
+    /// (RFC 8414's `token_endpoint_auth_signing_alg_values_supported`, in
+    /// the server's order): the one that was set, configured or as the
+    /// JWK's `alg`, if the server lists it; else the first the server
+    /// lists that the key can sign. `None` when nothing fits.
+    pub fn algorithm_for<S: AsRef<str>>(&self, accepted: &[S]) -> Option<SigningAlgorithm> {
+        let listed = |algorithm: SigningAlgorithm| {
+            accepted
+                .iter()
+                .any(|name| name.as_ref() == algorithm.as_str())
+        };
+        if self.algorithm_set {
+            return listed(self.algorithm).then_some(self.algorithm);
+        }
+        accepted.iter().find_map(|name| {
+            self.key
+                .algorithms()
+                .iter()
+                .copied()
+                .find(|algorithm| algorithm.as_str() == name.as_ref())
+        })
+    }
+
+    /// Whether the algorithm was set, in the configuration or as the
+    /// JWK's `alg`, rather than taken from the key type.
+    pub fn is_algorithm_set(&self) -> bool {
+        self.algorithm_set
+    }
+
+    /// The key type, `"RSA"` or `"EC"`.
+    pub fn key_type(&self) -> &'static str {
+        self.key.key_type()
+    }
+
+    /// The `kid` of the header, if any.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
     }
 
     /// The RFC 7638 thumbprint of the signing key's public part. It is part

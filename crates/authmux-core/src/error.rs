@@ -37,6 +37,14 @@ pub enum ErrorKind {
     /// A bug outside the provider: the token source panicked. The cache
     /// treats it as a failed fetch and cools down.
     Internal,
+    /// The authorization server's metadata (RFC 8414, OpenID Connect
+    /// Discovery), read to find the token endpoint, could not be had: its
+    /// URL failed (HTTP 5xx, 429, 408: transient, retried like a token
+    /// request) or answered with something that is not metadata. No token
+    /// request was sent. A metadata URL that cannot be reached is a
+    /// `Transport` or `Timeout` error, and no metadata at either URL a
+    /// `Config` one.
+    Discovery,
 }
 
 impl ErrorKind {
@@ -61,6 +69,7 @@ impl ErrorKind {
             Self::Server => "the token endpoint failed",
             Self::InvalidResponse => "invalid response from the token endpoint",
             Self::Internal => "internal error",
+            Self::Discovery => "could not read the authorization server's metadata",
         }
     }
 }
@@ -84,7 +93,8 @@ pub fn is_transient(kind: ErrorKind, status: Option<u16>, oauth_code: Option<&st
             ErrorKind::Config
             | ErrorKind::Refused
             | ErrorKind::InvalidResponse
-            | ErrorKind::Internal,
+            | ErrorKind::Internal
+            | ErrorKind::Discovery,
             _,
         ) => false,
     }
@@ -420,6 +430,10 @@ mod tests {
             (InvalidResponse, Some(502), None, true),
             (Config, None, None, false),
             (Internal, None, None, false),
+            (Discovery, Some(503), None, true),
+            (Discovery, Some(429), None, true),
+            (Discovery, Some(200), None, false),
+            (Discovery, None, None, false),
         ];
         for &(kind, status, code, transient) in table {
             assert_eq!(

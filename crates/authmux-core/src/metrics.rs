@@ -6,6 +6,7 @@
 //! |---|---|---|---|
 //! | `authmux_token_requests_total` | counter | `client`, `provider`, `outcome` | token requests sent to the provider, each retry included |
 //! | `authmux_token_fetch_seconds` | histogram | `client`, `provider` | how long each token request took, failed ones included |
+//! | `authmux_metadata_requests_total` | counter | `client`, `provider`, `outcome` | reads of the authorization server's metadata, for a source that discovers its token endpoint (one per attempt, the OpenID Connect URL tried after the RFC 8414 one included) |
 //! | `authmux_refreshes_ahead_total` | counter | `client`, `provider` | background refreshes started inside a token's refresh window |
 //! | `authmux_cooldowns_total` | counter | `client`, `provider` | cool-downs entered after a failed fetch |
 //! | `authmux_store_hits_total` | counter | `client`, `provider` | fetches that found a usable token in the token store |
@@ -15,7 +16,9 @@
 //! `outcome` is one of [`OUTCOMES`]: `ok`, or the error's
 //! [`ErrorKind`]: `refused`, `rate_limited`, `server_error`, `transport`,
 //! `invalid_response`, and `other` for the rest (timeouts, configuration
-//! and internal errors). `client` is the cache's name, `provider` the
+//! and internal errors). A [`Discovery`](ErrorKind::Discovery) error is
+//! labelled by its HTTP status: `server_error`, `rate_limited`, or
+//! `invalid_response` for a document that is not metadata. `client` is the cache's name, `provider` the
 //! source's.
 //!
 //! The gauge is not a countdown: it is set when a token is cached, and a
@@ -32,6 +35,8 @@ use crate::error::{Error, ErrorKind};
 
 /// Counter: token requests by `outcome`.
 pub const TOKEN_REQUESTS: &str = "authmux_token_requests_total";
+/// Counter: metadata requests by `outcome`.
+pub const METADATA_REQUESTS: &str = "authmux_metadata_requests_total";
 /// Histogram: seconds per token request.
 pub const TOKEN_FETCH_SECONDS: &str = "authmux_token_fetch_seconds";
 /// Counter: background refreshes started ahead of expiry.
@@ -66,6 +71,12 @@ pub fn outcome<T>(result: &Result<T, Error>) -> &'static str {
             ErrorKind::Server => "server_error",
             ErrorKind::Transport => "transport",
             ErrorKind::InvalidResponse => "invalid_response",
+            ErrorKind::Discovery => match error.status().map(ErrorKind::from_status) {
+                Some(ErrorKind::Server) => "server_error",
+                Some(ErrorKind::RateLimited) => "rate_limited",
+                Some(ErrorKind::Timeout) => "other",
+                _ => "invalid_response",
+            },
             _ => "other",
         },
     }
@@ -86,6 +97,7 @@ mod tests {
             (ErrorKind::Timeout, "other"),
             (ErrorKind::Config, "other"),
             (ErrorKind::Internal, "other"),
+            (ErrorKind::Discovery, "invalid_response"),
         ];
         for (kind, label) in table {
             assert_eq!(outcome::<()>(&Err(Error::new(kind, ""))), label, "{kind:?}");

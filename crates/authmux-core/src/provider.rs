@@ -237,14 +237,15 @@ pub trait ClientAuthBuilder: Sized {
         self
     }
 
-    /// The `private_key_jwt` assertion's algorithm; RS256 for an RSA key,
-    /// ES256 for a P-256 key unless set.
+    /// The `private_key_jwt` assertion's algorithm; unless set, the key's
+    /// JWK `alg`, else RS256 for an RSA key, ES256 for a P-256 key.
     fn client_assertion_alg(mut self, algorithm: SigningAlgorithm) -> Self {
         *self.client_auth_fields().algorithm = Some(algorithm);
         self
     }
 
-    /// The `kid` header of the `private_key_jwt` assertion.
+    /// The `kid` header of the `private_key_jwt` assertion; the key's JWK
+    /// `kid` unless set.
     fn client_assertion_kid(mut self, kid: impl Into<String>) -> Self {
         *self.client_auth_fields().kid = Some(kid.into());
         self
@@ -275,10 +276,10 @@ pub trait ClientAuthBuilder: Sized {
 pub struct AssertionSettings {
     /// The private key, RSA or P-256, PEM (PKCS#1, PKCS#8, SEC1) or a JWK.
     pub key: Option<ClientSecret>,
-    /// The signature algorithm; RS256 for an RSA key and ES256 for a P-256
-    /// key unless set.
+    /// The signature algorithm; unless set, the JWK's `alg`, else RS256
+    /// for an RSA key (PS256 for an RSA-PSS one) and ES256 for a P-256 key.
     pub algorithm: Option<SigningAlgorithm>,
-    /// The `kid` header.
+    /// The `kid` header; the JWK's `kid` unless set.
     pub kid: Option<String>,
     /// The `aud` claim; the provider's convention unless set.
     pub audience: Option<String>,

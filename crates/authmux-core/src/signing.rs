@@ -2,6 +2,13 @@
 //! signing with RS256, PS256 or ES256 through aws-lc-rs, the crypto library
 //! rustls already links.
 //!
+//! Keys come in the forms users hand over: PKCS#1, PKCS#8 (RSA-PSS keys
+//! included) and SEC1 PEM, also with its newlines written as the two
+//! characters `\n` (as env files hold them); a private JWK, or a JWK Set
+//! holding one private key. A JWK's `kid` and `alg` are kept as the
+//! defaults of the assertion header, and a JWK meant for something other
+//! than signing is refused.
+//!
 //! One parser serves every key authmux reads: the `private_key_jwt` client
 //! assertion key ([`ClientAssertion`](crate::ClientAssertion)) and the
 //! DPoP key of `authmux-dpop`.
@@ -9,6 +16,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use aws_lc_rs::error::KeyRejected;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPairComponents, PublicKeyComponents};
 use aws_lc_rs::signature::{
@@ -62,6 +70,19 @@ pub enum KeyProblem {
     Encrypted,
     /// A public key, with no private part.
     PublicOnly,
+    /// An RSA key shorter than 2048 bits.
+    RsaTooShort,
+    /// An RSA-PSS key bound to a hash other than SHA-256, so not for PS256.
+    PssNotSha256,
+    /// An RSA JWK without its CRT members `p`, `q`, `dp`, `dq` and `qi`.
+    RsaJwkWithoutPrimes,
+    /// A JWK whose `use` is not `sig`, or whose `key_ops` lack `sign`.
+    NotForSigning,
+    /// A JWK whose `alg` is none that its key can sign: RS256 or PS256 for
+    /// RSA, ES256 for P-256.
+    UnsupportedAlg,
+    /// A JWK Set with more than one private key.
+    SeveralPrivateKeys,
 }
 
 impl KeyProblem {
@@ -72,6 +93,30 @@ impl KeyProblem {
             Self::NotAKey => not_a_key,
             Self::Encrypted => "an encrypted private key, which is not supported: decrypt it first",
             Self::PublicOnly => "a public key: the private key is needed to sign",
+            Self::RsaTooShort => {
+                "an RSA key shorter than 2048 bits, which is too short: RSA keys must have \
+                 at least 2048 bits (openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048)"
+            }
+            Self::PssNotSha256 => {
+                "an RSA-PSS key bound to a hash other than SHA-256, which PS256 needs: \
+                 make one without that restriction, or with -pkeyopt rsa_pss_keygen_md:sha256"
+            }
+            Self::RsaJwkWithoutPrimes => {
+                "an RSA JWK without p, q, dp, dq and qi, which signing needs \
+                 (RFC 7518 §6.3.2 lets them be left out): export the key again with them, \
+                 or as a PEM file"
+            }
+            Self::NotForSigning => {
+                "a JWK that is not for signing (its \"use\" is not \"sig\", or its \
+                 \"key_ops\" lack \"sign\"): give the client's signing key"
+            }
+            Self::UnsupportedAlg => {
+                "a JWK whose \"alg\" its key cannot sign with (RS256 or PS256 for RSA, \
+                 ES256 for P-256): correct \"alg\" or remove it"
+            }
+            Self::SeveralPrivateKeys => {
+                "a JWK Set with several private keys: keep only the one to sign with"
+            }
         }
     }
 }
@@ -82,6 +127,12 @@ enum Pair {
     Ec(Arc<EcdsaKeyPair>),
 }
 
+/// What an RSA key may sign: any RSA key both, an RSA-PSS key (RFC 4055)
+/// PSS only.
+const RSA_ALGORITHMS: &[SigningAlgorithm] = &[SigningAlgorithm::RS256, SigningAlgorithm::PS256];
+const RSA_PSS_ALGORITHMS: &[SigningAlgorithm] = &[SigningAlgorithm::PS256];
+const EC_ALGORITHMS: &[SigningAlgorithm] = &[SigningAlgorithm::ES256];
+
 /// A private key that signs JWTs: RSA (2048 to 8192 bits) or P-256.
 ///
 /// Read it with [`parse`](Self::parse) (PEM or JWK, told apart by content),
@@ -91,8 +142,13 @@ enum Pair {
 #[derive(Clone)]
 pub struct SigningKey {
     pair: Pair,
+    algorithms: &'static [SigningAlgorithm],
     public_jwk: Value,
     thumbprint: String,
+    /// The JWK's `kid`, for a key read from a JWK that has one.
+    kid: Option<Arc<str>>,
+    /// The JWK's `alg`, checked to fit the key.
+    declared_algorithm: Option<SigningAlgorithm>,
 }
 
 impl fmt::Debug for SigningKey {
@@ -133,42 +189,61 @@ impl SigningKey {
     }
 
     /// Reads the first private key of a PEM document: PKCS#8
-    /// (`PRIVATE KEY`, RSA or P-256), PKCS#1 (`RSA PRIVATE KEY`) or SEC1
-    /// (`EC PRIVATE KEY`). Other blocks, such as the `EC PARAMETERS` that
-    /// `openssl ecparam -genkey` writes first, are skipped. Encrypted keys
-    /// are not supported.
+    /// (`PRIVATE KEY`: RSA, RSA-PSS or P-256), PKCS#1 (`RSA PRIVATE KEY`)
+    /// or SEC1 (`EC PRIVATE KEY`). Other blocks, such as the `EC
+    /// PARAMETERS` that `openssl ecparam -genkey` writes first, are skipped.
+    /// A document whose line breaks arrive as the two characters `\n` (a
+    /// PEM pasted into an env file) is read as if they were line breaks.
+    /// Encrypted keys are not supported.
+    ///
+    /// An RSA-PSS key signs PS256 only; one bound to a hash other than
+    /// SHA-256 is refused.
     ///
     /// # Errors
     ///
     /// Why the text is not a key, never the text itself.
     pub fn from_pem(text: &str) -> Result<Self, KeyProblem> {
+        // Base64 has no backslash, so a PEM holds one only when its line
+        // breaks were escaped on the way.
+        if text.contains("-----BEGIN") && text.contains("\\n") {
+            let unescaped = Zeroizing::new(text.replace("\\r\\n", "\n").replace("\\n", "\n"));
+            return Self::from_pem(&unescaped);
+        }
         let mut public_only = false;
         for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(text.as_bytes()) {
             let (kind, der) = section.map_err(|_| KeyProblem::NotAKey)?;
             let der = Zeroizing::new(der);
-            let pair = match kind {
+            let (pair, algorithms) = match kind {
                 SectionKind::PrivateKey => {
-                    match EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der) {
-                        Ok(pair) => Pair::Ec(Arc::new(pair)),
-                        Err(_) => Pair::Rsa(Arc::new(
-                            RsaKeyPair::from_pkcs8(&der).map_err(|_| KeyProblem::NotAKey)?,
-                        )),
+                    if let Ok(pair) =
+                        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+                    {
+                        (Pair::Ec(Arc::new(pair)), EC_ALGORITHMS)
+                    } else if let Some(pkcs1) = rsa_pss_private_key(&der) {
+                        // aws-lc reads RSA-PSS keys only as PKCS#1, which
+                        // forgets that the key is bound to PSS.
+                        (rsa_pair(RsaKeyPair::from_der(pkcs1?))?, RSA_PSS_ALGORITHMS)
+                    } else {
+                        (rsa_pair(RsaKeyPair::from_pkcs8(&der))?, RSA_ALGORITHMS)
                     }
                 }
-                SectionKind::RsaPrivateKey => Pair::Rsa(Arc::new(
-                    RsaKeyPair::from_der(&der).map_err(|_| KeyProblem::NotAKey)?,
-                )),
-                SectionKind::EcPrivateKey => Pair::Ec(Arc::new(
-                    EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
-                        .map_err(|_| KeyProblem::NotAKey)?,
-                )),
+                SectionKind::RsaPrivateKey => {
+                    (rsa_pair(RsaKeyPair::from_der(&der))?, RSA_ALGORITHMS)
+                }
+                SectionKind::EcPrivateKey => (
+                    Pair::Ec(Arc::new(
+                        EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+                            .map_err(|_| KeyProblem::NotAKey)?,
+                    )),
+                    EC_ALGORITHMS,
+                ),
                 SectionKind::PublicKey => {
                     public_only = true;
                     continue;
                 }
                 _ => continue,
             };
-            return Ok(Self::from_pair(pair));
+            return Ok(Self::from_pair(pair, algorithms));
         }
         // The PEM reader skips labels it does not know, such as this one.
         if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
@@ -182,16 +257,42 @@ impl SigningKey {
     }
 
     /// Reads a private JSON Web Key: EC on P-256 (`crv`, `x`, `y`, `d`) or
-    /// RSA (`n`, `e`, `d`, `p`, `q`, `dp`, `dq`, `qi`). The public members
-    /// must belong to the private ones; others such as `kid`, `alg` or `use`
-    /// are ignored.
+    /// RSA (`n`, `e`, `d`, `p`, `q`, `dp`, `dq`, `qi`), or a JWK Set
+    /// (`{"keys":[…]}`) holding exactly one private key among public ones.
+    /// The public members must belong to the private ones.
+    ///
+    /// `kid` is kept ([`kid`](Self::kid)), and so is `alg`
+    /// ([`declared_algorithm`](Self::declared_algorithm)), which must be
+    /// one the key can sign with. A key whose `use` is not `sig`, or whose
+    /// `key_ops` lack `sign`, is refused. An RSA JWK without `p`, `q`,
+    /// `dp`, `dq` and `qi` is refused too: aws-lc cannot sign without them,
+    /// and finding the primes from `n`, `e` and `d` would take a second
+    /// crypto library.
     ///
     /// # Errors
     ///
     /// Why the text is not a key, never the text itself.
     pub fn from_jwk(text: &str) -> Result<Self, KeyProblem> {
         let text = text.trim_start_matches('\u{feff}');
-        let jwk: PrivateJwk = serde_json::from_str(text).map_err(|_| KeyProblem::NotAKey)?;
+        let jwk = match serde_json::from_str::<JwkSet>(text) {
+            Ok(set) => {
+                let mut private = set.keys.into_iter().filter(|jwk| jwk.d.is_some());
+                match (private.next(), private.next()) {
+                    (Some(jwk), None) => jwk,
+                    (None, _) => return Err(KeyProblem::PublicOnly),
+                    (Some(_), Some(_)) => return Err(KeyProblem::SeveralPrivateKeys),
+                }
+            }
+            Err(_) => serde_json::from_str::<PrivateJwk>(text).map_err(|_| KeyProblem::NotAKey)?,
+        };
+        let signs = jwk.use_.as_deref().is_none_or(|use_| use_ == "sig")
+            && jwk
+                .key_ops
+                .as_ref()
+                .is_none_or(|ops| ops.iter().any(|op| op == "sign"));
+        if !signs {
+            return Err(KeyProblem::NotForSigning);
+        }
         let decode = |member: &Option<Member>| -> Result<Zeroizing<Vec<u8>>, KeyProblem> {
             let member = member.as_ref().ok_or(KeyProblem::NotAKey)?;
             URL_SAFE_NO_PAD
@@ -199,7 +300,7 @@ impl SigningKey {
                 .map(Zeroizing::new)
                 .map_err(|_| KeyProblem::NotAKey)
         };
-        let pair = match jwk.kty.as_str() {
+        let (pair, algorithms) = match jwk.kty.as_str() {
             "EC" => {
                 if jwk.crv.as_deref() != Some("P-256") {
                     return Err(KeyProblem::NotAKey);
@@ -218,19 +319,24 @@ impl SigningKey {
                 point.extend_from_slice(&x);
                 point.extend_from_slice(&y);
                 // aws-lc checks that the point is the public key of `d`.
-                Pair::Ec(Arc::new(
-                    EcdsaKeyPair::from_private_key_and_public_key(
-                        &ECDSA_P256_SHA256_FIXED_SIGNING,
-                        &d,
-                        &point,
-                    )
-                    .map_err(|_| KeyProblem::NotAKey)?,
-                ))
+                let pair = EcdsaKeyPair::from_private_key_and_public_key(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &d,
+                    &point,
+                )
+                .map_err(|_| KeyProblem::NotAKey)?;
+                (Pair::Ec(Arc::new(pair)), EC_ALGORITHMS)
             }
             "RSA" => {
                 let (n, e) = (decode(&jwk.n)?, decode(&jwk.e)?);
                 if jwk.d.is_none() {
                     return Err(KeyProblem::PublicOnly);
+                }
+                if [&jwk.p, &jwk.q, &jwk.dp, &jwk.dq, &jwk.qi]
+                    .iter()
+                    .any(|member| member.is_none())
+                {
+                    return Err(KeyProblem::RsaJwkWithoutPrimes);
                 }
                 let components = KeyPairComponents {
                     public_key: PublicKeyComponents {
@@ -245,20 +351,34 @@ impl SigningKey {
                     qInv: decode(&jwk.qi)?,
                 };
                 // aws-lc checks that the components are one consistent key.
-                Pair::Rsa(Arc::new(
-                    RsaKeyPair::from_components(&components).map_err(|_| KeyProblem::NotAKey)?,
-                ))
+                (
+                    rsa_pair(RsaKeyPair::from_components(&components))?,
+                    RSA_ALGORITHMS,
+                )
             }
             _ => return Err(KeyProblem::NotAKey),
         };
-        Ok(Self::from_pair(pair))
+        let declared_algorithm = match jwk.alg.as_deref() {
+            None => None,
+            Some(alg) => Some(
+                algorithms
+                    .iter()
+                    .copied()
+                    .find(|fits| fits.as_str() == alg)
+                    .ok_or(KeyProblem::UnsupportedAlg)?,
+            ),
+        };
+        let mut key = Self::from_pair(pair, algorithms);
+        key.kid = jwk.kid.as_deref().map(Arc::from);
+        key.declared_algorithm = declared_algorithm;
+        Ok(key)
     }
 
     fn from_ec(pair: EcdsaKeyPair) -> Self {
-        Self::from_pair(Pair::Ec(Arc::new(pair)))
+        Self::from_pair(Pair::Ec(Arc::new(pair)), EC_ALGORITHMS)
     }
 
-    fn from_pair(pair: Pair) -> Self {
+    fn from_pair(pair: Pair, algorithms: &'static [SigningAlgorithm]) -> Self {
         let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
         let (public_jwk, thumbprint) = match &pair {
             Pair::Ec(ec) => {
@@ -283,8 +403,11 @@ impl SigningKey {
         };
         Self {
             pair,
+            algorithms,
             public_jwk,
             thumbprint,
+            kid: None,
+            declared_algorithm: None,
         }
     }
 
@@ -296,21 +419,26 @@ impl SigningKey {
         }
     }
 
-    /// The algorithm used unless another is chosen: RS256 for an RSA key,
-    /// ES256 for a P-256 key.
+    /// The algorithm used unless another is chosen: the JWK's `alg` if it
+    /// has one, else the first of [`algorithms`](Self::algorithms): RS256
+    /// for an RSA key, PS256 for an RSA-PSS key, ES256 for a P-256 key.
     pub fn default_algorithm(&self) -> SigningAlgorithm {
-        match self.pair {
-            Pair::Rsa(_) => SigningAlgorithm::RS256,
-            Pair::Ec(_) => SigningAlgorithm::ES256,
-        }
+        self.declared_algorithm.unwrap_or(self.algorithms[0])
     }
 
-    /// The algorithms this key can sign with.
+    /// The algorithms this key can sign with, the default first.
     pub fn algorithms(&self) -> &'static [SigningAlgorithm] {
-        match self.pair {
-            Pair::Rsa(_) => &[SigningAlgorithm::RS256, SigningAlgorithm::PS256],
-            Pair::Ec(_) => &[SigningAlgorithm::ES256],
-        }
+        self.algorithms
+    }
+
+    /// The `alg` of the JWK the key was read from, if it had one.
+    pub fn declared_algorithm(&self) -> Option<SigningAlgorithm> {
+        self.declared_algorithm
+    }
+
+    /// The `kid` of the JWK the key was read from, if it had one.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
     }
 
     /// The public key as a JWK with exactly its required members: `kty`,
@@ -334,6 +462,12 @@ impl SigningKey {
     pub fn sign(&self, algorithm: SigningAlgorithm, input: &[u8]) -> Result<Vec<u8>, Error> {
         let failed = || Error::config(format!("signing with {algorithm} failed"));
         let rng = SystemRandom::new();
+        if !self.algorithms.contains(&algorithm) {
+            return Err(Error::config(format!(
+                "{algorithm} does not fit this {} key",
+                self.key_type()
+            )));
+        }
         match (&self.pair, algorithm) {
             (Pair::Ec(ec), SigningAlgorithm::ES256) => ec
                 .sign(&rng, input)
@@ -352,17 +486,106 @@ impl SigningKey {
                 Ok(signature)
             }
             _ => Err(Error::config(format!(
-                "{algorithm} does not fit an {} key",
+                "{algorithm} does not fit this {} key",
                 self.key_type()
             ))),
         }
     }
 }
 
+/// An RSA key pair, or why aws-lc refused it.
+fn rsa_pair(parsed: Result<RsaKeyPair, KeyRejected>) -> Result<Pair, KeyProblem> {
+    match parsed {
+        Ok(pair) => Ok(Pair::Rsa(Arc::new(pair))),
+        // aws-lc's name for a modulus under 2048 bits.
+        Err(rejected) if rejected.description_() == "TooSmall" => Err(KeyProblem::RsaTooShort),
+        Err(_) => Err(KeyProblem::NotAKey),
+    }
+}
+
+/// `id-RSASSA-PSS` (RFC 4055 §3.1), DER content octets.
+const RSASSA_PSS_OID: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
+/// `id-sha256` (RFC 5754 §2.2), DER content octets.
+const SHA256_OID: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
+
+/// The PKCS#1 `RSAPrivateKey` inside a PKCS#8 `PrivateKeyInfo` whose
+/// algorithm is RSASSA-PSS, which RFC 4055 §3.1 keeps in the same form as
+/// any RSA key; `None` for another algorithm. Without parameters the key
+/// may sign with any hash; with them, only with their `hashAlgorithm`
+/// (SHA-1 when absent), which must be SHA-256 for PS256.
+///
+/// Only the outer structure is walked here; aws-lc parses the key itself.
+fn rsa_pss_private_key(pkcs8: &[u8]) -> Option<Result<&[u8], KeyProblem>> {
+    const SEQUENCE: u8 = 0x30;
+    let (info, _) = der_take(pkcs8, SEQUENCE)?;
+    let (_version, rest) = der_take(info, 0x02)?;
+    let (algorithm, rest) = der_take(rest, SEQUENCE)?;
+    let (private_key, _) = der_take(rest, 0x04)?;
+    let (oid, parameters) = der_take(algorithm, 0x06)?;
+    if oid != RSASSA_PSS_OID {
+        return None;
+    }
+    if parameters.is_empty() {
+        return Some(Ok(private_key));
+    }
+    // RSASSA-PSS-params ::= SEQUENCE { hashAlgorithm [0] AlgorithmIdentifier, … }
+    let hash = der_take(parameters, SEQUENCE)
+        .and_then(|(params, _)| der_take(params, 0xa0))
+        .and_then(|(hash, _)| der_take(hash, SEQUENCE))
+        .and_then(|(hash_algorithm, _)| der_take(hash_algorithm, 0x06));
+    Some(match hash {
+        Some((SHA256_OID, _)) => Ok(private_key),
+        _ => Err(KeyProblem::PssNotSha256),
+    })
+}
+
+/// The contents of the first DER element of `input` if its tag is `tag`,
+/// and what follows it.
+fn der_take(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (found, contents, rest) = der_next(input)?;
+    (found == tag).then_some((contents, rest))
+}
+
+/// Splits the first DER element off `input`: its tag, its contents and
+/// what follows it.
+fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        // The long form: the low bits count the length's bytes.
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(count);
+        let length = bytes
+            .iter()
+            .fold(0_usize, |length, &byte| (length << 8) | usize::from(byte));
+        (length, rest)
+    };
+    (rest.len() >= length).then(|| {
+        let (contents, rest) = rest.split_at(length);
+        (tag, contents, rest)
+    })
+}
+
+/// A JWK Set (RFC 7517 §5).
+#[derive(serde::Deserialize)]
+struct JwkSet {
+    keys: Vec<PrivateJwk>,
+}
+
 /// The members of a private JWK that matter here.
 #[derive(serde::Deserialize)]
 struct PrivateJwk {
     kty: String,
+    kid: Option<String>,
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    key_ops: Option<Vec<String>>,
     crv: Option<String>,
     x: Option<Member>,
     y: Option<Member>,
@@ -514,11 +737,102 @@ mod tests {
         let error = key
             .sign(SigningAlgorithm::RS256, b"x")
             .expect_err("RSA alg");
-        assert_eq!(error.to_string(), "RS256 does not fit an EC key");
+        assert_eq!(error.to_string(), "RS256 does not fit this EC key");
         assert_eq!(
             key.thumbprint(),
             jwk_thumbprint(key.public_jwk()).expect("thumbprint")
         );
+    }
+
+    const TESTKIT_RSA_JWK: &str = include_str!("../../authmux-testkit/keys/rsa.jwk");
+    const TESTKIT_RSA_PEM: &str = include_str!("../../authmux-testkit/keys/rsa-pkcs8.pem");
+
+    #[test]
+    fn rsa_pss_keys_sign_ps256_only_and_short_keys_are_named() {
+        let pss = SigningKey::parse(include_str!(
+            "../../authmux-testkit/keys/rsa-pss-sha256-pkcs8.pem"
+        ))
+        .expect("an RSA-PSS key bound to SHA-256");
+        assert_eq!(pss.algorithms(), [SigningAlgorithm::PS256]);
+        assert_eq!(pss.default_algorithm(), SigningAlgorithm::PS256);
+        let error = pss
+            .sign(SigningAlgorithm::RS256, b"x")
+            .expect_err("PSS only");
+        assert_eq!(error.to_string(), "RS256 does not fit this RSA key");
+        assert_eq!(
+            SigningKey::parse(include_str!(
+                "../../authmux-testkit/keys/rsa-pss-sha512-pkcs8.pem"
+            ))
+            .err(),
+            Some(KeyProblem::PssNotSha256)
+        );
+        assert_eq!(
+            SigningKey::parse(include_str!(
+                "../../authmux-testkit/keys/rsa-1024-too-short.pem"
+            ))
+            .err(),
+            Some(KeyProblem::RsaTooShort)
+        );
+        let rsa = SigningKey::parse(TESTKIT_RSA_PEM).expect("a plain RSA key");
+        assert_eq!(rsa.algorithms(), RSA_ALGORITHMS);
+        assert_eq!(rsa.kid(), None);
+    }
+
+    #[test]
+    fn der_elements_are_split_and_truncation_is_refused() {
+        assert_eq!(
+            der_next(&[0x04, 0x01, 0xaa, 0xbb]),
+            Some((0x04, &[0xaa][..], &[0xbb][..]))
+        );
+        let long = [&[0x04, 0x81, 0x80][..], &[0; 0x80]].concat();
+        assert_eq!(
+            der_next(&long).map(|(_, contents, _)| contents.len()),
+            Some(0x80)
+        );
+        assert_eq!(der_next(&[0x04, 0x02, 0xaa]), None);
+        assert_eq!(
+            der_next(&[0x04, 0x80]),
+            None,
+            "indefinite length is not DER"
+        );
+        assert_eq!(der_next(&[0x04]), None);
+        assert_eq!(rsa_pss_private_key(b"not DER"), None);
+    }
+
+    #[test]
+    fn a_jwk_keeps_its_kid_and_alg_and_a_set_gives_its_private_key() {
+        let mut jwk: Value = serde_json::from_str(TESTKIT_RSA_JWK).expect("a JWK");
+        jwk["alg"] = json!("PS256");
+        let key = SigningKey::parse(&jwk.to_string()).expect("a key");
+        assert_eq!(key.kid(), Some("rsa-1"));
+        assert_eq!(key.declared_algorithm(), Some(SigningAlgorithm::PS256));
+        assert_eq!(key.default_algorithm(), SigningAlgorithm::PS256);
+        assert!(!format!("{key:?}").contains(jwk["d"].as_str().expect("d")));
+        let set = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}, jwk]});
+        let from_set = SigningKey::parse(&set.to_string()).expect("one private key");
+        assert_eq!(from_set.thumbprint(), key.thumbprint());
+        assert_eq!(
+            SigningKey::parse(r#"{"keys":[]}"#).err(),
+            Some(KeyProblem::PublicOnly)
+        );
+    }
+
+    #[test]
+    fn every_problem_is_described_without_the_key() {
+        for problem in [
+            KeyProblem::NotAKey,
+            KeyProblem::Encrypted,
+            KeyProblem::PublicOnly,
+            KeyProblem::RsaTooShort,
+            KeyProblem::PssNotSha256,
+            KeyProblem::RsaJwkWithoutPrimes,
+            KeyProblem::NotForSigning,
+            KeyProblem::UnsupportedAlg,
+            KeyProblem::SeveralPrivateKeys,
+        ] {
+            let text = problem.describe("not a key");
+            assert!(!text.is_empty() && !text.contains('\n'), "{problem:?}");
+        }
     }
 
     #[test]

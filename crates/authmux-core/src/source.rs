@@ -54,6 +54,15 @@ pub trait TokenSource: Send + Sync + 'static {
     async fn discover(&self) -> Result<Option<String>, Error> {
         Ok(None)
     }
+
+    /// Whether the token endpoint is still to be found by
+    /// [`discover`](Self::discover). A [`ManagedToken`](crate::ManagedToken)
+    /// then discovers before fetching, so that the metadata request is
+    /// retried like a token request and counted as what it is. `false`,
+    /// the default, for a source whose endpoint is fixed.
+    fn needs_discovery(&self) -> bool {
+        false
+    }
 }
 
 /// A cheap, clonable handle to any [`TokenSource`].
@@ -94,6 +103,11 @@ impl SharedTokenSource {
     /// See [`TokenSource::discover`].
     pub async fn discover(&self) -> Result<Option<String>, Error> {
         self.0.discover().await
+    }
+
+    /// See [`TokenSource::needs_discovery`].
+    pub fn needs_discovery(&self) -> bool {
+        self.0.needs_discovery()
     }
 }
 

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use authmux_core::metrics::{
-    COOLDOWNS, REFRESHES_AHEAD, STORE_HITS, STORE_MISSES, TOKEN_EXPIRES_IN, TOKEN_FETCH_SECONDS,
-    TOKEN_REQUESTS,
+    COOLDOWNS, METADATA_REQUESTS, OUTCOMES, REFRESHES_AHEAD, STORE_HITS, STORE_MISSES,
+    TOKEN_EXPIRES_IN, TOKEN_FETCH_SECONDS, TOKEN_REQUESTS,
 };
 use authmux_core::store::MemoryStore;
 use authmux_core::{CachePolicy, Clock, Error, ErrorKind, ManagedToken, SharedTokenStore};
@@ -179,5 +179,81 @@ impl SecretStr for authmux_core::Token {
     fn secret_str_for_test(&self) -> String {
         use authmux_core::ExposeSecret as _;
         self.secret().expose_secret().to_owned()
+    }
+}
+
+/// A source that must read its token endpoint from metadata first, as the
+/// `oauth2` provider's issuer sources do: each discovery takes the next
+/// scripted result.
+#[derive(Clone)]
+struct Discovering {
+    tokens: ScriptedSource,
+    discoveries: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Result<(), Error>>>>,
+    found: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl authmux_core::TokenSource for Discovering {
+    fn provider(&self) -> &str {
+        "scripted"
+    }
+
+    fn identity(&self) -> authmux_core::TokenIdentity {
+        self.tokens.identity()
+    }
+
+    async fn fetch_token(&self) -> Result<authmux_core::Token, Error> {
+        if self.needs_discovery() {
+            self.discover().await?;
+        }
+        self.tokens.fetch_token().await
+    }
+
+    async fn discover(&self) -> Result<Option<String>, Error> {
+        let next = self.discoveries.lock().expect("script").pop_front();
+        next.unwrap_or(Ok(()))?;
+        self.found.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(Some("https://idp.example/token".to_owned()))
+    }
+
+    fn needs_discovery(&self) -> bool {
+        !self.found.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn metadata_reads_are_counted_apart_from_token_requests() {
+    let recorder = DebuggingRecorder::new();
+    let unavailable =
+        Error::new(ErrorKind::Discovery, "the metadata is unavailable").with_status(503);
+    let source = Discovering {
+        tokens: ScriptedSource::tokens(HOUR, FETCH),
+        discoveries: std::sync::Arc::new(std::sync::Mutex::new([Err(unavailable)].into())),
+        found: std::sync::Arc::default(),
+    };
+    let cache = metrics::with_local_recorder(&recorder, || {
+        ManagedToken::builder(source.clone())
+            .name("api")
+            .clock(Clock::tokio())
+            .build()
+    });
+    cache
+        .get()
+        .await
+        .expect("a token once the metadata was read");
+    assert_eq!(source.tokens.calls(), 1);
+
+    let metrics = snapshot(&recorder);
+    let metadata = |outcome: &str| counter(&metrics, METADATA_REQUESTS, "api", Some(outcome));
+    assert_eq!(metadata("server_error"), 1);
+    assert_eq!(metadata("ok"), 1);
+    let requests = |outcome: &str| counter(&metrics, TOKEN_REQUESTS, "api", Some(outcome));
+    assert_eq!(requests("ok"), 1, "the one token request sent");
+    for outcome in OUTCOMES.into_iter().filter(|outcome| *outcome != "ok") {
+        assert_eq!(requests(outcome), 0, "{outcome}: no token request failed");
+    }
+    match metrics.get(&(TOKEN_FETCH_SECONDS.to_owned(), labels("api", None))) {
+        Some(DebugValue::Histogram(seconds)) => assert_eq!(seconds.len(), 1, "{seconds:?}"),
+        other => panic!("{other:?}"),
     }
 }

@@ -97,8 +97,8 @@ impl DpopKey {
 
     /// Reads a P-256 private key from a JSON Web Key:
     /// `{"kty":"EC","crv":"P-256","x":"…","y":"…","d":"…"}`. `x` and `y`
-    /// must be the public key of `d`; other members such as `kid`, `alg` or
-    /// `use` are ignored.
+    /// must be the public key of `d`. `kid` is ignored; an `alg` must be
+    /// ES256, a `use` `sig`, and `key_ops` must hold `sign`.
     ///
     /// # Errors
     ///
@@ -173,6 +173,10 @@ fn p256(parsed: Result<SigningKey, KeyProblem>) -> Result<DpopKey, KeyProblem> {
 fn describe(problem: KeyProblem, not_a_key: &'static str) -> &'static str {
     match problem {
         KeyProblem::PublicOnly => "a public key: the private key is needed to sign proofs",
+        // Whatever is wrong with an RSA key, proofs need a P-256 one.
+        KeyProblem::RsaTooShort | KeyProblem::PssNotSha256 | KeyProblem::RsaJwkWithoutPrimes => {
+            not_a_key
+        }
         other => other.describe(not_a_key),
     }
 }

@@ -2,17 +2,22 @@
 //! Server Metadata (RFC 8414) and OpenID Connect Discovery 1.0.
 //!
 //! The metadata is read once, on the first token fetch (or by
-//! [`TokenSource::discover`], which `authmux check` calls), and kept for
-//! the life of the source. A failed discovery is tried again on a later
-//! fetch, but not before a backoff that doubles from 1 s up to 5 min.
+//! [`TokenSource::discover`], which `authmux check` and the cache call),
+//! and kept for the life of the source. A failed discovery is tried again
+//! on the next fetch: retries and cool-downs are the cache's, as for a
+//! token request, so a transient metadata failure is retried within the
+//! same fetch.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use authmux_core::wire::{ClientAuth, HttpClient, RequestSource, validate_url};
-use authmux_core::{Dpop, Error, ErrorKind, TokenIdentity, TokenSource as _};
+use authmux_core::{
+    ClientAssertion, Credential, Dpop, Error, ErrorKind, SigningAlgorithm, TokenIdentity,
+    TokenSource as _,
+};
 use serde::Deserialize;
-use tokio::time::Instant;
 use url::Url;
 
 use crate::OAuth2Builder;
@@ -23,10 +28,6 @@ const OAUTH_WELL_KNOWN: &str = "/.well-known/oauth-authorization-server";
 const OIDC_WELL_KNOWN: &str = "/.well-known/openid-configuration";
 /// The one algorithm authmux signs DPoP proofs with.
 const DPOP_ALG: &str = "ES256";
-/// The wait after the first failed discovery; it doubles with each failure.
-const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-/// The longest wait between two discoveries.
-const BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
 
 /// The parts of an authorization server's metadata (RFC 8414 §2) that a
 /// client credentials client needs. Other members are ignored.
@@ -43,6 +44,11 @@ pub struct ServerMetadata {
     /// absent means `client_secret_basic` alone (RFC 8414 §2).
     #[serde(default)]
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// The algorithms the token endpoint accepts for `private_key_jwt`
+    /// assertions (RFC 8414 §2), in the server's order; absent means the
+    /// server does not say.
+    #[serde(default)]
+    pub token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
     /// The DPoP proof algorithms the server accepts (RFC 9449 §5.1);
     /// absent means the server does not announce DPoP.
     #[serde(default)]
@@ -92,31 +98,11 @@ struct Found {
     source: RequestSource,
 }
 
-/// The failures so far, and when the next discovery may start.
-#[derive(Debug, Default)]
-struct Backoff {
-    failures: u32,
-    retry_at: Option<Instant>,
-    last_error: Option<Error>,
-}
-
-impl Backoff {
-    /// The last error while the backoff lasts, marked with what is left of it.
-    fn waiting(&self, now: Instant) -> Option<Error> {
-        let retry_at = self.retry_at?;
-        let error = self.last_error.as_ref()?;
-        (now < retry_at).then(|| error.clone().cooling_down(retry_at - now))
-    }
-
-    fn failed(&mut self, now: Instant, error: Error) {
-        self.failures = self.failures.saturating_add(1);
-        let doublings = self.failures.saturating_sub(1).min(16);
-        let wait = BACKOFF_FIRST
-            .saturating_mul(1 << doublings)
-            .min(BACKOFF_MAX);
-        self.retry_at = Some(now + wait);
-        self.last_error = Some(error);
-    }
+/// Whether a metadata URL's error answer means "no metadata here", so
+/// that the next URL is tried: 404, and the other 4xx that servers give
+/// for a path they do not serve (400, 401, 403, …), but not 408 or 429.
+fn not_here(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 408 | 429)
 }
 
 /// A client of a token endpoint found from its issuer: everything is
@@ -132,13 +118,19 @@ pub(crate) struct DiscoveringSource {
     timeout: Option<Duration>,
     allow_insecure_http: bool,
     auth: ClientAuth,
+    /// The assertions of a `private_key_jwt` client, read when built: the
+    /// metadata may narrow their algorithm.
+    assertion: Option<ClientAssertion>,
     /// Builds the token request once the endpoint is known.
     template: OAuth2Builder,
     found: OnceLock<Found>,
     /// Held across one discovery, so that two never run at once (a fetch
-    /// and `authmux check`, say); token fetches wait on it only until the
-    /// metadata is found.
-    backoff: tokio::sync::Mutex<Backoff>,
+    /// and `authmux check`, say), with the last failure's error; token
+    /// fetches wait on it only until the metadata is found.
+    discovering: tokio::sync::Mutex<Option<Error>>,
+    /// Failed discoveries so far: a caller that waited while one failed
+    /// shares its error rather than sending the same request again.
+    failures: AtomicU64,
 }
 
 impl DiscoveringSource {
@@ -162,6 +154,15 @@ impl DiscoveringSource {
         let dpop = probe.dpop().cloned();
         builder.endpoint.dpop = dpop.clone();
         let identity = probe.identity().with("issuer", &issuer);
+        let assertion = match builder.config.client_auth {
+            ClientAuth::PrivateKeyJwt => {
+                match builder.config.client_credentials().credential(&issuer)? {
+                    Credential::Assertion(assertion) => Some(assertion),
+                    Credential::Secret(_) => None,
+                }
+            }
+            _ => None,
+        };
         Ok(Self {
             issuer,
             issuer_url,
@@ -169,11 +170,13 @@ impl DiscoveringSource {
             dpop,
             timeout: builder.endpoint.timeout,
             auth: builder.config.client_auth,
+            assertion,
             http,
             allow_insecure_http,
             template: builder,
             found: OnceLock::new(),
-            backoff: tokio::sync::Mutex::new(Backoff::default()),
+            discovering: tokio::sync::Mutex::new(None),
+            failures: AtomicU64::new(0),
         })
     }
 
@@ -199,27 +202,36 @@ impl DiscoveringSource {
         self.found.get().map(|found| &found.source)
     }
 
-    /// The token request's source: discovered already, or now, unless a
-    /// recent failure's backoff still runs.
+    /// Whether the token endpoint is still to be found.
+    pub(crate) fn pending(&self) -> bool {
+        self.found.get().is_none()
+    }
+
+    /// The token request's source: discovered already, or now. A caller
+    /// that waited while another's discovery failed gets that error.
     pub(crate) async fn source(&self) -> Result<&RequestSource, Error> {
         if let Some(found) = self.found.get() {
             return Ok(&found.source);
         }
-        let mut backoff = self.backoff.lock().await;
+        let failures_seen = self.failures.load(Ordering::Acquire);
+        let mut last_error = self.discovering.lock().await;
         if let Some(found) = self.found.get() {
             return Ok(&found.source);
         }
-        if let Some(error) = backoff.waiting(Instant::now()) {
-            return Err(error);
+        if self.failures.load(Ordering::Acquire) != failures_seen
+            && let Some(error) = last_error.as_ref()
+        {
+            return Err(error.clone());
         }
         match self.discover().await {
             Ok(found) => {
-                *backoff = Backoff::default();
+                *last_error = None;
                 Ok(&self.found.get_or_init(|| found).source)
             }
             Err(error) => {
                 tracing::warn!(issuer = %self.issuer, error = %error, "discovery failed");
-                backoff.failed(Instant::now(), error.clone());
+                *last_error = Some(error.clone());
+                self.failures.fetch_add(1, Ordering::AcqRel);
                 Err(error)
             }
         }
@@ -233,6 +245,10 @@ impl DiscoveringSource {
             endpoint: self.template.endpoint.clone(),
         };
         builder.config.token_url = token_url.into();
+        if let Some(assertion) = &self.assertion {
+            builder.config.client_assertion_alg =
+                Some(self.assertion_algorithm(assertion, &metadata)?);
+        }
         // A private_key_jwt assertion names the issuer as its audience once
         // it is known (RFC 7523 §3 allows it, and servers that discover
         // expect it), unless one was configured.
@@ -246,10 +262,16 @@ impl DiscoveringSource {
         Ok(Found { metadata, source })
     }
 
-    /// Reads the first metadata document there is: a 404 moves on to the
-    /// next URL, any other failure stops.
+    /// Reads the first metadata document there is. A 4xx answer other
+    /// than 408 and 429 means "not here" and moves on to the next URL:
+    /// servers answer 400, 401 or 403 as well as 404 for a path they do not
+    /// serve. Any other failure stops, as a [`Discovery`](ErrorKind::Discovery)
+    /// error (transient for 5xx, 408 and 429) or, unreached, a transport
+    /// one. No URL with metadata is a config error.
     async fn fetch_metadata(&self) -> Result<ServerMetadata, Error> {
+        let issuer = &self.issuer;
         let urls = metadata_urls(&self.issuer_url);
+        let mut answers = Vec::with_capacity(urls.len());
         for url in &urls {
             let response = self
                 .http
@@ -258,41 +280,77 @@ impl DiscoveringSource {
                 .map_err(|error| {
                     Error::new(
                         error.kind(),
-                        format!("issuer {}: {}", self.issuer, error.message()),
+                        format!("issuer {issuer}: reading the metadata: {}", error.message()),
                     )
                     .with_endpoint(url)
                     .with_source(error)
                 })?;
             let status = response.status();
-            if status == 404 {
+            if not_here(status) {
+                answers.push(format!("{url} (HTTP {status})"));
                 continue;
             }
             if !(200..300).contains(&status) {
                 return Err(Error::new(
-                    ErrorKind::from_status(status),
-                    format!(
-                        "issuer {}: the metadata at {url} is unavailable",
-                        self.issuer
-                    ),
+                    ErrorKind::Discovery,
+                    format!("issuer {issuer}: the metadata at {url} is unavailable"),
                 )
                 .with_status(status));
             }
             return serde_json::from_slice(response.body()).map_err(|error| {
                 Error::new(
-                    ErrorKind::InvalidResponse,
+                    ErrorKind::Discovery,
                     format!(
-                        "issuer {}: the document at {url} is not authorization server metadata: {error}",
-                        self.issuer
+                        "issuer {issuer}: the document at {url} is not authorization server metadata: {error}"
                     ),
                 )
                 .with_status(status)
             });
         }
-        let [oauth, oidc] = &urls;
         Err(Error::config(format!(
-            "issuer {}: no metadata at {oauth} nor at {oidc} (HTTP 404); check the issuer",
-            self.issuer
+            "issuer {issuer}: no metadata at {}; check the issuer",
+            answers.join(" nor at ")
         )))
+    }
+
+    /// The algorithm of the assertions: the one chosen, or the first the
+    /// server lists that the key can sign (RFC 8414 §2's
+    /// `token_endpoint_auth_signing_alg_values_supported`; a FAPI 2.0
+    /// server takes PS256 and ES256 only).
+    fn assertion_algorithm(
+        &self,
+        assertion: &ClientAssertion,
+        metadata: &ServerMetadata,
+    ) -> Result<SigningAlgorithm, Error> {
+        let Some(accepted) = &metadata.token_endpoint_auth_signing_alg_values_supported else {
+            return Ok(assertion.algorithm());
+        };
+        if let Some(algorithm) = assertion.algorithm_for(accepted) {
+            return Ok(algorithm);
+        }
+        let issuer = &self.issuer;
+        let listed = accepted.join(", ");
+        Err(Error::config(if assertion.is_algorithm_set() {
+            format!(
+                "issuer {issuer}: the server does not accept assertions signed with {} \
+                 (token_endpoint_auth_signing_alg_values_supported: {listed}); change \
+                 client_assertion_alg or the \"alg\" of the key's JWK",
+                assertion.algorithm()
+            )
+        } else {
+            let signs: Vec<&str> = assertion
+                .key_algorithms()
+                .iter()
+                .map(|algorithm| algorithm.as_str())
+                .collect();
+            format!(
+                "issuer {issuer}: the {} key of client_assertion_key signs {}, which the server \
+                 does not accept (token_endpoint_auth_signing_alg_values_supported: {listed}); \
+                 use a key of another type",
+                assertion.key_type(),
+                signs.join(" or ")
+            )
+        }))
     }
 
     /// Checks the metadata against the configuration; returns the token
@@ -389,26 +447,22 @@ mod tests {
         assert!(error.message().starts_with("issuer: "), "{error}");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn backoff_doubles_from_one_second_to_five_minutes() {
-        let mut backoff = Backoff::default();
-        let start = Instant::now();
-        assert!(backoff.waiting(start).is_none());
-        let mut waits = Vec::new();
-        for _ in 0..12 {
-            let now = Instant::now();
-            backoff.failed(now, Error::config("down"));
-            let retry_at = backoff.retry_at.expect("a retry time");
-            waits.push((retry_at - now).as_secs());
-            let left = backoff
-                .waiting(now)
-                .and_then(|error| error.cooldown_remaining());
-            assert_eq!(left, Some(retry_at - now));
-            tokio::time::advance(retry_at - now - Duration::from_millis(1)).await;
-            assert!(backoff.waiting(Instant::now()).is_some());
-            tokio::time::advance(Duration::from_millis(1)).await;
-            assert!(backoff.waiting(Instant::now()).is_none());
+    #[test]
+    fn a_4xx_but_408_and_429_means_no_metadata_at_that_url() {
+        for (status, moves_on) in [
+            (400, true),
+            (401, true),
+            (403, true),
+            (404, true),
+            (410, true),
+            (408, false),
+            (429, false),
+            (500, false),
+            (503, false),
+            (200, false),
+            (302, false),
+        ] {
+            assert_eq!(not_here(status), moves_on, "{status}");
         }
-        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
     }
 }

@@ -108,8 +108,9 @@
 //! client_id = "my-client-id"
 //! client_auth = "private_key_jwt"
 //! client_assertion_key = { file = "/etc/authmux/client.pem" } # RSA or P-256, PEM or JWK
-//! # client_assertion_alg = "ES256"      # RS256, PS256 or ES256; default from the key
-//! # client_assertion_kid = "key-1"
+//! # client_assertion_alg = "ES256"      # RS256, PS256 or ES256; default: the JWK's alg, else
+//! #                                     # the first the key signs that discovery allows
+//! # client_assertion_kid = "key-1"      # default: the JWK's kid
 //! # client_assertion_audience = "https://idp.example.com"     # default: the issuer if discovered, else token_url
 //! ```
 //!
@@ -132,13 +133,19 @@
 //! accept: application/json
 //! ```
 //!
-//! and, if that answers 404, OpenID Connect Discovery's
+//! and, if that answers 404 or another 4xx (many servers answer 400, 401
+//! or 403 for a path they do not serve), OpenID Connect Discovery's
 //! `https://idp.example.com/.well-known/openid-configuration`. For an
 //! issuer with a path, `https://idp.example.com/tenant`, RFC 8414 §3 puts
 //! the well-known segment between host and path
 //! (`/.well-known/oauth-authorization-server/tenant`) while OpenID Connect
-//! appends it (`/tenant/.well-known/openid-configuration`). An answer
-//! other than 2xx or 404 stops there. The metadata is checked:
+//! appends it (`/tenant/.well-known/openid-configuration`). A 4xx at both
+//! URLs is an error of kind `Config` naming both answers ("check the
+//! issuer"): no token request was sent, so none was refused. A 5xx, 408 or
+//! 429 stops there with an error of kind
+//! [`Discovery`](authmux_core::ErrorKind::Discovery), which is transient,
+//! and so is a document that is not metadata (permanent). The metadata is
+//! checked:
 //!
 //! * its `issuer` must equal the configured issuer exactly;
 //! * its `token_endpoint` must be https (loopback or `allow_insecure_http`
@@ -146,15 +153,26 @@
 //! * [`ClientAuth::metadata_name`] of `client_auth` must be in
 //!   `token_endpoint_auth_methods_supported`, which RFC 8414 defaults to
 //!   `client_secret_basic` alone;
-//! * with DPoP, `ES256` must be in `dpop_signing_alg_values_supported`.
+//! * with DPoP, `ES256` must be in `dpop_signing_alg_values_supported`;
+//! * with `private_key_jwt`, the assertion's algorithm must be in
+//!   `token_endpoint_auth_signing_alg_values_supported` when the server
+//!   lists it: unless one was set (`client_assertion_alg`, or the JWK's
+//!   `alg`), the first listed that the key can sign is used, so an RSA key
+//!   signs PS256 for a FAPI 2.0 server that lists only PS256 and ES256.
 //!
 //! A mismatch is an error of kind `Config` naming the issuer. Requests use
 //! the same HTTP client, timeouts and body cap as the token request. The
 //! metadata is kept for the life of the source
-//! ([`OAuth2Source::metadata`]); a failed discovery answers every fetch
-//! with its error until a backoff ends (1 s, doubling with each failure up
-//! to 5 min), then is tried again. `authmux check` discovers at once and
-//! shows the endpoint found ([`TokenSource::discover`](authmux_core::TokenSource::discover)).
+//! ([`OAuth2Source::metadata`]). A failed discovery has no backoff of its
+//! own: a [`ManagedToken`](authmux_core::ManagedToken) discovers as an
+//! attempt of its fetch
+//! ([`TokenSource::needs_discovery`](authmux_core::TokenSource::needs_discovery)),
+//! so a transient metadata failure is retried like a token request and the
+//! cache cools down after the last attempt; the metadata read is counted in
+//! `authmux_metadata_requests_total`, not as a token request. Callers that
+//! wait while a discovery fails get its error. `authmux check` discovers at
+//! once and shows the endpoint found
+//! ([`TokenSource::discover`](authmux_core::TokenSource::discover)).
 //!
 //! # DPoP
 //!
@@ -227,11 +245,13 @@ pub struct OAuth2Config {
     /// inline, `{ env = "…" }` or `{ file = "…" }`.
     #[serde(default)]
     pub client_assertion_key: Option<ClientSecret>,
-    /// The assertion's algorithm: RS256, PS256 or ES256; from the key type
-    /// unless set.
+    /// The assertion's algorithm: RS256, PS256 or ES256. Unless set: the
+    /// key's JWK `alg`, else (after discovery) the first the server lists
+    /// that the key can sign, else from the key type. It must not
+    /// contradict the JWK's `alg`.
     #[serde(default)]
     pub client_assertion_alg: Option<SigningAlgorithm>,
-    /// The assertion header's `kid`.
+    /// The assertion header's `kid`; the key's JWK `kid` unless set.
     #[serde(default)]
     pub client_assertion_kid: Option<String>,
     /// The assertion's `aud`; unless set, the issuer when the token
@@ -288,6 +308,21 @@ impl OAuth2Config {
         OAuth2Builder {
             endpoint: Endpoint::new(None, self.allow_insecure_http),
             config: self.clone(),
+        }
+    }
+
+    /// The client's id and secret or assertion settings, not yet read.
+    fn client_credentials(&self) -> ClientCredentials {
+        ClientCredentials {
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            auth: self.client_auth,
+            assertion: AssertionSettings {
+                key: self.client_assertion_key.clone(),
+                algorithm: self.client_assertion_alg,
+                kid: self.client_assertion_kid.clone(),
+                audience: self.client_assertion_audience.clone(),
+            },
         }
     }
 }
@@ -388,17 +423,7 @@ impl OAuth2Builder {
             )
             .map_err(|error| Error::config(format!("base_url: {}", error.message())))?;
         }
-        let credentials = ClientCredentials {
-            client_id: config.client_id,
-            client_secret: config.client_secret,
-            auth: config.client_auth,
-            assertion: AssertionSettings {
-                key: config.client_assertion_key,
-                algorithm: config.client_assertion_alg,
-                kid: config.client_assertion_kid,
-                audience: config.client_assertion_audience,
-            },
-        };
+        let credentials = config.client_credentials();
         let credential = credentials.credential(token_url.as_str())?;
         let scopes = checked_scopes(config.scopes)?;
         check_extra_params(&config.extra_params)?;

@@ -100,6 +100,13 @@ impl TokenSource for OAuth2Source {
         }
     }
 
+    fn needs_discovery(&self) -> bool {
+        match &self.0 {
+            Kind::Fixed(_) => false,
+            Kind::Discovering(discovering) => discovering.pending(),
+        }
+    }
+
     async fn discover(&self) -> Result<Option<String>, Error> {
         match &self.0 {
             Kind::Fixed(_) => Ok(None),

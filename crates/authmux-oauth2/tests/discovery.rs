@@ -1,11 +1,12 @@
 //! Discovery of the token endpoint from an issuer (RFC 8414, OpenID
 //! Connect Discovery): the exact metadata request, the path rules, every
-//! check of the metadata, fetching it once, and the backoff after a failure.
+//! check of the metadata, fetching it once, and failures that follow the
+//! cache's retries and cool-down.
 
 use std::time::Duration;
 
 use authmux_core::EndpointBuilder as _;
-use authmux_core::{ClientSecret, Error, ErrorKind, TokenSource};
+use authmux_core::{CachePolicy, ClientSecret, Clock, Error, ErrorKind, ManagedToken, TokenSource};
 use authmux_oauth2::{OAuth2Config, OAuth2Provider, OAuth2Source};
 use authmux_testkit::{METADATA_PATH, OAUTH2_PATH, TokenServer};
 use httpmock::Method::{GET, POST};
@@ -189,8 +190,12 @@ async fn a_server_error_stops_discovery_without_trying_the_next_url() {
         .discover()
         .await
         .expect_err("unavailable");
-    assert_eq!(error.kind(), ErrorKind::Server);
+    assert_eq!(error.kind(), ErrorKind::Discovery);
+    assert_eq!(error.status(), Some(503));
     assert!(error.is_transient());
+    let text = error.to_string();
+    assert!(text.contains("metadata"), "{text}");
+    assert!(!text.contains("token endpoint"), "{text}");
     assert_eq!(oauth.calls_async().await, 1);
     assert_eq!(oidc.calls_async().await, 0);
 }
@@ -311,41 +316,161 @@ async fn metadata_is_fetched_once_across_many_token_fetches() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_failed_discovery_is_retried_only_after_its_backoff() {
+async fn without_a_cache_each_fetch_tries_discovery_again() {
     let server = TokenServer::start().await;
     server.serve_metadata(None);
     let source = source(&server.issuer());
     let first = source.fetch_token().await.expect_err("no metadata");
     assert_eq!(first.kind(), ErrorKind::Config);
+    assert_eq!(first.cooldown_remaining(), None);
     assert_eq!(server.requests(), 2, "both well-known URLs tried");
 
-    // Once the server is fixed, nothing is asked before the backoff ends.
+    // Retries and cool-downs are the cache's: the source itself asks again.
     server.serve_metadata(Some(server.default_metadata()));
-    tokio::time::advance(Duration::from_millis(999)).await;
-    let waiting = source.fetch_token().await.expect_err("still backing off");
-    assert_eq!(waiting.cooldown_remaining(), Some(Duration::from_millis(1)));
-    assert_eq!(server.requests(), 2);
-
-    tokio::time::advance(Duration::from_millis(1)).await;
     source
         .fetch_token()
         .await
         .expect("discovered, then a token");
     assert_eq!(server.requests(), 4, "one metadata read, one token request");
+}
 
-    // A second failure in a row would wait 2 s; a success resets it.
-    let again =
-        OAuth2Provider::from_issuer(server.issuer(), CLIENT_ID, ClientSecret::inline(SECRET))
-            .build()
-            .expect("valid provider");
-    server.serve_metadata(None);
-    again.discover().await.expect_err("no metadata");
-    tokio::time::advance(Duration::from_secs(1)).await;
-    again.discover().await.expect_err("still none");
-    tokio::time::advance(Duration::from_millis(1999)).await;
-    let waiting = again.discover().await.expect_err("backing off");
-    assert_eq!(waiting.cooldown_remaining(), Some(Duration::from_millis(1)));
-    assert_eq!(server.requests(), 8);
+fn paths(server: &TokenServer) -> Vec<String> {
+    server.recorded().into_iter().map(|r| r.path).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_metadata_failure_is_retried_by_the_cache_like_a_token_failure() {
+    let server = TokenServer::start().await;
+    server.fail_metadata_next(1, 503);
+    let cache = ManagedToken::builder(source(&server.issuer()))
+        .name("api")
+        .build();
+    cache.get().await.expect("a token after one retry");
+    assert_eq!(paths(&server), [METADATA_PATH, METADATA_PATH, OAUTH2_PATH]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn metadata_failures_follow_the_cache_s_retries_and_cool_down_and_say_metadata() {
+    let server = TokenServer::start().await;
+    let policy = CachePolicy::default();
+    server.fail_metadata_next(1000, 503);
+    let cache = ManagedToken::builder(source(&server.issuer()))
+        .name("api")
+        .policy(policy.clone())
+        .clock(Clock::tokio())
+        .build();
+    let error = cache.get().await.expect_err("the metadata keeps failing");
+    assert_eq!(
+        paths(&server),
+        vec![METADATA_PATH; policy.retry.max_attempts as usize],
+        "every attempt reads the metadata"
+    );
+    assert_eq!(error.kind(), ErrorKind::Discovery);
+    assert!(error.is_transient());
+    let text = error.to_string();
+    assert!(text.contains("metadata"), "{text}");
+    assert!(!text.contains("token endpoint"), "{text}");
+    assert!(text.starts_with("client \"api\" (oauth2): "), "{text}");
+
+    // The cache's cool-down, never longer than its cooldown_max, and then
+    // every attempt again.
+    let mut longest = Duration::ZERO;
+    for _ in 0..8 {
+        let before = server.requests();
+        let waiting = cache.get().await.expect_err("cooling down");
+        let remaining = waiting.cooldown_remaining().expect("a cool-down");
+        longest = longest.max(remaining);
+        assert_eq!(server.requests(), before, "nothing sent while cooling down");
+        tokio::time::advance(remaining).await;
+        cache.get().await.expect_err("still failing");
+        assert_eq!(
+            server.requests() - before,
+            policy.retry.max_attempts as usize
+        );
+    }
+    assert!(longest <= policy.cooldown_max, "{longest:?}");
+    assert!(longest > policy.cooldown, "{longest:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_waiting_on_a_failing_discovery_share_its_error() {
+    let server = TokenServer::start().await;
+    server.delay(Duration::from_millis(100));
+    server.fail_metadata_next(1, 503);
+    let source = source(&server.issuer());
+    let (first, second) = tokio::join!(source.discover(), source.discover());
+    let (first, second) = (first.expect_err("503"), second.expect_err("503"));
+    assert_eq!(first.status(), Some(503));
+    assert_eq!(second.status(), Some(503));
+    assert_eq!(paths(&server), [METADATA_PATH], "one request for both");
+    // A caller that comes later asks again.
+    assert!(source.discover().await.is_ok());
+    assert_eq!(paths(&server), [METADATA_PATH, METADATA_PATH]);
+}
+
+#[tokio::test]
+async fn a_4xx_at_the_rfc_8414_url_falls_back_to_openid_connect() {
+    for status in [400, 401, 403] {
+        let server = MockServer::start_async().await;
+        let issuer = server.base_url();
+        let token_url = server.url("/token");
+        let oauth = serve_metadata(&server, OAUTH_WELL_KNOWN, status, json!({})).await;
+        let oidc =
+            serve_metadata(&server, OIDC_WELL_KNOWN, 200, metadata(&issuer, &token_url)).await;
+        let found = source(&issuer)
+            .discover()
+            .await
+            .expect("found at the OpenID URL");
+        assert_eq!(found, Some(token_url));
+        assert_eq!(oauth.calls_async().await, 1, "{status}");
+        assert_eq!(oidc.calls_async().await, 1, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn a_4xx_at_both_urls_is_a_config_error_naming_both_answers() {
+    let server = MockServer::start_async().await;
+    let issuer = server.base_url();
+    serve_metadata(
+        &server,
+        OAUTH_WELL_KNOWN,
+        403,
+        json!({"error": "access_denied"}),
+    )
+    .await;
+    serve_metadata(
+        &server,
+        OIDC_WELL_KNOWN,
+        401,
+        json!({"error": "invalid_client"}),
+    )
+    .await;
+    let token = serve_token(&server, "/token").await;
+    let error = discovery_error(&source(&issuer)).await;
+    assert_eq!(
+        error.kind(),
+        ErrorKind::Config,
+        "no token request was refused"
+    );
+    assert!(!error.is_transient());
+    let text = error.to_string();
+    assert!(text.contains("HTTP 403"), "{text}");
+    assert!(text.contains("HTTP 401"), "{text}");
+    assert!(text.contains("check the issuer"), "{text}");
+    assert_eq!(token.calls_async().await, 0);
+}
+
+#[tokio::test]
+async fn a_document_that_is_not_metadata_is_a_discovery_error() {
+    let server = MockServer::start_async().await;
+    let issuer = server.base_url();
+    serve_metadata(&server, OAUTH_WELL_KNOWN, 200, json!("not metadata")).await;
+    let error = discovery_error(&source(&issuer)).await;
+    assert_eq!(error.kind(), ErrorKind::Discovery);
+    assert!(!error.is_transient());
+    let text = error.to_string();
+    assert!(text.contains("not authorization server metadata"), "{text}");
+    assert!(!text.contains("token endpoint"), "{text}");
 }
 
 #[tokio::test]

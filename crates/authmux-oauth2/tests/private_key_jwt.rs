@@ -6,8 +6,10 @@ use authmux_core::ClientAuthBuilder as _;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use authmux_core::{ClientSecret, ManagedToken, TokenSource as _};
-use authmux_oauth2::{OAuth2Config, OAuth2Provider};
+use authmux_core::{
+    ClientSecret, Error, ErrorKind, ManagedToken, SigningAlgorithm, TokenSource as _,
+};
+use authmux_oauth2::{OAuth2Builder, OAuth2Config, OAuth2Provider, OAuth2Source};
 use authmux_testkit::{TokenServer, keys};
 use httpmock::Method::POST;
 use httpmock::MockServer;
@@ -212,5 +214,290 @@ fn config_reads_client_auth_and_the_assertion_keys() {
             .to_string()
             .starts_with("extra_params.client_assertion: "),
         "{error}"
+    );
+}
+
+/// Builds a `private_key_jwt` client of `idp` that signs with `key`, as
+/// `configure` adjusts it.
+fn jwt_client(
+    idp: &TokenServer,
+    key: &str,
+    configure: fn(OAuth2Builder) -> OAuth2Builder,
+) -> Result<OAuth2Source, Error> {
+    configure(OAuth2Provider::private_key_jwt(
+        idp.oauth2_token_url(),
+        CLIENT_ID,
+        ClientSecret::inline(key),
+    ))
+    .build()
+}
+
+/// Gets one token from a server that knows `public_jwk`, and returns the
+/// header of the assertion it accepted.
+async fn accepted_header(source: &OAuth2Source, idp: &TokenServer, public_jwk: &Value) -> Value {
+    idp.expect_client_key(CLIENT_ID, public_jwk);
+    source
+        .fetch_token()
+        .await
+        .expect("the server accepted the assertion");
+    let recorded = idp.recorded();
+    let assertion = recorded
+        .iter()
+        .rev()
+        .find_map(|request| request.fields.get("client_assertion"))
+        .and_then(Value::as_str)
+        .expect("an assertion");
+    let header = jsonwebtoken::decode_header(assertion).expect("a JWT");
+    serde_json::to_value(header).expect("a header")
+}
+
+/// The build error of `key`, checked never to quote the key.
+fn key_error(
+    idp: &TokenServer,
+    key: &str,
+    configure: fn(OAuth2Builder) -> OAuth2Builder,
+) -> String {
+    let error = jwt_client(idp, key, configure)
+        .expect_err("refused")
+        .to_string();
+    for line in key.lines().filter(|line| line.len() > 20) {
+        assert!(!error.contains(line.trim()), "{error}");
+    }
+    error
+}
+
+fn jwk_with(jwk: &str, members: Value) -> String {
+    let mut jwk: Value = serde_json::from_str(jwk).expect("a JWK");
+    for (name, value) in members.as_object().expect("an object") {
+        if value.is_null() {
+            jwk.as_object_mut().expect("an object").remove(name);
+        } else {
+            jwk[name] = value.clone();
+        }
+    }
+    jwk.to_string()
+}
+
+#[tokio::test]
+async fn a_jwk_s_kid_reaches_the_header_unless_one_is_configured() {
+    let idp = TokenServer::start().await;
+    let rsa = keys::public_jwk(keys::RSA_JWK);
+    let source = jwt_client(&idp, keys::RSA_JWK, |builder| builder).expect("valid");
+    let header = accepted_header(&source, &idp, &rsa).await;
+    assert_eq!(header["kid"], "rsa-1", "{header}");
+    assert_eq!(header["alg"], "RS256", "{header}");
+
+    let source = jwt_client(&idp, keys::EC_JWK, |builder| builder).expect("valid");
+    let header = accepted_header(&source, &idp, &keys::public_jwk(keys::EC_JWK)).await;
+    assert_eq!(header["kid"], "ec-1", "{header}");
+
+    let source = jwt_client(&idp, keys::RSA_JWK, |builder| {
+        builder.client_assertion_kid("configured")
+    })
+    .expect("valid");
+    let header = accepted_header(&source, &idp, &rsa).await;
+    assert_eq!(header["kid"], "configured", "the setting wins");
+
+    // A PEM has no kid: the header has none either.
+    let source = jwt_client(&idp, keys::RSA_PKCS8_PEM, |builder| builder).expect("valid");
+    let header = accepted_header(&source, &idp, &rsa).await;
+    assert!(header["kid"].is_null(), "{header}");
+}
+
+#[tokio::test]
+async fn a_jwk_s_alg_is_the_default_and_a_contradicting_setting_is_a_config_error() {
+    let idp = TokenServer::start().await;
+    let rsa = keys::public_jwk(keys::RSA_JWK);
+    let ps256 = jwk_with(keys::RSA_JWK, json!({"alg": "PS256", "use": "sig"}));
+    let source = OAuth2Provider::private_key_jwt(
+        idp.oauth2_token_url(),
+        CLIENT_ID,
+        ClientSecret::inline(ps256.clone()),
+    )
+    .build()
+    .expect("valid");
+    let header = accepted_header(&source, &idp, &rsa).await;
+    assert_eq!(header["alg"], "PS256", "{header}");
+
+    let agreeing = OAuth2Provider::private_key_jwt(
+        idp.oauth2_token_url(),
+        CLIENT_ID,
+        ClientSecret::inline(ps256.clone()),
+    )
+    .client_assertion_alg(SigningAlgorithm::PS256)
+    .build();
+    assert!(agreeing.is_ok(), "the same alg twice is fine");
+    let error = OAuth2Provider::private_key_jwt(
+        idp.oauth2_token_url(),
+        CLIENT_ID,
+        ClientSecret::inline(ps256),
+    )
+    .client_assertion_alg(SigningAlgorithm::RS256)
+    .build()
+    .expect_err("a contradiction");
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert_eq!(
+        error.to_string(),
+        "client_assertion_alg: RS256 contradicts the \"alg\" PS256 of the JWK in \
+         client_assertion_key; remove one of them"
+    );
+
+    for (members, why) in [
+        (json!({"use": "enc"}), "\"use\""),
+        (json!({"key_ops": ["verify"]}), "\"key_ops\""),
+        (json!({"alg": "RSA-OAEP"}), "\"alg\""),
+        (json!({"alg": "ES256"}), "\"alg\""),
+    ] {
+        let jwk = jwk_with(keys::RSA_JWK, members.clone());
+        let error = key_error(&idp, &jwk, |builder| builder);
+        assert!(error.starts_with("client_assertion_key: "), "{error}");
+        assert!(error.contains(why), "{members}: {error}");
+    }
+    let signing = jwk_with(keys::RSA_JWK, json!({"key_ops": ["sign"], "use": "sig"}));
+    assert!(jwt_client(&idp, &signing, |builder| builder).is_ok());
+}
+
+#[tokio::test]
+async fn an_rsa_key_under_2048_bits_is_refused_as_too_short() {
+    let idp = TokenServer::start().await;
+    let error = key_error(&idp, keys::RSA_1024_TOO_SHORT_PEM, |builder| builder);
+    assert!(error.starts_with("client_assertion_key: "), "{error}");
+    assert!(error.contains("too short"), "{error}");
+    assert!(error.contains("at least 2048 bits"), "{error}");
+    assert!(!error.contains("not an RSA or P-256"), "{error}");
+}
+
+#[tokio::test]
+async fn an_rsa_pss_key_signs_ps256() {
+    let idp = TokenServer::start().await;
+    for (key, public) in [
+        (keys::RSA_PSS_PKCS8_PEM, keys::RSA_PSS_PUBLIC_JWK),
+        (
+            keys::RSA_PSS_SHA256_PKCS8_PEM,
+            keys::RSA_PSS_SHA256_PUBLIC_JWK,
+        ),
+    ] {
+        let source = jwt_client(&idp, key, |builder| builder).expect("an RSA-PSS key");
+        let public: Value = serde_json::from_str(public).expect("a JWK");
+        let header = accepted_header(&source, &idp, &public).await;
+        assert_eq!(header["alg"], "PS256", "{header}");
+    }
+    // Such a key is bound to PSS: RS256 does not fit it.
+    let error = key_error(&idp, keys::RSA_PSS_PKCS8_PEM, |builder| {
+        builder.client_assertion_alg(SigningAlgorithm::RS256)
+    });
+    assert_eq!(
+        error,
+        "client_assertion_alg: RS256 does not fit the RSA key of client_assertion_key; use PS256"
+    );
+    // One bound to another hash cannot sign PS256 at all.
+    let error = key_error(&idp, keys::RSA_PSS_SHA512_PKCS8_PEM, |builder| builder);
+    assert!(error.contains("SHA-256"), "{error}");
+    assert!(error.contains("rsa_pss_keygen_md:sha256"), "{error}");
+}
+
+#[tokio::test]
+async fn a_jwk_set_of_one_private_key_and_a_pem_with_escaped_newlines_are_read() {
+    let idp = TokenServer::start().await;
+    let rsa = keys::public_jwk(keys::RSA_JWK);
+    let private: Value = serde_json::from_str(keys::RSA_JWK).expect("a JWK");
+    let set = json!({"keys": [keys::public_jwk(keys::EC_JWK), private]}).to_string();
+    let source = jwt_client(&idp, &set, |builder| builder).expect("a set of one private key");
+    let header = accepted_header(&source, &idp, &rsa).await;
+    assert_eq!(header["kid"], "rsa-1", "the set's key names itself");
+
+    let escaped = keys::RSA_PKCS8_PEM.trim_end().replace('\n', "\\n");
+    assert!(!escaped.contains('\n'));
+    let source = jwt_client(&idp, &escaped, |builder| builder).expect("an env-file PEM");
+    accepted_header(&source, &idp, &rsa).await;
+
+    let ec: Value = serde_json::from_str(keys::EC_JWK).expect("a JWK");
+    let two = json!({"keys": [ec, serde_json::from_str::<Value>(keys::RSA_JWK).expect("a JWK")]});
+    let error = key_error(&idp, &two.to_string(), |builder| builder);
+    assert!(error.contains("several private keys"), "{error}");
+    let none = json!({"keys": [keys::public_jwk(keys::EC_JWK)]}).to_string();
+    let error = key_error(&idp, &none, |builder| builder);
+    assert!(error.contains("a public key"), "{error}");
+}
+
+#[tokio::test]
+async fn an_rsa_jwk_without_its_primes_is_refused_with_what_to_do() {
+    let idp = TokenServer::start().await;
+    let bare = jwk_with(
+        keys::RSA_JWK,
+        json!({"p": null, "q": null, "dp": null, "dq": null, "qi": null}),
+    );
+    let error = key_error(&idp, &bare, |builder| builder);
+    assert!(
+        error.starts_with("client_assertion_key: an RSA JWK without"),
+        "{error}"
+    );
+    assert!(error.contains("p, q, dp, dq and qi"), "{error}");
+    let d: Value = serde_json::from_str(keys::RSA_JWK).expect("a JWK");
+    assert!(!error.contains(d["d"].as_str().expect("d")), "{error}");
+}
+
+/// An issuer whose metadata lists `algs` as the assertion algorithms it
+/// accepts, and a client of it that signs with `key`.
+async fn discovering_client(
+    algs: Value,
+    key: &str,
+    alg: Option<SigningAlgorithm>,
+) -> (TokenServer, OAuth2Source) {
+    let idp = TokenServer::start().await;
+    let mut metadata = idp.default_metadata();
+    metadata["token_endpoint_auth_signing_alg_values_supported"] = algs;
+    idp.serve_metadata(Some(metadata));
+    let mut config: OAuth2Config = serde_json::from_value(json!({
+        "issuer": idp.issuer(),
+        "client_id": CLIENT_ID,
+        "client_auth": "private_key_jwt",
+        "client_assertion_key": key,
+    }))
+    .expect("valid config");
+    config.client_assertion_alg = alg;
+    let source = config.builder().build().expect("valid");
+    (idp, source)
+}
+
+#[tokio::test]
+async fn discovery_picks_the_first_listed_algorithm_the_key_can_sign() {
+    let rsa = keys::public_jwk(keys::RSA_JWK);
+    let (idp, source) =
+        discovering_client(json!(["PS256", "ES256"]), keys::RSA_PKCS8_PEM, None).await;
+    let header = accepted_header(&source, &idp, &rsa).await;
+    assert_eq!(header["alg"], "PS256", "FAPI 2.0 servers refuse RS256");
+
+    let (idp, source) = discovering_client(
+        json!(["ES256", "RS256", "PS256"]),
+        keys::RSA_PKCS8_PEM,
+        None,
+    )
+    .await;
+    let header = accepted_header(&source, &idp, &rsa).await;
+    assert_eq!(header["alg"], "RS256", "the server's order");
+
+    let (_idp, source) = discovering_client(json!(["ES256"]), keys::RSA_PKCS8_PEM, None).await;
+    let error = source.discover().await.expect_err("nothing fits");
+    assert_eq!(error.kind(), ErrorKind::Config);
+    let text = error.to_string();
+    assert!(
+        text.contains("token_endpoint_auth_signing_alg_values_supported: ES256"),
+        "{text}"
+    );
+
+    let (_idp, source) = discovering_client(
+        json!(["PS256", "ES256"]),
+        keys::RSA_PKCS8_PEM,
+        Some(SigningAlgorithm::RS256),
+    )
+    .await;
+    let error = source.discover().await.expect_err("RS256 was asked for");
+    assert_eq!(error.kind(), ErrorKind::Config);
+    let text = error.to_string();
+    assert!(text.contains("RS256"), "{text}");
+    assert!(
+        text.contains("token_endpoint_auth_signing_alg_values_supported: PS256, ES256"),
+        "{text}"
     );
 }

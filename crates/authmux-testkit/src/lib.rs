@@ -14,7 +14,9 @@
 //!
 //! [`METADATA_PATH`] serves RFC 8414 metadata naming the RFC 6749 endpoint,
 //! for clients configured with an `issuer` ([`TokenServer::issuer`]);
-//! [`serve_metadata`](TokenServer::serve_metadata) changes or removes it.
+//! [`serve_metadata`](TokenServer::serve_metadata) changes or removes it,
+//! and [`fail_metadata_next`](TokenServer::fail_metadata_next) makes it
+//! fail.
 //!
 //! Errors come in each provider's own shape (`{"code":"401","message":…}`
 //! for Mention Me, `{"error":…}` for 360Learning, `{"error",
@@ -160,6 +162,8 @@ struct Knobs {
     /// What the metadata path answers when not the default document:
     /// `Some(None)` is a 404.
     metadata: Option<Option<Value>>,
+    /// Statuses the next metadata requests get instead of the document.
+    metadata_failures: VecDeque<u16>,
     recorded: Vec<Recorded>,
     issued: u64,
 }
@@ -252,6 +256,14 @@ impl TokenServer {
     /// document; `None` answers 404 there.
     pub fn serve_metadata(&self, metadata: Option<Value>) {
         self.knobs().metadata = Some(metadata);
+    }
+
+    /// The next `count` requests to [`METADATA_PATH`] get `status` with an
+    /// RFC 6749 error body instead of the metadata; token requests are not
+    /// affected.
+    pub fn fail_metadata_next(&self, count: usize, status: u16) {
+        let mut knobs = self.knobs();
+        knobs.metadata_failures.extend((0..count).map(|_| status));
     }
 
     /// Only `client_id` with `client_secret` gets tokens; anything else is
@@ -361,7 +373,10 @@ async fn answer(
     }
     let mut knobs = knobs.lock().unwrap_or_else(PoisonError::into_inner);
     let response = if recorded.path == METADATA_PATH {
-        metadata(&knobs, &parts.headers)
+        match knobs.metadata_failures.pop_front() {
+            Some(status) => error(Flavor::OAuth2, status, failure_code(status)),
+            None => metadata(&knobs, &parts.headers),
+        }
     } else {
         respond(&mut knobs, &recorded)
     };

@@ -25,12 +25,24 @@ impl Stopwatch {
 struct Handles {
     /// One counter per value of [`OUTCOMES`](crate::metrics::OUTCOMES), in order.
     requests: [metrics::Counter; 7],
+    /// The same, for metadata requests.
+    metadata_requests: [metrics::Counter; 7],
     fetch_seconds: metrics::Histogram,
     refreshes_ahead: metrics::Counter,
     cooldowns: metrics::Counter,
     store_hits: metrics::Counter,
     store_misses: metrics::Counter,
     expires_in: metrics::Gauge,
+}
+
+/// The index of `result`'s label in [`OUTCOMES`](crate::metrics::OUTCOMES).
+#[cfg(feature = "metrics")]
+fn outcome_index<T>(result: &Result<T, Error>) -> usize {
+    let outcome = crate::metrics::outcome(result);
+    crate::metrics::OUTCOMES
+        .iter()
+        .position(|known| *known == outcome)
+        .unwrap_or(crate::metrics::OUTCOMES.len() - 1)
 }
 
 /// A cache's metrics, labelled with its client and provider.
@@ -51,14 +63,17 @@ impl CacheMetrics {
                 ("client", client.to_owned()),
                 ("provider", provider.to_owned()),
             ];
-            let requests = names::OUTCOMES.map(|outcome| {
-                let mut labels = labels.to_vec();
-                labels.push(("outcome", outcome.to_owned()));
-                metrics::counter!(names::TOKEN_REQUESTS, &labels)
-            });
+            let by_outcome = |name: &'static str| {
+                names::OUTCOMES.map(|outcome| {
+                    let mut labels = labels.to_vec();
+                    labels.push(("outcome", outcome.to_owned()));
+                    metrics::counter!(name, &labels)
+                })
+            };
             Self {
                 handles: Handles {
-                    requests,
+                    requests: by_outcome(names::TOKEN_REQUESTS),
+                    metadata_requests: by_outcome(names::METADATA_REQUESTS),
                     fetch_seconds: metrics::histogram!(names::TOKEN_FETCH_SECONDS, &labels),
                     refreshes_ahead: metrics::counter!(names::REFRESHES_AHEAD, &labels),
                     cooldowns: metrics::counter!(names::COOLDOWNS, &labels),
@@ -78,16 +93,19 @@ impl CacheMetrics {
     pub(super) fn token_request<T>(&self, stopwatch: Stopwatch, result: &Result<T, Error>) {
         #[cfg(feature = "metrics")]
         {
-            let outcome = crate::metrics::outcome(result);
-            let index = crate::metrics::OUTCOMES
-                .iter()
-                .position(|known| *known == outcome)
-                .unwrap_or(crate::metrics::OUTCOMES.len() - 1);
-            self.handles.requests[index].increment(1);
+            self.handles.requests[outcome_index(result)].increment(1);
             self.handles
                 .fetch_seconds
                 .record(stopwatch.started.elapsed().as_secs_f64());
         }
+    }
+
+    /// One read of the token endpoint's metadata ended with `result`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    #[inline]
+    pub(super) fn metadata_request<T>(&self, result: &Result<T, Error>) {
+        #[cfg(feature = "metrics")]
+        self.handles.metadata_requests[outcome_index(result)].increment(1);
     }
 
     #[inline]

@@ -700,20 +700,38 @@ impl Shared {
     async fn fetch_with_retries(&self, deadline: Instant) -> Result<Token, Error> {
         let retry = &self.policy.retry;
         let mut attempt = 1;
+        let timed_out = || {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no token within the {} s fetch deadline",
+                    retry.deadline.as_secs_f64()
+                ),
+            )
+        };
         loop {
-            let stopwatch = Stopwatch::start();
-            let outcome = tokio::time::timeout_at(deadline, self.source.fetch_token())
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "no token within the {} s fetch deadline",
-                            retry.deadline.as_secs_f64()
-                        ),
-                    ))
-                });
-            self.metrics.token_request(stopwatch, &outcome);
+            // A source that reads its token endpoint from metadata does so
+            // as an attempt of its own, counted apart from token requests.
+            let discovered = if self.source.needs_discovery() {
+                let outcome = tokio::time::timeout_at(deadline, self.source.discover())
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out()));
+                self.metrics.metadata_request(&outcome);
+                outcome.map(drop)
+            } else {
+                Ok(())
+            };
+            let outcome = match discovered {
+                Ok(()) => {
+                    let stopwatch = Stopwatch::start();
+                    let outcome = tokio::time::timeout_at(deadline, self.source.fetch_token())
+                        .await
+                        .unwrap_or_else(|_| Err(timed_out()));
+                    self.metrics.token_request(stopwatch, &outcome);
+                    outcome
+                }
+                Err(error) => Err(error),
+            };
             let error = match outcome {
                 Ok(token) => return Ok(token),
                 Err(error) => error
