@@ -65,7 +65,7 @@
 //! [authmux]: https://github.com/authmux/authmux
 
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -126,8 +126,9 @@ struct Inner {
     connection: Mutex<ConnectionState>,
     compare_and_delete: Script,
     compare_and_extend: Script,
-    /// The channel this store is subscribed to, and where its messages go.
-    subscription: Arc<OnceLock<(String, MessageSink)>>,
+    /// The channels this store is subscribed to, and where their messages
+    /// go: one entry per store handle built on it.
+    subscriptions: Subscriptions,
 }
 
 /// The connection, made once by a task of its own.
@@ -241,7 +242,7 @@ impl RedisStore {
                 connection: Mutex::new(ConnectionState::Idle),
                 compare_and_delete: Script::new(COMPARE_AND_DELETE),
                 compare_and_extend: Script::new(COMPARE_AND_EXTEND),
-                subscription: Arc::new(OnceLock::new()),
+                subscriptions: Subscriptions::default(),
             }),
         })
     }
@@ -258,7 +259,7 @@ impl RedisStore {
             connection: Mutex::new(ConnectionState::Idle),
             compare_and_delete: Script::new(COMPARE_AND_DELETE),
             compare_and_extend: Script::new(COMPARE_AND_EXTEND),
-            subscription: Arc::new(OnceLock::new()),
+            subscriptions: Subscriptions::default(),
         };
         change(&mut inner);
         Self {
@@ -319,9 +320,9 @@ impl RedisStore {
         info.clone().set_redis_settings(settings)
     }
 
-    /// Where pushed messages go: the subscription's sink, once there is one.
+    /// Where pushed messages go: the sinks of their channel.
     fn push_sender(&self) -> PushToSink {
-        PushToSink(Arc::clone(&self.inner.subscription))
+        PushToSink(self.inner.subscriptions.clone())
     }
 
     async fn connect(&self) -> Result<Connection, StoreError> {
@@ -331,11 +332,7 @@ impl RedisStore {
             .iter()
             .map(|info| self.settings(info))
             .collect();
-        let channel = self
-            .inner
-            .subscription
-            .get()
-            .map(|(channel, _)| channel.clone());
+        let channels = self.inner.subscriptions.channels();
         match nodes.as_slice() {
             [node] if !self.inner.cluster => {
                 let client = match self.tls_certificates() {
@@ -347,15 +344,15 @@ impl RedisStore {
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_number_of_retries(1)
                     .set_push_sender(self.push_sender());
-                if channel.is_some() {
+                if !channels.is_empty() {
                     config = config.set_automatic_resubscription();
                 }
                 let mut manager = ConnectionManager::new_with_config(client, config)
                     .await
                     .map_err(|error| failure(&error))?;
-                if let Some(channel) = channel {
+                if !channels.is_empty() {
                     manager
-                        .subscribe(&channel)
+                        .subscribe(&channels)
                         .await
                         .map_err(|error| failure(&error))?;
                 }
@@ -375,9 +372,9 @@ impl RedisStore {
                     .get_async_connection()
                     .await
                     .map_err(|error| failure(&error))?;
-                if let Some(channel) = channel {
+                for channel in &channels {
                     connection
-                        .ssubscribe(&channel)
+                        .ssubscribe(channel)
                         .await
                         .map_err(|error| failure(&error))?;
                 }
@@ -561,11 +558,7 @@ impl TokenStore for RedisStore {
     }
 
     fn subscribe(&self, channel: &str, sink: MessageSink) -> bool {
-        let fresh = self
-            .inner
-            .subscription
-            .set((channel.to_owned(), sink))
-            .is_ok();
+        let fresh = self.inner.subscriptions.add(channel, sink);
         if fresh {
             // Connected already (a `ping` came first): subscribe that
             // connection now, in the background.
@@ -590,7 +583,7 @@ impl TokenStore for RedisStore {
                 });
             }
         }
-        fresh
+        true
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -599,18 +592,56 @@ impl TokenStore for RedisStore {
     }
 }
 
-/// Hands pushed messages to the subscription's sink.
-struct PushToSink(Arc<OnceLock<(String, MessageSink)>>);
+/// The channels a store is subscribed to and their sinks.
+#[derive(Clone, Default)]
+struct Subscriptions(Arc<Mutex<Vec<(String, MessageSink)>>>);
+
+impl Subscriptions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, MessageSink)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a sink; returns whether its channel is new.
+    fn add(&self, channel: &str, sink: MessageSink) -> bool {
+        let mut subscriptions = self.lock();
+        let fresh = subscriptions.iter().all(|(known, _)| known != channel);
+        subscriptions.push((channel.to_owned(), sink));
+        fresh
+    }
+
+    fn channels(&self) -> Vec<String> {
+        let mut channels: Vec<String> = self
+            .lock()
+            .iter()
+            .map(|(channel, _)| channel.clone())
+            .collect();
+        channels.sort_unstable();
+        channels.dedup();
+        channels
+    }
+}
+
+/// Hands pushed messages to the sinks of their channel.
+struct PushToSink(Subscriptions);
 
 impl redis::aio::AsyncPushSender for PushToSink {
     fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
         if !matches!(info.kind, PushKind::Message | PushKind::SMessage) {
             return Ok(());
         }
-        if let (Some((_, sink)), [_, Value::BulkString(message)]) =
-            (self.0.get(), info.data.as_slice())
-        {
-            sink(message);
+        if let [Value::BulkString(channel), Value::BulkString(message)] = info.data.as_slice() {
+            let sinks: Vec<MessageSink> = self
+                .0
+                .lock()
+                .iter()
+                .filter(|(subscribed, _)| subscribed.as_bytes() == channel.as_slice())
+                .map(|(_, sink)| Arc::clone(sink))
+                .collect();
+            for sink in sinks {
+                sink(message);
+            }
         }
         Ok(())
     }

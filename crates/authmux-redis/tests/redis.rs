@@ -570,3 +570,43 @@ async fn a_connection_slower_than_the_call_timeout_is_still_made_for_later_calls
     // and the later calls use it.
     assert!(answered >= 5, "{answered} of 10 calls answered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_retires_the_token_in_every_process_and_every_handle() {
+    let server = RedisServer::start();
+    let source = CountingSource::new(HOUR, FETCH).unique_to_this_process();
+    let shared = redis(&server.url());
+    let handle = |store: RedisStore| {
+        SharedTokenStore::builder(store)
+            .timeout(Duration::from_secs(1))
+            .build()
+    };
+    // Another connection (another process, as Redis sees it), and two
+    // handles built on one store (one connection, two subscribers).
+    let rejecting = process(&source, handle(redis(&server.url())));
+    let first = process(&source, handle(shared.clone()));
+    let second = process(&source, handle(shared));
+    let rejected = rejecting.get().await.expect("token").into_token();
+    for cache in [&first, &second] {
+        assert_eq!(secret(cache).await, rejected.secret().expose_secret());
+    }
+    assert_eq!(source.calls(), 1);
+    assert!(rejecting.invalidate(&rejected));
+    for cache in [&first, &second] {
+        let started = Instant::now();
+        while cache.cached().is_some() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the rejected token is still served"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let mut tokens = Vec::new();
+    for cache in [&rejecting, &first, &second] {
+        tokens.push(secret(cache).await);
+    }
+    assert!(tokens.iter().all(|token| token == &tokens[0]), "{tokens:?}");
+    assert_ne!(tokens[0], rejected.secret().expose_secret());
+    assert_eq!(source.calls(), 2, "one fetch after the 401");
+}
