@@ -1,18 +1,33 @@
 //! Token stores: a second cache level behind the in-process one, so that a
 //! token outlives the process that fetched it and is shared by a fleet.
 //!
-//! A [`TokenStore`] keeps opaque bytes under string keys, with an expiry,
-//! a compare-and-delete and a lease. It knows nothing about tokens or
-//! providers. [`SharedTokenStore`] wraps one with what every store needs:
+//! A [`TokenStore`] keeps opaque bytes under string keys, with an expiry
+//! it reports with each value, a compare-and-delete, a lease with a
+//! compare-and-extend, and optionally messages between processes. It knows
+//! nothing about tokens or providers. [`SharedTokenStore`] wraps one with
+//! what every store needs:
 //!
 //! * a short timeout on each call ([`StoreOptions::timeout`], 200 ms);
 //! * a circuit breaker: after a failed call, the store is left alone for
-//!   [`StoreOptions::breaker_period`], then one call tries it again;
+//!   [`StoreOptions::breaker_period`], then one call tries it again (what
+//!   ends a flight, giving a lease back or telling the fleet, goes around
+//!   it, bounded by the timeout alone);
 //! * encryption at rest with AES-256-GCM when an [`EncryptionKey`] is given,
 //!   the key name bound as additional authenticated data;
-//! * the key layout, `<prefix>:{<identity hash>}:token` and `…:lease`: the
-//!   braces are a Redis Cluster hash tag, so a token and its lease share a
-//!   slot.
+//! * the key layout, `<prefix>:{<hash>}:token` and `…:lease`, the hash
+//!   covering the token identity and a keyed or memory-hard fingerprint of
+//!   its credential (see [`SharedTokenStore::keys`]): the braces are a
+//!   Redis Cluster hash tag, so a token and its lease share a slot;
+//! * one subscription to `<prefix>:events`, shared by every cache using the
+//!   handle: a lease holder says there when the token is stored, so waiting
+//!   processes read it at once, and a process that got a 401 names the
+//!   rejected token there (by a SHA-256), so every process drops it.
+//!
+//! One process of a fleet fetches while holding the lease, renewing it
+//! every third of [`StoreOptions::lease_ttl`] while it fetches; the others
+//! wait for its message, and look by themselves about once a second, which
+//! also notices a holder that died once its lease runs out. A stored token
+//! has the time left the store gives its entry, by the store's clock.
 //!
 //! A [`ManagedToken`](crate::ManagedToken) built with
 //! [`store`](crate::cache::ManagedTokenBuilder::store) consults the store only
