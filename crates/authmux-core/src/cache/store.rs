@@ -196,15 +196,37 @@ impl HeldLease {
         }
     }
 
-    /// Gives the lease back and tells the waiting processes, in the
-    /// background: with `stored`, that the token is in the store;
-    /// otherwise that the lease is free.
-    fn finish(mut self, stored: bool) {
+    /// Gives the lease back and tells the waiting processes: with
+    /// `stored`, that the token is in the store; otherwise that the lease
+    /// is free. Awaited (both at once, one round trip), not left to a
+    /// background task: a short-lived process, such as one `authmux token`
+    /// run, would exit before that task ran, and leave the fleet waiting
+    /// for its lease to run out.
+    async fn finish(mut self, stored: bool) {
         self.finished = true;
-        self.give_back(stored);
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        let event = if stored {
+            Event::Stored(&self.token_key)
+        } else {
+            Event::Released(&self.token_key)
+        };
+        let (told, released) = tokio::join!(
+            self.store.publish(&event),
+            self.store.release_lease(&self.lease_key, &self.holder)
+        );
+        if let Err(error) = told {
+            tracing::debug!(error = %error, "waiting processes not told; they look by themselves");
+        }
+        if let Err(error) = released {
+            tracing::debug!(error = %error, "lease not released; it expires by itself");
+        }
     }
 
-    fn give_back(&mut self, stored: bool) {
+    /// Gives the lease back in the background: the flight panicked or its
+    /// task was dropped mid-fetch.
+    fn give_back(&mut self) {
         if let Some(renewer) = self.renewer.take() {
             renewer.abort();
         }
@@ -216,13 +238,10 @@ impl HeldLease {
         let lease_key = std::mem::take(&mut self.lease_key);
         let holder = std::mem::take(&mut self.holder);
         runtime.spawn(async move {
-            if stored && let Err(error) = store.publish(&Event::Stored(&token_key)).await {
-                tracing::debug!(error = %error, "waiting processes not told; they look by themselves");
-            }
             if let Err(error) = store.release_lease(&lease_key, &holder).await {
                 tracing::debug!(error = %error, "lease not released; it expires by itself");
             }
-            if !stored && let Err(error) = store.publish(&Event::Released(&token_key)).await {
+            if let Err(error) = store.publish(&Event::Released(&token_key)).await {
                 tracing::debug!(error = %error, "waiting processes not told; they look by themselves");
             }
         });
@@ -232,8 +251,7 @@ impl HeldLease {
 impl Drop for HeldLease {
     fn drop(&mut self) {
         if !self.finished {
-            // The flight panicked or its task was dropped mid-fetch.
-            self.give_back(false);
+            self.give_back();
         }
     }
 }
@@ -432,16 +450,16 @@ impl Shared {
         let lease = HeldLease::hold(&binding.store, keys, holder, deadline);
         let stored_meanwhile = binding.store.get(&keys.token).await.ok().flatten();
         if let Some(adopted) = self.adopt(binding, keys, stored_meanwhile, unwanted) {
-            lease.finish(false);
+            lease.finish(false).await;
             return Ok((adopted, true));
         }
         match self.fetch_and_put(binding, keys, deadline).await {
             Ok(put) => {
-                lease.finish(put.in_store);
+                lease.finish(put.in_store).await;
                 Ok((put.obtained, false))
             }
             Err(error) => {
-                lease.finish(false);
+                lease.finish(false).await;
                 Err(error)
             }
         }
