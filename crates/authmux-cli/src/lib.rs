@@ -234,6 +234,13 @@ pub async fn run(cli: Cli, mut stdout: impl Write, mut stderr: impl Write) -> Ex
         Command::Check(args) => check(config, no_store, args, &mut stdout, &mut stderr).await,
         Command::Completions(args) => commands::completions::completions(args, &mut stdout),
     };
+    // Give the fleet's lease back and tell it of a stored or rejected
+    // token before exiting; each piece is bounded by the store's timeout.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        authmux::core::store::settle(),
+    )
+    .await;
     match result {
         Ok(exit) => exit,
         Err(error) => {

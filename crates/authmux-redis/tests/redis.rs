@@ -610,3 +610,22 @@ async fn a_401_retires_the_token_in_every_process_and_every_handle() {
     assert_ne!(tokens[0], rejected.secret().expose_secret());
     assert_eq!(source.calls(), 2, "one fetch after the 401");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_settle_no_lease_is_left_for_the_fleet() {
+    // A short-lived process (one CLI run) waits for the background work
+    // before it exits: the lease is given back, not left to run out.
+    let server = RedisServer::start();
+    let source = CountingSource::new(HOUR, FETCH);
+    let shared = store(&server.url(), None);
+    let cache = process(&source, shared.clone());
+    assert_eq!(secret(&cache).await, "token-1");
+    authmux_core::store::settle().await;
+    let mut connection = raw(&server.url()).await;
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&keys(&shared).lease)
+        .query_async(&mut connection)
+        .await
+        .expect("EXISTS");
+    assert!(!exists, "the lease was given back");
+}

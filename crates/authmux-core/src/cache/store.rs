@@ -19,7 +19,9 @@ use super::{Shared, later};
 use crate::dpop::Dpop;
 use crate::error::Error;
 use crate::source::{SharedTokenSource, TokenIdentity};
-use crate::store::{Event, SharedTokenStore, StoreError, StoreKeys, StoredEntry, Topic, stored};
+use crate::store::{
+    Event, SharedTokenStore, StoreError, StoreKeys, StoredEntry, Topic, spawn_background, stored,
+};
 use crate::token::Token;
 
 /// How often a waiting process looks at the store by itself when the store
@@ -196,37 +198,17 @@ impl HeldLease {
         }
     }
 
-    /// Gives the lease back and tells the waiting processes: with
-    /// `stored`, that the token is in the store; otherwise that the lease
-    /// is free. Awaited (both at once, one round trip), not left to a
-    /// background task: a short-lived process, such as one `authmux token`
-    /// run, would exit before that task ran, and leave the fleet waiting
-    /// for its lease to run out.
-    async fn finish(mut self, stored: bool) {
+    /// Gives the lease back and tells the waiting processes, in the
+    /// background (counted for [`settle`](crate::store::settle), which a
+    /// short-lived process awaits before it exits): with `stored`, that the
+    /// token is in the store; otherwise that the lease is free. Both at
+    /// once; the callers do not wait for them.
+    fn finish(mut self, stored: bool) {
         self.finished = true;
-        if let Some(renewer) = self.renewer.take() {
-            renewer.abort();
-        }
-        let event = if stored {
-            Event::Stored(&self.token_key)
-        } else {
-            Event::Released(&self.token_key)
-        };
-        let (told, released) = tokio::join!(
-            self.store.publish(&event),
-            self.store.release_lease(&self.lease_key, &self.holder)
-        );
-        if let Err(error) = told {
-            tracing::debug!(error = %error, "waiting processes not told; they look by themselves");
-        }
-        if let Err(error) = released {
-            tracing::debug!(error = %error, "lease not released; it expires by itself");
-        }
+        self.give_back(stored);
     }
 
-    /// Gives the lease back in the background: the flight panicked or its
-    /// task was dropped mid-fetch.
-    fn give_back(&mut self) {
+    fn give_back(&mut self, stored: bool) {
         if let Some(renewer) = self.renewer.take() {
             renewer.abort();
         }
@@ -237,12 +219,21 @@ impl HeldLease {
         let token_key = std::mem::take(&mut self.token_key);
         let lease_key = std::mem::take(&mut self.lease_key);
         let holder = std::mem::take(&mut self.holder);
-        runtime.spawn(async move {
-            if let Err(error) = store.release_lease(&lease_key, &holder).await {
-                tracing::debug!(error = %error, "lease not released; it expires by itself");
-            }
-            if let Err(error) = store.publish(&Event::Released(&token_key)).await {
+        spawn_background(&runtime, async move {
+            let event = if stored {
+                Event::Stored(&token_key)
+            } else {
+                Event::Released(&token_key)
+            };
+            let (told, released) = tokio::join!(
+                store.publish(&event),
+                store.release_lease(&lease_key, &holder)
+            );
+            if let Err(error) = told {
                 tracing::debug!(error = %error, "waiting processes not told; they look by themselves");
+            }
+            if let Err(error) = released {
+                tracing::debug!(error = %error, "lease not released; it expires by itself");
             }
         });
     }
@@ -251,7 +242,8 @@ impl HeldLease {
 impl Drop for HeldLease {
     fn drop(&mut self) {
         if !self.finished {
-            self.give_back();
+            // The flight panicked or its task was dropped mid-fetch.
+            self.give_back(false);
         }
     }
 }
@@ -450,16 +442,16 @@ impl Shared {
         let lease = HeldLease::hold(&binding.store, keys, holder, deadline);
         let stored_meanwhile = binding.store.get(&keys.token).await.ok().flatten();
         if let Some(adopted) = self.adopt(binding, keys, stored_meanwhile, unwanted) {
-            lease.finish(false).await;
+            lease.finish(false);
             return Ok((adopted, true));
         }
         match self.fetch_and_put(binding, keys, deadline).await {
             Ok(put) => {
-                lease.finish(put.in_store).await;
+                lease.finish(put.in_store);
                 Ok((put.obtained, false))
             }
             Err(error) => {
-                lease.finish(false).await;
+                lease.finish(false);
                 Err(error)
             }
         }
@@ -610,7 +602,7 @@ impl Shared {
         let store = binding.store.clone();
         let key = bound.keys.token.clone();
         let client = Arc::clone(&self.client);
-        runtime.spawn(async move {
+        spawn_background(&runtime, async move {
             if let Some(stored) = stored {
                 match store.compare_and_delete(&key, &stored).await {
                     Ok(deleted) => {

@@ -630,6 +630,66 @@ impl SharedTokenStore {
     }
 }
 
+/// Store work left to run in the background (a lease given back, the
+/// fleet told), counted across the process so that a short-lived one can
+/// wait for it before it exits: see [`settle`].
+struct Background {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+static BACKGROUND: Background = Background {
+    running: std::sync::atomic::AtomicUsize::new(0),
+    idle: tokio::sync::Notify::const_new(),
+};
+
+/// Counts one piece of background work while it lives, however it ends.
+struct Running;
+
+impl Running {
+    fn start() -> Self {
+        BACKGROUND.running.fetch_add(1, Ordering::AcqRel);
+        Self
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if BACKGROUND.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            BACKGROUND.idle.notify_waiters();
+        }
+    }
+}
+
+/// Runs store work in the background on `runtime`, counted for [`settle`].
+pub(crate) fn spawn_background(
+    runtime: &tokio::runtime::Handle,
+    work: impl Future<Output = ()> + Send + 'static,
+) {
+    let running = Running::start();
+    runtime.spawn(async move {
+        work.await;
+        drop(running);
+    });
+}
+
+/// Waits until this process's background store work has finished: leases
+/// given back, the fleet told of a stored or rejected token. Each piece is
+/// bounded by its store's timeout. A process that exits right after getting
+/// a token (one `authmux token` run) calls this first, so that it leaves no
+/// lease behind for the fleet to wait out; a long-lived one never needs to.
+pub async fn settle() {
+    loop {
+        let idle = BACKGROUND.idle.notified();
+        let mut idle = std::pin::pin!(idle);
+        idle.as_mut().enable();
+        if BACKGROUND.running.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        idle.await;
+    }
+}
+
 /// The hash in a key of a token that depends on a secret: the identity's
 /// fingerprint and the credential's, hashed together.
 fn combine(identity: &str, credential: &[u8; 32]) -> String {
