@@ -342,7 +342,10 @@ impl RedisStore {
                 .map_err(|error| failure(&error))?;
                 let mut config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_number_of_retries(1)
+                    // One attempt per call while Redis is away: a call fails
+                    // at once (connection refused) instead of after a
+                    // backoff, and the breaker takes it from there.
+                    .set_number_of_retries(0)
                     .set_push_sender(self.push_sender());
                 if !channels.is_empty() {
                     config = config.set_automatic_resubscription();
