@@ -74,6 +74,7 @@ fn child(mode: &str, url: &str) {
     println!("ready");
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).unwrap();
+    tracing::debug!("go");
     let (calls, errors, latencies) = runtime.block_on(async {
         if let Some(delay_ms) = mode.strip_prefix("slow-") {
             // A slow provider: one caller per process, the default options.

@@ -23,7 +23,7 @@
 //! |---|---|
 //! | connect | `HELLO 3` (RESP3, with `AUTH`), then `SUBSCRIBE <prefix>:events` (`SSUBSCRIBE` on a cluster) |
 //! | read | `GET token` and `PTTL token`, pipelined: the entry's time left by Redis's clock |
-//! | write | `SET token <sealed value> PX <ms until expiry>` |
+//! | write | `SET token <sealed value> PX <ms until expiry>`, pipelined with `PUBLISH <prefix>:events` |
 //! | take the lease | `SET lease <random holder> NX PX <lease time>` |
 //! | renew it while fetching | `EVALSHA` of `if GET == holder then PEXPIRE` |
 //! | give it back, delete an invalidated token | `EVALSHA` of `if GET == expected then DEL` |
@@ -516,6 +516,40 @@ impl TokenStore for RedisStore {
 
     async fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, StoreError> {
         self.compare_and_delete_script(key, expected).await
+    }
+
+    async fn put_and_publish(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        channel: &str,
+        message: &[u8],
+    ) -> Result<(), StoreError> {
+        if self.inner.cluster {
+            // The token's slot and the channel's are apart: two calls.
+            self.put(key, value, ttl).await?;
+            return self.publish(channel, message).await;
+        }
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(millis(ttl))
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(channel)
+            .arg(message)
+            .ignore();
+        match self.connection().await? {
+            Connection::Single(mut connection) => pipeline.query_async::<()>(&mut connection).await,
+            Connection::Cluster(mut connection) => {
+                pipeline.query_async::<()>(&mut connection).await
+            }
+        }
+        .map_err(|error| failure(&error))
     }
 
     async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {

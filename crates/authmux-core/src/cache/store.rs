@@ -198,11 +198,10 @@ impl HeldLease {
         }
     }
 
-    /// Gives the lease back and tells the waiting processes, in the
-    /// background (counted for [`settle`](crate::store::settle), which a
-    /// short-lived process awaits before it exits): with `stored`, that the
-    /// token is in the store; otherwise that the lease is free. Both at
-    /// once; the callers do not wait for them.
+    /// Gives the lease back in the background (counted for
+    /// [`settle`](crate::store::settle), which a short-lived process awaits
+    /// before it exits), and, unless `stored` (the put announced the token
+    /// already), tells the waiting processes that the lease is free.
     fn finish(mut self, stored: bool) {
         self.finished = true;
         self.give_back(stored);
@@ -220,20 +219,11 @@ impl HeldLease {
         let lease_key = std::mem::take(&mut self.lease_key);
         let holder = std::mem::take(&mut self.holder);
         spawn_background(&runtime, async move {
-            let event = if stored {
-                Event::Stored(&token_key)
-            } else {
-                Event::Released(&token_key)
-            };
-            let (told, released) = tokio::join!(
-                store.publish(&event),
-                store.release_lease(&lease_key, &holder)
-            );
-            if let Err(error) = told {
-                tracing::debug!(error = %error, "waiting processes not told; they look by themselves");
-            }
-            if let Err(error) = released {
+            if let Err(error) = store.release_lease(&lease_key, &holder).await {
                 tracing::debug!(error = %error, "lease not released; it expires by itself");
+            }
+            if !stored && let Err(error) = store.publish(&Event::Released(&token_key)).await {
+                tracing::debug!(error = %error, "waiting processes not told; they look by themselves");
             }
         });
     }
@@ -505,7 +495,11 @@ impl Shared {
                 return (None, false);
             }
         };
-        match binding.store.put(&keys.token, &value, ttl).await {
+        match binding
+            .store
+            .put_and_announce(&keys.token, &value, ttl)
+            .await
+        {
             Ok(()) => {
                 tracing::debug!(ttl_s = ttl.as_secs(), "token stored");
                 (Some(value), true)

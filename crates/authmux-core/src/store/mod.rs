@@ -137,6 +137,22 @@ pub trait TokenStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// [`put`](Self::put), then [`publish`](Self::publish) `message` on
+    /// `channel`: in one round trip where the backend allows it (Redis
+    /// pipelines them), so that waiting processes hear of a stored token
+    /// as soon as it is there.
+    async fn put_and_publish(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        channel: &str,
+        message: &[u8],
+    ) -> Result<(), StoreError> {
+        self.put(key, value, ttl).await?;
+        self.publish(channel, message).await
+    }
+
     /// Hands every message later published on `channel` to `sink`, for the
     /// life of the store, across reconnections (a message published while
     /// disconnected may be lost). Called once per channel, before any other
@@ -596,6 +612,28 @@ impl SharedTokenStore {
         let ttl = self.inner.options.lease_ttl;
         self.call_unguarded(self.inner.store.renew_lease(key, holder, ttl))
             .await
+    }
+
+    /// Stores `value` and, for a store with messages, tells every process
+    /// that it is there, in one round trip where the store allows it.
+    pub(crate) async fn put_and_announce(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        if !self.inner.subscribed {
+            return self.put(key, value, ttl).await;
+        }
+        let message = Event::Stored(key).encode();
+        self.call(self.inner.store.put_and_publish(
+            key,
+            value,
+            ttl,
+            &self.inner.channel,
+            message.as_bytes(),
+        ))
+        .await
     }
 
     /// Tells every subscribed process about `event`, whatever the breaker
