@@ -400,6 +400,12 @@ impl Shared {
             seen = bound.topic.changes();
             // A stored token is looked for when a message says so, or on
             // every look of a store that cannot say.
+            if woken == Woken::Message
+                && let Some(adopted) = self.adopt(binding, keys, bound.topic.latest(), &unwanted)
+            {
+                // The message carried the value: no round trip.
+                return Ok((adopted, true));
+            }
             if woken == Woken::Message || !woken_by_store {
                 match store.get(&keys.token).await {
                     Ok(entry) => {

@@ -625,14 +625,13 @@ impl SharedTokenStore {
         if !self.inner.subscribed {
             return self.put(key, value, ttl).await;
         }
-        let message = Event::Stored(key).encode();
-        self.call(self.inner.store.put_and_publish(
-            key,
-            value,
-            ttl,
-            &self.inner.channel,
-            message.as_bytes(),
-        ))
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let message = Event::Stored(key, ttl_ms, value).encode();
+        self.call(
+            self.inner
+                .store
+                .put_and_publish(key, value, ttl, &self.inner.channel, &message),
+        )
         .await
     }
 
@@ -643,12 +642,8 @@ impl SharedTokenStore {
             return Ok(());
         }
         let message = event.encode();
-        self.call_unguarded(
-            self.inner
-                .store
-                .publish(&self.inner.channel, message.as_bytes()),
-        )
-        .await
+        self.call_unguarded(self.inner.store.publish(&self.inner.channel, &message))
+            .await
     }
 
     /// The bytes to store for `plaintext` under `key`: sealed if there is a
@@ -741,12 +736,16 @@ fn combine(identity: &str, credential: &[u8; 32]) -> String {
 }
 
 /// What one process tells the others through the store's channel. The
-/// message names a token key and, for an invalidation, a SHA-256 of the
-/// rejected token: never a token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// message names a token key; a stored token's message carries the value
+/// just stored (sealed, when there is a key: the same bytes anyone who can
+/// read the key reads) and its time left, so a waiting process adopts it
+/// without another round trip; an invalidation carries a SHA-256 of the
+/// rejected token, never the token.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Event<'a> {
-    /// A token was stored under the key.
-    Stored(&'a str),
+    /// This value was stored under the key, to expire in this many
+    /// milliseconds.
+    Stored(&'a str, u64, &'a [u8]),
     /// The key's lease was given back without a token.
     Released(&'a str),
     /// The token with this hash, stored under the key, was rejected.
@@ -754,25 +753,51 @@ pub(crate) enum Event<'a> {
 }
 
 impl<'a> Event<'a> {
-    fn encode(&self) -> String {
+    fn encode(&self) -> Vec<u8> {
         match self {
-            Self::Stored(key) => format!("s {key}"),
-            Self::Released(key) => format!("r {key}"),
-            Self::Invalidated(key, hash) => format!("i {key} {hash}"),
+            Self::Stored(key, ttl_ms, value) => {
+                let mut message = format!("v {key} {ttl_ms} ").into_bytes();
+                message.extend_from_slice(value);
+                message
+            }
+            Self::Released(key) => format!("r {key}").into_bytes(),
+            Self::Invalidated(key, hash) => format!("i {key} {hash}").into_bytes(),
         }
     }
 
     fn decode(message: &'a [u8]) -> Option<Self> {
-        let text = std::str::from_utf8(message).ok()?;
-        let (kind, rest) = text.split_once(' ')?;
+        let mut parts = message.splitn(4, |byte| *byte == b' ');
+        let kind = parts.next()?;
+        let key = std::str::from_utf8(parts.next()?).ok()?;
         match kind {
-            "s" => Some(Self::Stored(rest)),
-            "r" => Some(Self::Released(rest)),
-            "i" => {
-                let (key, hash) = rest.split_once(' ')?;
+            b"v" => {
+                let ttl_ms = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+                Some(Self::Stored(key, ttl_ms, parts.next()?))
+            }
+            b"r" => Some(Self::Released(key)),
+            b"i" => {
+                let hash = std::str::from_utf8(parts.next()?).ok()?;
                 Some(Self::Invalidated(key, hash))
             }
             _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // The value may be a plaintext token.
+            Self::Stored(key, ttl_ms, value) => f
+                .debug_tuple("Stored")
+                .field(key)
+                .field(ttl_ms)
+                .field(&format_args!("[{} bytes]", value.len()))
+                .finish(),
+            Self::Released(key) => f.debug_tuple("Released").field(key).finish(),
+            Self::Invalidated(key, hash) => {
+                f.debug_tuple("Invalidated").field(key).field(hash).finish()
+            }
         }
     }
 }
@@ -806,15 +831,25 @@ impl Topics {
             return;
         };
         let key = match &event {
-            Event::Stored(key) | Event::Released(key) | Event::Invalidated(key, _) => *key,
+            Event::Stored(key, _, _) | Event::Released(key) | Event::Invalidated(key, _) => *key,
         };
         let Some(topic) = self.lock().get(key).and_then(Weak::upgrade) else {
             return;
         };
-        if let Event::Invalidated(_, hash) = event
-            && let Some(invalidated) = topic.on_invalidated.get()
-        {
-            invalidated(hash);
+        match event {
+            Event::Invalidated(_, hash) => {
+                if let Some(invalidated) = topic.on_invalidated.get() {
+                    invalidated(hash);
+                }
+            }
+            Event::Stored(_, ttl_ms, value) => {
+                *topic.lock_latest() = Some(Heard {
+                    value: value.to_vec(),
+                    ttl: Duration::from_millis(ttl_ms),
+                    at: Instant::now(),
+                });
+            }
+            Event::Released(_) => {}
         }
         topic.changes.fetch_add(1, Ordering::AcqRel);
         topic.changed.notify_waiters();
@@ -827,6 +862,15 @@ pub(crate) struct Topic {
     changes: AtomicU64,
     changed: tokio::sync::Notify,
     on_invalidated: OnceLock<InvalidatedHook>,
+    /// The value another process said it stored last.
+    latest: Mutex<Option<Heard>>,
+}
+
+/// A stored value as a message told of it, and when.
+struct Heard {
+    value: Vec<u8>,
+    ttl: Duration,
+    at: Instant,
 }
 
 /// What a cache does when another process rejects a token: given its hash.
@@ -850,6 +894,25 @@ impl Topic {
             }
             notified.await;
         }
+    }
+
+    fn lock_latest(&self) -> std::sync::MutexGuard<'_, Option<Heard>> {
+        self.latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The value another process said it stored last, with the time it has
+    /// left now, if any is left: what a waiter adopts without asking the
+    /// store.
+    pub(crate) fn latest(&self) -> Option<StoredEntry> {
+        let latest = self.lock_latest();
+        let heard = latest.as_ref()?;
+        let ttl = heard.ttl.checked_sub(heard.at.elapsed())?;
+        Some(StoredEntry {
+            value: heard.value.clone(),
+            ttl,
+        })
     }
 
     /// Calls `invalidated` with the hash of every token another process
