@@ -32,7 +32,9 @@
 //!
 //! Nothing else is used: Valkey (7.2 and later) and Redis 7 and later
 //! have every one of these commands, sharded pub/sub included. A message
-//! names a token key and, for a rejected token, a SHA-256 of it: never a
+//! names a token key and carries either the value just stored there (sealed
+//! with the encryption key: what anyone who can read the key reads) and its
+//! time left, or, for a rejected token, a SHA-256 of it: never the rejected
 //! token. Each store handle holds one connection, which carries its
 //! commands and its one subscription (RESP3 pushes), and subscribes again
 //! after a reconnection.

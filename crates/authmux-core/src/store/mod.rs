@@ -19,9 +19,10 @@
 //!   its credential (see [`SharedTokenStore::keys`]): the braces are a
 //!   Redis Cluster hash tag, so a token and its lease share a slot;
 //! * one subscription to `<prefix>:events`, shared by every cache using the
-//!   handle: a lease holder says there when the token is stored, so waiting
-//!   processes read it at once, and a process that got a 401 names the
-//!   rejected token there (by a SHA-256), so every process drops it.
+//!   handle: a lease holder publishes the (sealed) value it stored there,
+//!   so waiting processes adopt it at once, and a process that got a 401
+//!   names the rejected token there (by a SHA-256), so every process drops
+//!   it.
 //!
 //! One process of a fleet fetches while holding the lease, renewing it
 //! every third of [`StoreOptions::lease_ttl`] while it fetches; the others
