@@ -1049,6 +1049,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn messages_round_trip_and_a_stored_value_is_never_shown() {
+        let value = b"AMX\x01\x00{\"access_token\":\"tok en\"} \x00\xff".to_vec();
+        for event in [
+            Event::Stored("p:{h}:token", 3_599_000, &value),
+            Event::Released("p:{h}:token"),
+            Event::Invalidated("p:{h}:token", "hash-of-it"),
+        ] {
+            let message = event.encode();
+            assert_eq!(Event::decode(&message), Some(event.clone()));
+            assert!(!format!("{event:?}").contains("tok en"), "{event:?}");
+        }
+        assert_eq!(Event::decode(b"v p:{h}:token notanumber x"), None);
+        assert_eq!(Event::decode(b"x p:{h}:token"), None);
+        assert_eq!(Event::decode(b""), None);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_breaker_opens_on_failure_and_lets_one_call_try_after_its_period() {
         let breaker = Breaker::new(Duration::from_secs(5));
