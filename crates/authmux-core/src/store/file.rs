@@ -639,18 +639,17 @@ mod tests {
     async fn a_renewed_lease_stays_with_its_holder() {
         let dir = temp_dir("renew");
         let holder = FileStore::new(&dir);
-        let ttl = Duration::from_millis(300);
+        let ttl = Duration::from_secs(2);
         assert!(holder.try_lease("l", "a", ttl).await.expect("lease"));
-        // Another process whose lock check cannot see this one's lock (the
-        // lock is held by this very process) relies on the expiry alone.
         let path = holder.path_of("l");
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(150)).await;
             assert!(holder.renew_lease("l", "a", ttl).await.expect("renew"));
         }
+        // Without the renewals at most 1.55 s would be left.
         let (written, left) = holder.read_live(&path).expect("read").expect("live");
         assert_eq!(written, b"a".to_vec());
-        assert!(left > Duration::from_millis(100), "{left:?}");
+        assert!(left > Duration::from_millis(1_800), "{left:?}");
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -660,16 +659,18 @@ mod tests {
         let store = FileStore::new(&dir);
         let ttl = Duration::from_secs(60);
         // Hold the key's lock so the attempt blocks, then give up on it.
+        let (locked, is_locked) = tokio::sync::oneshot::channel();
         let blocker = {
             let store = store.clone();
             std::thread::spawn(move || {
                 store.locked("l", |_| {
+                    let _ = locked.send(());
                     std::thread::sleep(Duration::from_millis(300));
                     Ok(())
                 })
             })
         };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        is_locked.await.expect("the blocker holds the lock");
         let attempt = tokio::time::timeout(
             Duration::from_millis(20),
             store.try_lease("l", "cancelled", ttl),
