@@ -16,7 +16,9 @@
 //!   the fleet sent (`INFO commandstats`).
 //!
 //! `cargo bench -p authmux-redis --bench fleet [-- PROCESSES]` (default 20);
-//! `AUTHMUX_FLEET_ONLY=cold|rollover|slow|killed` runs one kind.
+//! `AUTHMUX_FLEET_ONLY=cold|clients|rollover|slow|killed` runs one kind
+//! (`clients`: 100 clients as 10 processes of 10 connections, only when
+//! asked for).
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -86,6 +88,32 @@ fn child(mode: &str, url: &str) {
             let started = Instant::now();
             let ok = cache.get().await.is_ok();
             (source.calls(), usize::from(!ok), vec![started.elapsed()])
+        } else if mode == "clients" {
+            // Ten clients in this process, each with its own cache and its
+            // own Redis connection (its own store), ten callers each.
+            let source = CountingSource::new(Duration::from_secs(3600), PROVIDER);
+            let caches: Vec<ManagedToken> = (0..10)
+                .map(|_| ManagedToken::builder(source.clone()).store(store(url)).build())
+                .collect();
+            let callers: Vec<_> = caches
+                .iter()
+                .flat_map(|cache| (0..CALLERS / 10).map(move |_| cache.clone()))
+                .map(|cache| {
+                    tokio::spawn(async move {
+                        let started = Instant::now();
+                        let ok = cache.get().await.is_ok();
+                        (ok, started.elapsed())
+                    })
+                })
+                .collect();
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            for caller in callers {
+                let (ok, latency) = caller.await.unwrap();
+                errors += usize::from(!ok);
+                latencies.push(latency);
+            }
+            (source.calls(), errors, latencies)
         } else if mode.starts_with("cold") {
             let source = CountingSource::new(Duration::from_secs(3600), PROVIDER);
             let mut cache = ManagedToken::builder(source.clone());
@@ -358,6 +386,32 @@ fn main() {
             floor_p99.as_secs_f64() / alone_p99.as_secs_f64(),
             together_p99.as_secs_f64() / floor_p99.as_secs_f64(),
             ms(floor.latencies.iter().copied().max().unwrap()),
+        );
+    }
+    for run in 1..=5 {
+        if only != "clients" {
+            break;
+        }
+        // 100 clients as 10 processes of 10, each client with its own
+        // connection: 100 processes are more than 2 vCPUs can start at once
+        // (their floor without a store is itself 1.2-1.7x one process).
+        let server = RedisServer::start();
+        let mut alone = fleet("cold", &server.url(), 1);
+        drop(server);
+        let server = RedisServer::start();
+        let mut together = fleet("clients", &server.url(), 10);
+        drop(server);
+        let alone_p99 = percentile(&mut alone.latencies, 0.99);
+        let together_p99 = percentile(&mut together.latencies, 0.99);
+        println!(
+            "| cold start, 100 clients (10 processes × 10 connections) × 10 callers | {run} | {} | {} | {} | {} ({:.2}× one process's {}) | {} |",
+            together.token_requests,
+            together.errors,
+            ms(percentile(&mut together.latencies, 0.5)),
+            ms(together_p99),
+            together_p99.as_secs_f64() / alone_p99.as_secs_f64(),
+            ms(alone_p99),
+            ms(together.latencies.iter().copied().max().unwrap()),
         );
     }
     for run in 1..=3 {
