@@ -93,7 +93,11 @@ fn child(mode: &str, url: &str) {
             // own Redis connection (its own store), ten callers each.
             let source = CountingSource::new(Duration::from_secs(3600), PROVIDER);
             let caches: Vec<ManagedToken> = (0..10)
-                .map(|_| ManagedToken::builder(source.clone()).store(store(url)).build())
+                .map(|_| {
+                    ManagedToken::builder(source.clone())
+                        .store(store(url))
+                        .build()
+                })
                 .collect();
             let callers: Vec<_> = caches
                 .iter()
