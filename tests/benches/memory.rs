@@ -7,7 +7,8 @@
 //!   same response behind an `ArcSwapOption` behind an `Arc`;
 //! * `core`: a [`RequestSource`] per client over one shared [`HttpClient`],
 //!   a [`ManagedToken`] over it, and one `get()` each, measured stage by
-//!   stage (source, cache, fetched token);
+//!   stage: the source (in its shared handle), the cache around it, the
+//!   fetched token;
 //! * `registry`: a [`Registry`] of 10,000 configured clients across the four
 //!   providers, all pointed at the local server, and one `token()` each.
 //!
@@ -24,7 +25,7 @@ use authmux::{Config, Registry};
 use authmux_core::wire::{
     ClientAuth, EndpointResponse, HeaderMap, HttpClient, RequestSource, TokenRequest,
 };
-use authmux_core::{ManagedToken, Scrubber, SecretString, Token};
+use authmux_core::{ManagedToken, Scrubber, SecretString, SharedTokenSource, Token};
 use figment::providers::{Format, Toml};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -93,7 +94,7 @@ fn core(clients: usize, url: &str) {
     let mut caches = Vec::with_capacity(clients);
     let vectors = meter.live();
     for index in 0..clients {
-        sources.push(source(&http, url, index));
+        sources.push(SharedTokenSource::from(source(&http, url, index)));
     }
     let after_sources = meter.live();
     for source in sources.drain(..) {
