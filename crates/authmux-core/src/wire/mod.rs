@@ -254,7 +254,6 @@ impl HttpClient {
     /// code that builds requests elsewhere, such as the `oauth2` crate.
     pub async fn execute(&self, request: reqwest::Request) -> Result<EndpointResponse, Error> {
         let started = tokio::time::Instant::now();
-        let url = request.url().clone();
         let mut response = self
             .inner
             .client
@@ -269,7 +268,10 @@ impl HttpClient {
         {
             return Err(body_too_large(status, self.inner.max_body));
         }
-        let mut body = Vec::new();
+        // Sized by the announced length (checked against the cap above), so
+        // that a body in one chunk is copied once.
+        let announced = response.content_length().unwrap_or(0) as usize;
+        let mut body = Vec::with_capacity(announced);
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
             if body.len() + chunk.len() > self.inner.max_body {
                 return Err(body_too_large(status, self.inner.max_body));
@@ -277,7 +279,7 @@ impl HttpClient {
             body.extend_from_slice(&chunk);
         }
         tracing::debug!(
-            url = %url,
+            url = %response.url(),
             status,
             bytes = body.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
