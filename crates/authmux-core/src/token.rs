@@ -61,10 +61,11 @@ impl fmt::Display for TokenType {
 /// out [`TokenGuard`](crate::TokenGuard)s that borrow its cached token; a
 /// clone is a deep copy that keeps the [`id`](Self::id).
 #[derive(Clone)]
+#[repr(C)] // The text first: the cache's hot path reads it next to its deadline.
 pub struct Token {
-    id: u64,
     access_token: SecretString,
     authorization: HeaderValue,
+    id: u64,
     token_type: TokenType,
     issued_at: Instant,
     expires_at: Instant,

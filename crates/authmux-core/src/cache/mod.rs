@@ -33,12 +33,17 @@ use self::metrics::{CacheMetrics, Stopwatch};
 use self::store::{Obtained, StoreBinding};
 
 /// A cached token and its schedule, in clock ticks for the hot path.
+///
+/// In declaration order: the hot path reads `hot_fresh_until` and the
+/// token's text, which [`Token`] keeps first, so that a cold slot costs
+/// one cache line rather than two.
+#[repr(C)]
 struct Slot {
-    token: Token,
     /// The hot path serves the token with no further work while the
     /// clock's [`recent`](Clock::recent) reading is below this. Zero on
     /// clocks without a coarse reading, so that every check is precise.
     hot_fresh_until: u64,
+    token: Token,
     /// Before this tick the token is served with no further work.
     fresh_until: u64,
     /// Before this tick the token is served; after `fresh_until` a
