@@ -276,9 +276,13 @@ pub(crate) struct Watchdog {
 }
 
 impl Watchdog {
-    /// Forgets the watchdog unless it has run.
+    /// Forgets the watchdog unless it has run. In a forked child the
+    /// parent's upkeep is left alone: its lock may never be released there,
+    /// and the child's upkeep never had the watchdog.
     pub(crate) fn cancel(&self) {
-        self.upkeep.lock().watchdogs.remove(&self.key);
+        if self.upkeep.generation == Clock::generation() {
+            self.upkeep.lock().watchdogs.remove(&self.key);
+        }
     }
 }
 
@@ -557,6 +561,37 @@ mod tests {
             recent >= soon && recent != UNTRUSTED
         });
         assert!(reached, "the upkeep must wake at a registered deadline");
+    }
+
+    #[test]
+    fn deadlines_in_one_grain_share_an_entry() {
+        let _serial = serial();
+        let _clock = Clock::coarse();
+        let upkeep = Upkeep::current();
+        let start = (boot_ticks() / GRAIN + 1_000) * GRAIN + 1;
+        let first = upkeep.register(start, None).expect("an upkeep runs");
+        let second = upkeep
+            .register(start + GRAIN / 2, None)
+            .expect("an upkeep runs");
+        assert_eq!(first, second, "one entry for the grain");
+        assert!(first.0 >= start + GRAIN / 2, "rounded up, never earlier");
+        let next = upkeep
+            .register(start + GRAIN, None)
+            .expect("an upkeep runs");
+        assert_ne!(next, first, "the next grain has its own");
+    }
+
+    #[test]
+    fn a_cancelled_watchdog_is_forgotten() {
+        let _serial = serial();
+        let clock = Clock::coarse();
+        let far = boot_ticks() + 3_600_000_000_000;
+        let watchdog = clock
+            .watchdog(far, Box::new(|| panic!("cancelled")))
+            .expect("the coarse clock has an upkeep");
+        assert!(watchdog.upkeep.lock().watchdogs.contains_key(&watchdog.key));
+        watchdog.cancel();
+        assert!(!watchdog.upkeep.lock().watchdogs.contains_key(&watchdog.key));
     }
 
     struct HourTokens;

@@ -525,6 +525,34 @@ mod tests {
         assert_eq!(token.expires_in(), Duration::from_millis(1500));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn fields_are_read_in_one_pass_escaped_names_included() {
+        let parse = |body: &str| {
+            EndpointResponse::new(200, HeaderMap::new(), body.as_bytes().to_vec())
+                .parse(Duration::from_secs(300), &crate::scrub::Scrubber::new())
+        };
+        let token =
+            parse(r#"{"acc\u0065ss_token":"t","expires_in":"60","o\u0072g":1,"scope":["a","b"]}"#)
+                .expect("token");
+        assert_eq!(token.lifetime(), Duration::from_secs(60));
+        assert_eq!(token.scope(), Some("a b"));
+        assert_eq!(token.extra().len(), 1);
+        assert_eq!(token.extra()["org"], 1);
+        let token = parse(r#"{"access_token":"t"}"#).expect("token");
+        assert!(token.extra().is_empty());
+        assert_eq!(token.scope(), None);
+
+        let refused = parse(r#"{"access_token":"t","error":"invalid_client"}"#)
+            .expect_err("an error body despite the status");
+        assert_eq!(refused.kind(), ErrorKind::Refused);
+        assert_eq!(
+            refused.oauth().map(|oauth| oauth.code.as_str()),
+            Some("invalid_client")
+        );
+        let not_an_object = parse("[1]").expect_err("not an object");
+        assert_eq!(not_an_object.kind(), ErrorKind::InvalidResponse);
+    }
+
     #[test]
     fn seconds_accept_numbers_strings_and_floats() {
         assert_eq!(parse_seconds(&serde_json::json!(3600)), Some(3600.0));
