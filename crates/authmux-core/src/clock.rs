@@ -29,10 +29,9 @@
 //!
 //! Tests use [`Clock::tokio`], which follows tokio's paused time exactly.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -46,13 +45,19 @@ pub const MAX_IDLE: Duration = Duration::from_secs(1);
 /// cover the upkeep thread's wake-up latency.
 pub const COARSE_SLACK: Duration = Duration::from_millis(50);
 
+/// The grain of the upkeep's wake-ups, in ticks (2^24 ns, about 17 ms): a
+/// deadline is kept rounded up to it, so that caches whose deadlines fall
+/// in the same grain share one entry. Well inside [`COARSE_SLACK`].
+const GRAIN: u64 = 1 << 24;
+
 /// "Now" in ticks (nanoseconds on the boot clock), as last published by the
 /// upkeep; [`UNTRUSTED`] when no upkeep runs for this process.
 static NOW: AtomicU64 = AtomicU64::new(UNTRUSTED);
 /// A reading that every deadline compares below, sending every read to the
 /// slow path.
 const UNTRUSTED: u64 = u64::MAX;
-/// Live coarse clocks; the upkeep exits when this reaches zero.
+/// Live [`CoarseUser`]s (one while any coarse clock is alive); the upkeep
+/// exits when this reaches zero.
 static USERS: AtomicUsize = AtomicUsize::new(0);
 /// How many times this process's lineage has forked into this process.
 static FORKS: AtomicU64 = AtomicU64::new(0);
@@ -80,10 +85,27 @@ enum ClockKind {
 struct CoarseUser;
 
 impl CoarseUser {
+    /// The live user, shared by every coarse clock: one allocation for the
+    /// process rather than one per cache. Never waits: when another thread
+    /// holds the shared slot (or held it when the process forked), this
+    /// clock gets a user of its own, which is as correct.
     fn new() -> Arc<Self> {
+        static SHARED: Mutex<Weak<CoarseUser>> = Mutex::new(Weak::new());
+        let mut shared = match SHARED.try_lock() {
+            Ok(shared) => Some(shared),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(user) = shared.as_ref().and_then(|shared| shared.upgrade()) {
+            return user;
+        }
         fork::watch();
         USERS.fetch_add(1, Ordering::AcqRel);
-        Arc::new(Self)
+        let user = Arc::new(Self);
+        if let Some(shared) = shared.as_mut() {
+            **shared = Arc::downgrade(&user);
+        }
+        user
     }
 }
 
@@ -187,7 +209,7 @@ impl Clock {
     }
 
     /// Makes [`recent`](Self::recent) reach `tick` no later than real time
-    /// does (plus the upkeep's wake-up latency).
+    /// does (plus the upkeep's wake-up latency and at most one [`GRAIN`]).
     pub(crate) fn wake_at(&self, tick: u64) {
         if let ClockKind::Coarse(_) = self.kind {
             Upkeep::current().register(tick, None);
@@ -195,12 +217,17 @@ impl Clock {
     }
 
     /// Runs `on_due` on the upkeep thread at `tick`, whatever any tokio
-    /// runtime is doing. Returns `false` if this clock has no upkeep (the
-    /// tokio clock); the caller must then enforce the deadline itself.
-    pub(crate) fn watchdog(&self, tick: u64, on_due: Box<dyn FnOnce() + Send>) -> bool {
+    /// runtime is doing, unless [cancelled](Watchdog::cancel) first.
+    /// Returns `None` if this clock has no upkeep (the tokio clock); the
+    /// caller must then enforce the deadline itself.
+    pub(crate) fn watchdog(&self, tick: u64, on_due: Box<dyn FnOnce() + Send>) -> Option<Watchdog> {
         match self.kind {
-            ClockKind::Coarse(_) => Upkeep::current().register(tick, Some(on_due)),
-            ClockKind::Tokio { .. } => false,
+            ClockKind::Coarse(_) => {
+                let upkeep = Upkeep::current();
+                let key = upkeep.register(tick, Some(on_due))?;
+                Some(Watchdog { upkeep, key })
+            }
+            ClockKind::Tokio { .. } => None,
         }
     }
 
@@ -240,6 +267,25 @@ fn boot_ticks() -> u64 {
         .min(UNTRUSTED - 1)
 }
 
+/// A registered [`Clock::watchdog`], which the caller cancels once its
+/// deadline no longer matters (the fetch landed), so that it holds no
+/// memory until the deadline.
+pub(crate) struct Watchdog {
+    upkeep: Arc<Upkeep>,
+    key: (u64, u64),
+}
+
+impl Watchdog {
+    /// Forgets the watchdog unless it has run. In a forked child the
+    /// parent's upkeep is left alone: its lock may never be released there,
+    /// and the child's upkeep never had the watchdog.
+    pub(crate) fn cancel(&self) {
+        if self.upkeep.generation == Clock::generation() {
+            self.upkeep.lock().watchdogs.remove(&self.key);
+        }
+    }
+}
+
 /// The upkeep of one process generation: the deadlines to wake at, and
 /// whether its thread runs.
 struct Upkeep {
@@ -250,35 +296,24 @@ struct Upkeep {
 
 #[derive(Default)]
 struct UpkeepState {
-    deadlines: BinaryHeap<Reverse<Deadline>>,
+    /// Ticks to publish "now" at, each rounded up to a [`GRAIN`]. A set:
+    /// one entry serves every cache with a deadline in the same grain.
+    ticks: BTreeSet<u64>,
+    /// What to run, by tick and registration order.
+    watchdogs: BTreeMap<(u64, u64), Box<dyn FnOnce() + Send>>,
     running: bool,
     registered: u64,
 }
 
-/// A moment the upkeep must wake at, and what to run then.
-struct Deadline {
-    at: u64,
-    order: u64,
-    on_due: Option<Box<dyn FnOnce() + Send>>,
-}
-
-impl PartialEq for Deadline {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.order) == (other.at, other.order)
-    }
-}
-
-impl Eq for Deadline {}
-
-impl PartialOrd for Deadline {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Deadline {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.order).cmp(&(other.at, other.order))
+impl UpkeepState {
+    /// The earliest tick the upkeep must wake at, if any.
+    fn earliest(&self) -> Option<u64> {
+        let tick = self.ticks.first().copied();
+        let watchdog = self.watchdogs.first_key_value().map(|((at, _), _)| *at);
+        match (tick, watchdog) {
+            (Some(tick), Some(watchdog)) => Some(tick.min(watchdog)),
+            (tick, watchdog) => tick.or(watchdog),
+        }
     }
 }
 
@@ -301,17 +336,10 @@ impl Upkeep {
             if let Some(parent) = &current
                 && let Ok(parent) = parent.state.try_lock()
             {
-                state.deadlines = parent
-                    .deadlines
-                    .iter()
-                    .map(|Reverse(deadline)| {
-                        Reverse(Deadline {
-                            at: deadline.at,
-                            order: deadline.order,
-                            on_due: None,
-                        })
-                    })
-                    .collect();
+                state.ticks = parent.ticks.clone();
+                state
+                    .ticks
+                    .extend(parent.watchdogs.keys().map(|(at, _)| *at));
                 state.registered = parent.registered;
             }
             let fresh = Arc::new(Self {
@@ -339,25 +367,38 @@ impl Upkeep {
     }
 
     /// Adds a deadline, waking or starting the thread if it must wake
-    /// earlier. Returns whether a thread will honour it.
-    fn register(self: &Arc<Self>, at: u64, on_due: Option<Box<dyn FnOnce() + Send>>) -> bool {
+    /// earlier. Returns the watchdog's key (a plain tick's is its grain) if
+    /// a thread will honour it.
+    fn register(
+        self: &Arc<Self>,
+        at: u64,
+        on_due: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Option<(u64, u64)> {
         let mut state = self.lock();
-        let earliest = state.deadlines.peek().map(|Reverse(next)| next.at);
-        state.registered = state.registered.wrapping_add(1);
-        let order = state.registered;
-        state
-            .deadlines
-            .push(Reverse(Deadline { at, order, on_due }));
+        let earliest = state.earliest();
+        let key = match on_due {
+            Some(on_due) => {
+                state.registered = state.registered.wrapping_add(1);
+                let key = (at, state.registered);
+                state.watchdogs.insert(key, on_due);
+                key
+            }
+            None => {
+                let grain = at.div_ceil(GRAIN).saturating_mul(GRAIN).max(at);
+                state.ticks.insert(grain);
+                (grain, 0)
+            }
+        };
         if !self.ensure_running(&mut state) {
-            return false;
+            return None;
         }
         // Publish a current reading now: a deadline registered in the past
         // must not wait for the thread to be seen.
         NOW.fetch_max(boot_ticks(), Ordering::AcqRel);
-        if earliest.is_none_or(|earliest| at < earliest) {
+        if earliest.is_none_or(|earliest| key.0 < earliest) {
             self.wake.notify_all();
         }
-        true
+        Some(key)
     }
 
     /// Starts the thread unless it runs. Returns whether it runs.
@@ -384,18 +425,18 @@ impl Upkeep {
         loop {
             let now = boot_ticks();
             NOW.store(now, Ordering::Release);
+            while state.ticks.first().is_some_and(|&tick| tick <= now) {
+                state.ticks.pop_first();
+            }
             let mut due = Vec::new();
-            while let Some(Reverse(next)) = state.deadlines.peek()
-                && next.at <= now
+            while let Some(entry) = state.watchdogs.first_entry()
+                && entry.key().0 <= now
             {
-                if let Some(Reverse(deadline)) = state.deadlines.pop()
-                    && let Some(on_due) = deadline.on_due
-                {
-                    due.push(on_due);
-                }
+                due.push(entry.remove());
             }
             if USERS.load(Ordering::Acquire) == 0 || self.generation != Clock::generation() {
-                state.deadlines.clear();
+                state.ticks.clear();
+                state.watchdogs.clear();
                 state.running = false;
                 NOW.store(UNTRUSTED, Ordering::Release);
                 return;
@@ -408,8 +449,8 @@ impl Upkeep {
                 state = self.lock();
                 continue;
             }
-            let wait = state.deadlines.peek().map_or(MAX_IDLE, |Reverse(next)| {
-                Duration::from_nanos(next.at - now).min(MAX_IDLE)
+            let wait = state.earliest().map_or(MAX_IDLE, |next| {
+                Duration::from_nanos(next - now).min(MAX_IDLE)
             });
             state = self
                 .wake
@@ -520,6 +561,37 @@ mod tests {
             recent >= soon && recent != UNTRUSTED
         });
         assert!(reached, "the upkeep must wake at a registered deadline");
+    }
+
+    #[test]
+    fn deadlines_in_one_grain_share_an_entry() {
+        let _serial = serial();
+        let _clock = Clock::coarse();
+        let upkeep = Upkeep::current();
+        let start = (boot_ticks() / GRAIN + 1_000) * GRAIN + 1;
+        let first = upkeep.register(start, None).expect("an upkeep runs");
+        let second = upkeep
+            .register(start + GRAIN / 2, None)
+            .expect("an upkeep runs");
+        assert_eq!(first, second, "one entry for the grain");
+        assert!(first.0 >= start + GRAIN / 2, "rounded up, never earlier");
+        let next = upkeep
+            .register(start + GRAIN, None)
+            .expect("an upkeep runs");
+        assert_ne!(next, first, "the next grain has its own");
+    }
+
+    #[test]
+    fn a_cancelled_watchdog_is_forgotten() {
+        let _serial = serial();
+        let clock = Clock::coarse();
+        let far = boot_ticks() + 3_600_000_000_000;
+        let watchdog = clock
+            .watchdog(far, Box::new(|| panic!("cancelled")))
+            .expect("the coarse clock has an upkeep");
+        assert!(watchdog.upkeep.lock().watchdogs.contains_key(&watchdog.key));
+        watchdog.cancel();
+        assert!(!watchdog.upkeep.lock().watchdogs.contains_key(&watchdog.key));
     }
 
     struct HourTokens;

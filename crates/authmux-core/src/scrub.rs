@@ -93,7 +93,10 @@ impl Scrubber {
         {
             return;
         }
-        Arc::make_mut(&mut self.secrets).push(SecretString::from(value.to_owned()));
+        let secrets = Arc::make_mut(&mut self.secrets);
+        secrets.push(SecretString::from(value.to_owned()));
+        // Held per client for as long as it lives: no spare capacity.
+        secrets.shrink_to_fit();
     }
 
     /// Whether no secret is registered.

@@ -149,8 +149,45 @@ pub const CLIENT_ASSERTION_KEY_FIELD: &str = "client_assertion_key";
 pub struct TokenIdentity {
     provider: Arc<str>,
     endpoint: String,
-    fields: BTreeMap<String, String>,
+    fields: Fields,
     credential: Option<Credential>,
+}
+
+/// An identity's fields, sorted by key, without spare capacity: an
+/// identity is held per client, and a `BTreeMap` node takes half a
+/// kilobyte for the three or four fields a client has.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Fields(Vec<(Box<str>, Box<str>)>);
+
+impl Fields {
+    fn insert(&mut self, key: String, value: String) {
+        let value = value.into_boxed_str();
+        match self.0.binary_search_by(|(known, _)| (**known).cmp(&key)) {
+            Ok(at) => self.0[at].1 = value,
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, (key.into_boxed_str(), value));
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        let at = self
+            .0
+            .binary_search_by(|(known, _)| (**known).cmp(key))
+            .ok()?;
+        Some(&self.0[at].1)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(key, value)| (&**key, &**value))
+    }
+}
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
 }
 
 /// A secret a token depends on. Equal when the secrets are (compared by a
@@ -226,7 +263,7 @@ impl TokenIdentity {
         Self {
             provider: Arc::from(provider),
             endpoint: endpoint.to_owned(),
-            fields: BTreeMap::new(),
+            fields: Fields::default(),
             credential: None,
         }
     }
@@ -293,7 +330,7 @@ impl TokenIdentity {
 
     /// The value of a field.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields.get(key).map(String::as_str)
+        self.fields.get(key)
     }
 
     /// A SHA-256 of every part of the identity (provider, endpoint and every
@@ -304,7 +341,8 @@ impl TokenIdentity {
         use base64::Engine as _;
         // An unambiguous encoding: JSON strings are quoted and escaped, and
         // the fields come in key order.
-        let canonical = serde_json::json!([1, &*self.provider, self.endpoint, self.fields]);
+        let fields: BTreeMap<&str, &str> = self.fields.iter().collect();
+        let canonical = serde_json::json!([1, &*self.provider, self.endpoint, fields]);
         let digest =
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.to_string().as_bytes());
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
@@ -314,7 +352,7 @@ impl TokenIdentity {
 impl fmt::Display for TokenIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.provider, self.endpoint)?;
-        for (key, value) in &self.fields {
+        for (key, value) in self.fields.iter() {
             write!(f, " {key}={value:?}")?;
         }
         Ok(())

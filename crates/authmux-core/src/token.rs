@@ -61,18 +61,29 @@ impl fmt::Display for TokenType {
 /// out [`TokenGuard`](crate::TokenGuard)s that borrow its cached token; a
 /// clone is a deep copy that keeps the [`id`](Self::id).
 #[derive(Clone)]
+#[repr(C)] // The text first: the cache's hot path reads it next to its deadline.
 pub struct Token {
-    id: u64,
     access_token: SecretString,
     authorization: HeaderValue,
+    id: u64,
     token_type: TokenType,
     issued_at: Instant,
     expires_at: Instant,
     expires_at_utc: SystemTime,
+    /// What most tokens do not have, boxed: a token is held per client.
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a [`Token`] that most tokens lack.
+#[derive(Clone, Default)]
+struct Rare {
     scope: Option<String>,
     extra: Map<String, Value>,
     dpop: Option<crate::dpop::Dpop>,
 }
+
+/// What [`Token::extra`] returns for a token with no extra field.
+static NO_EXTRA: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
 
 static NEXT_TOKEN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -161,31 +172,31 @@ impl Token {
     /// The granted scope as sent (space-separated), if the response had one.
     #[inline]
     pub fn scope(&self) -> Option<&str> {
-        self.scope.as_deref()
+        self.rare.as_ref()?.scope.as_deref()
     }
 
     /// The granted scopes, one by one.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.scope.as_deref().unwrap_or("").split_whitespace()
+        self.scope().unwrap_or("").split_whitespace()
     }
 
     /// The response fields other than `access_token`, `token_type`,
     /// `expires_in` and `scope`.
     #[inline]
     pub fn extra(&self) -> &Map<String, Value> {
-        &self.extra
+        self.rare.as_ref().map_or(&*NO_EXTRA, |rare| &rare.extra)
     }
 
     /// Binds the token to a DPoP prover, as a DPoP-aware provider does with
     /// the tokens it fetches.
     pub fn with_dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
-        self.dpop = Some(dpop);
+        self.rare.get_or_insert_default().dpop = Some(dpop);
         self
     }
 
     /// The DPoP prover this token is bound to, if any.
     pub fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        self.dpop.as_ref()
+        self.rare.as_ref()?.dpop.as_ref()
     }
 
     /// A fresh DPoP proof for presenting this token in a `method` request to
@@ -193,7 +204,7 @@ impl Token {
     /// nonce. Send it as the `DPoP` header next to
     /// [`authorization`](Self::authorization).
     pub fn dpop_proof(&self, method: &str, url: &url::Url) -> Result<HeaderValue, Error> {
-        let dpop = self.dpop.as_ref().ok_or_else(|| {
+        let dpop = self.dpop().ok_or_else(|| {
             Error::config("the token is not DPoP-bound; configure dpop for its client")
         })?;
         dpop.proof(method, url, Some(self.access_token.expose_secret()))
@@ -251,11 +262,11 @@ impl fmt::Debug for Token {
             .field("id", &inner.id)
             .field("access_token", &"[redacted]")
             .field("token_type", &inner.token_type)
-            .field("scope", &inner.scope)
+            .field("scope", &inner.scope())
             .field("lifetime", &self.lifetime())
             .field("expires_in", &self.expires_in())
-            .field("extra_fields", &inner.extra.keys().collect::<Vec<_>>())
-            .field("dpop", &inner.dpop)
+            .field("extra_fields", &inner.extra().keys().collect::<Vec<_>>())
+            .field("dpop", &inner.dpop())
             .finish()
     }
 }
@@ -355,9 +366,19 @@ impl TokenBuilder {
             issued_at,
             expires_at,
             expires_at_utc,
-            scope: self.scope,
-            extra: self.extra,
-            dpop: None,
+            // A map emptied by `remove` keeps its node: a token with no
+            // extra field drops it rather than hold half a kilobyte for none.
+            rare: (self.scope.is_some() || !self.extra.is_empty()).then(|| {
+                Box::new(Rare {
+                    scope: self.scope,
+                    extra: if self.extra.is_empty() {
+                        Map::new()
+                    } else {
+                        self.extra
+                    },
+                    dpop: None,
+                })
+            }),
         })
     }
 }

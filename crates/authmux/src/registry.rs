@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use authmux_core::wire::{HeaderMap, HttpClient, HttpConfig};
 use authmux_core::{
-    BuildContext, Error, ManagedToken, SharedTokenSource, SharedTokenStore, TokenGuard,
+    BuildContext, CachePolicy, Error, ManagedToken, SharedTokenSource, SharedTokenStore, TokenGuard,
 };
 
 use crate::config::{ClientConfig, Config, ConfigError, Settings, not_compiled_in};
@@ -20,7 +20,9 @@ use crate::config::{ClientConfig, Config, ConfigError, Settings, not_compiled_in
 /// anything taking a `ManagedToken` (the middleware, say) takes a client.
 #[derive(Clone)]
 pub struct Client {
-    name: Arc<str>,
+    /// The name, unless it is the cache's own (as for every configured
+    /// client): one copy of it per client is enough.
+    name: Option<Arc<str>>,
     token_url: Arc<str>,
     issuer: Option<Arc<str>>,
     cache: ManagedToken,
@@ -29,7 +31,7 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .field("provider", &self.provider())
             .field("token_url", &self.token_url)
             .field("issuer", &self.issuer)
@@ -46,7 +48,7 @@ impl Client {
             .clone()
             .unwrap_or_else(|| Arc::from(identity.endpoint()));
         Self {
-            name: Arc::from(name),
+            name: (name != cache.name()).then(|| Arc::from(name)),
             token_url,
             issuer,
             cache,
@@ -55,7 +57,7 @@ impl Client {
 
     /// The client's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name.as_deref().unwrap_or_else(|| self.cache.name())
     }
 
     /// The provider's name, such as `auth0`.
@@ -84,7 +86,9 @@ impl Client {
         match self.cache.source().discover().await {
             Ok(Some(found)) => Ok(found),
             Ok(None) => Ok(self.token_url.to_string()),
-            Err(error) => Err(error.with_client(&self.name).with_provider(self.provider())),
+            Err(error) => Err(error
+                .with_client(&Arc::from(self.name()))
+                .with_provider(self.provider())),
         }
     }
 
@@ -130,14 +134,18 @@ impl From<&Client> for ManagedToken {
 /// Cloning is cheap.
 #[derive(Clone, Default)]
 pub struct Registry {
-    clients: Arc<BTreeMap<String, Client>>,
+    /// Sorted by name, each name once: a map's nodes and keys would cost
+    /// more than the clients themselves.
+    clients: Arc<[Client]>,
     unavailable: Arc<BTreeMap<String, Error>>,
     store: Option<SharedTokenStore>,
 }
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.clients.iter()).finish()
+        f.debug_map()
+            .entries(self.clients.iter().map(|client| (client.name(), client)))
+            .finish()
     }
 }
 
@@ -211,7 +219,8 @@ impl Registry {
     ) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let mut http_clients: HashMap<(Duration, Duration, Duration), HttpClient> = HashMap::new();
-        let mut built = BTreeMap::new();
+        let mut policies: HashMap<String, Arc<CachePolicy>> = HashMap::new();
+        let mut built = Vec::new();
         let mut unavailable = BTreeMap::new();
         for (name, client) in clients {
             let at = format!("clients.{name}");
@@ -233,19 +242,20 @@ impl Registry {
                 Ok(source) => {
                     let mut cache = ManagedToken::builder(source)
                         .name(name.as_str())
-                        .policy(client.settings.cache_policy());
+                        .policy(shared_policy(&mut policies, &client.settings));
                     if let Some(store) = store.as_ref().filter(|_| client.store) {
                         cache = cache.store(store.clone());
                     }
                     let cache = cache.build();
-                    built.insert(name.clone(), Client::new(name, cache));
+                    built.push(Client::new(name, cache));
                 }
                 Err(mut found) => problems.append(&mut found),
             }
         }
         if problems.is_empty() {
+            built.sort_by(|a, b| a.name().cmp(b.name()));
             Ok(Self {
-                clients: Arc::new(built),
+                clients: Arc::from(built),
                 unavailable: Arc::new(unavailable),
                 store,
             })
@@ -263,7 +273,7 @@ impl Registry {
     /// The client called `name`. A client whose provider is not compiled
     /// in is an error that names the feature to enable.
     pub fn client(&self, name: &str) -> Result<&Client, Error> {
-        if let Some(client) = self.clients.get(name) {
+        if let Some(client) = self.find(name) {
             return Ok(client);
         }
         if let Some(error) = self.unavailable.get(name) {
@@ -271,6 +281,14 @@ impl Registry {
         }
         let names: Vec<&str> = self.names().collect();
         Err(Error::config(unknown_client(name, &names)))
+    }
+
+    fn find(&self, name: &str) -> Option<&Client> {
+        let at = self
+            .clients
+            .binary_search_by(|client| client.name().cmp(name))
+            .ok()?;
+        self.clients.get(at)
     }
 
     /// The configured clients this build cannot serve, because their
@@ -294,12 +312,12 @@ impl Registry {
 
     /// The names of the clients this build serves, in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.clients.keys().map(String::as_str)
+        self.clients.iter().map(Client::name)
     }
 
     /// The clients, in name order.
     pub fn clients(&self) -> impl Iterator<Item = &Client> {
-        self.clients.values()
+        self.clients.iter()
     }
 
     /// How many clients there are.
@@ -364,19 +382,17 @@ impl RegistryBuilder {
         };
         let mut clients = built
             .as_ref()
-            .map(|registry| (*registry.clients).clone())
+            .map(|registry| registry.clients.to_vec())
             .unwrap_or_default();
         for client in self.custom {
-            let name = client.name().to_owned();
-            let taken = clients.contains_key(&name)
-                || self
-                    .config
-                    .as_ref()
-                    .is_some_and(|config| config.clients.contains_key(&name));
-            if taken {
-                problems.push(format!("clients.{name}: given twice"));
-            } else {
-                clients.insert(name, client);
+            let at = clients.binary_search_by(|known| known.name().cmp(client.name()));
+            let in_config = self
+                .config
+                .as_ref()
+                .is_some_and(|config| config.clients.contains_key(client.name()));
+            match at {
+                Err(at) if !in_config => clients.insert(at, client),
+                _ => problems.push(format!("clients.{}: given twice", client.name())),
             }
         }
         if !problems.is_empty() {
@@ -386,7 +402,7 @@ impl RegistryBuilder {
             .map(|registry| (registry.unavailable, registry.store))
             .unwrap_or_default();
         Ok(Registry {
-            clients: Arc::new(clients),
+            clients: Arc::from(clients),
             unavailable,
             store,
         })
@@ -429,6 +445,20 @@ fn shared_http(
     )?;
     pool.insert(key, http.clone());
     Ok(http)
+}
+
+/// One policy per distinct set of settings, shared by every client that
+/// has it. Policies are told apart by their `Debug` text, which shows every
+/// field.
+fn shared_policy(
+    pool: &mut HashMap<String, Arc<CachePolicy>>,
+    settings: &Settings,
+) -> Arc<CachePolicy> {
+    let policy = settings.cache_policy();
+    Arc::clone(
+        pool.entry(format!("{policy:?}"))
+            .or_insert_with(|| Arc::new(policy)),
+    )
 }
 
 /// Builds the source a client's provider makes. On failure, returns every

@@ -13,7 +13,7 @@ use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Watchdog};
 use crate::error::{Error, ErrorKind};
 use crate::source::SharedTokenSource;
 use crate::store::SharedTokenStore;
@@ -33,12 +33,17 @@ use self::metrics::{CacheMetrics, Stopwatch};
 use self::store::{Obtained, StoreBinding};
 
 /// A cached token and its schedule, in clock ticks for the hot path.
+///
+/// In declaration order: the hot path reads `hot_fresh_until` and the
+/// token's text, which [`Token`] keeps first, so that a cold slot costs
+/// one cache line rather than two.
+#[repr(C)]
 struct Slot {
-    token: Token,
     /// The hot path serves the token with no further work while the
     /// clock's [`recent`](Clock::recent) reading is below this. Zero on
     /// clocks without a coarse reading, so that every check is precise.
     hot_fresh_until: u64,
+    token: Token,
     /// Before this tick the token is served with no further work.
     fresh_until: u64,
     /// Before this tick the token is served; after `fresh_until` a
@@ -89,13 +94,17 @@ enum Outcome {
 
 /// One fetch in flight, shared by every waiter.
 struct Flight {
+    /// A process-unique number, by which its watchdog finds it without
+    /// keeping it allocated once it has landed.
+    id: u64,
     /// The process generation it started in; a forked child abandons it.
     generation: u64,
     /// When waiters stop waiting for it.
     overdue_at: Instant,
-    /// Whether waiters must enforce `overdue_at` themselves, because the
-    /// clock has no upkeep thread to do it for them.
-    waiters_bound_themselves: bool,
+    /// The upkeep's watchdog that abandons the flight once overdue, cancelled
+    /// when it lands. Without one (the clock has no upkeep thread), waiters
+    /// enforce `overdue_at` themselves.
+    watchdog: Option<Watchdog>,
     outcome: OnceLock<Outcome>,
     finished: Notify,
 }
@@ -132,7 +141,7 @@ impl Flight {
                 self.finish(Outcome::Abandoned);
                 continue;
             }
-            if self.waiters_bound_themselves {
+            if self.watchdog.is_none() {
                 if tokio::time::timeout_at(self.overdue_at, notified)
                     .await
                     .is_err()
@@ -173,9 +182,11 @@ struct Shared {
     state: Mutex<FlightState>,
     source: SharedTokenSource,
     client: Arc<str>,
-    policy: CachePolicy,
+    /// Shared by every cache with the default policy.
+    policy: Arc<CachePolicy>,
     clock: Clock,
-    store: Option<StoreBinding>,
+    /// Boxed: most caches have no store.
+    store: Option<Box<StoreBinding>>,
     /// Recorded on the slow path only: never by a `get` served from memory.
     metrics: CacheMetrics,
 }
@@ -221,10 +232,13 @@ impl fmt::Debug for ManagedToken {
 pub struct ManagedTokenBuilder {
     source: SharedTokenSource,
     client: Option<Arc<str>>,
-    policy: CachePolicy,
+    policy: Arc<CachePolicy>,
     clock: Clock,
     store: Option<SharedTokenStore>,
 }
+
+/// The default policy, shared by every cache that has it.
+static DEFAULT_POLICY: LazyLock<Arc<CachePolicy>> = LazyLock::new(Arc::default);
 
 impl ManagedTokenBuilder {
     /// The client's configured name, used in errors and logs. Defaults to
@@ -234,9 +248,11 @@ impl ManagedTokenBuilder {
         self
     }
 
-    /// The refresh and retry policy.
-    pub fn policy(mut self, policy: CachePolicy) -> Self {
-        self.policy = policy;
+    /// The refresh and retry policy. Many caches may share one
+    /// `Arc<CachePolicy>`; a policy equal to the default shares the
+    /// default's.
+    pub fn policy(mut self, policy: impl Into<Arc<CachePolicy>>) -> Self {
+        self.policy = policy.into();
         self
     }
 
@@ -265,7 +281,13 @@ impl ManagedTokenBuilder {
             .unwrap_or_else(|| Arc::from(self.source.provider()));
         let store = self
             .store
-            .and_then(|store| StoreBinding::new(store, &self.source, &client));
+            .and_then(|store| StoreBinding::new(store, &self.source, &client))
+            .map(Box::new);
+        let policy = if *self.policy == **DEFAULT_POLICY {
+            Arc::clone(&DEFAULT_POLICY)
+        } else {
+            self.policy
+        };
         let metrics = CacheMetrics::new(&client, self.source.provider());
         ManagedToken {
             shared: Arc::new(Shared {
@@ -275,7 +297,7 @@ impl ManagedTokenBuilder {
                 state: Mutex::new(FlightState::default()),
                 source: self.source,
                 client,
-                policy: self.policy,
+                policy,
                 clock: self.clock,
                 store,
                 metrics,
@@ -295,7 +317,7 @@ impl ManagedToken {
         ManagedTokenBuilder {
             source: source.into(),
             client: None,
-            policy: CachePolicy::default(),
+            policy: Arc::clone(&DEFAULT_POLICY),
             clock: Clock::default(),
             store: None,
         }
@@ -654,31 +676,35 @@ impl Shared {
     ) -> Arc<Flight> {
         let overdue_after = self.policy.retry.deadline.saturating_add(OVERDUE_GRACE);
         let overdue_tick = now.saturating_add(ticks(overdue_after));
-        let mut flight = Flight {
+        static NEXT_FLIGHT_ID: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT_FLIGHT_ID.fetch_add(1, Ordering::Relaxed);
+        let weak_shared = Arc::downgrade(self);
+        let watchdog = self.clock.watchdog(
+            overdue_tick,
+            Box::new(move || {
+                let Some(shared) = weak_shared.upgrade() else {
+                    return;
+                };
+                let flight = shared
+                    .lock_state()
+                    .flight
+                    .clone()
+                    .filter(|flight| flight.id == id);
+                if let Some(flight) = flight
+                    && flight.finish(Outcome::Abandoned)
+                {
+                    tracing::warn!(client = %shared.client, "the token fetch is overdue; abandoning it");
+                    shared.flight_active.store(false, Ordering::Release);
+                }
+            }),
+        );
+        let flight = Arc::new(Flight {
+            id,
             generation: Clock::generation(),
             overdue_at: later(Instant::now(), overdue_after),
-            waiters_bound_themselves: true,
+            watchdog,
             outcome: OnceLock::new(),
             finished: Notify::new(),
-        };
-        let flight = Arc::new_cyclic(|weak_flight: &Weak<Flight>| {
-            let weak_flight = weak_flight.clone();
-            let weak_shared = Arc::downgrade(self);
-            flight.waiters_bound_themselves = !self.clock.watchdog(
-                overdue_tick,
-                Box::new(move || {
-                    let Some(flight) = weak_flight.upgrade() else {
-                        return;
-                    };
-                    if flight.finish(Outcome::Abandoned)
-                        && let Some(shared) = weak_shared.upgrade()
-                    {
-                        tracing::warn!(client = %shared.client, "the token fetch is overdue; abandoning it");
-                        shared.flight_active.store(false, Ordering::Release);
-                    }
-                }),
-            );
-            flight
         });
         state.flight = Some(Arc::clone(&flight));
         self.flight_active.store(true, Ordering::Release);
@@ -896,6 +922,9 @@ impl FlightGuard {
         self.shared.clear_flight(&self.flight);
         self.published = true;
         self.flight.finish(Outcome::Done(result));
+        if let Some(watchdog) = &self.flight.watchdog {
+            watchdog.cancel();
+        }
     }
 }
 
@@ -906,6 +935,9 @@ impl Drop for FlightGuard {
             // the next caller and release every waiter.
             self.shared.clear_flight(&self.flight);
             self.flight.finish(Outcome::Abandoned);
+            if let Some(watchdog) = &self.flight.watchdog {
+                watchdog.cancel();
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ pub use response::{EndpointResponse, MIN_LIFETIME};
 
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
@@ -35,6 +36,12 @@ pub const USER_AGENT: &str = concat!("authmux/", env!("CARGO_PKG_VERSION"));
 /// Cloning is cheap and shares the connection pool.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
+    /// One pointer: every token source holds a clone.
+    inner: Arc<HttpClientInner>,
+}
+
+#[derive(Debug)]
+struct HttpClientInner {
     client: reqwest::Client,
     max_body: usize,
     default_lifetime: Duration,
@@ -111,20 +118,24 @@ impl HttpClient {
                     .with_source(error.without_url())
             })?;
         Ok(Self {
-            client,
-            max_body: config.max_body,
-            default_lifetime: config.default_lifetime,
+            inner: Arc::new(HttpClientInner {
+                client,
+                max_body: config.max_body,
+                default_lifetime: config.default_lifetime,
+            }),
         })
     }
 
     /// The underlying reqwest client, for plugging into other crates.
     pub fn reqwest(&self) -> &reqwest::Client {
-        &self.client
+        &self.inner.client
     }
 
     /// Sends one token request and parses the response into a [`Token`].
     pub async fn fetch_token(&self, request: &TokenRequest) -> Result<Token, Error> {
-        let default_lifetime = request.default_lifetime().unwrap_or(self.default_lifetime);
+        let default_lifetime = request
+            .default_lifetime()
+            .unwrap_or(self.inner.default_lifetime);
         let attempt = request.prepare()?.attempt(request.scrubber())?;
         self.execute(attempt.request)
             .await?
@@ -133,7 +144,7 @@ impl HttpClient {
 
     /// The lifetime this client assumes when a response gives none.
     pub fn default_lifetime(&self) -> Duration {
-        self.default_lifetime
+        self.inner.default_lifetime
     }
 
     /// Sends one token request and reads the response, capped at the body
@@ -154,7 +165,9 @@ impl HttpClient {
         request: &TokenRequest,
         dpop: &crate::dpop::Dpop,
     ) -> Result<Token, Error> {
-        let default_lifetime = request.default_lifetime().unwrap_or(self.default_lifetime);
+        let default_lifetime = request
+            .default_lifetime()
+            .unwrap_or(self.inner.default_lifetime);
         let prepared = request.prepare()?;
         let (response, scrubber) = self
             .exchange_dpop(|| Some(prepared.attempt(request.scrubber())), dpop)
@@ -241,8 +254,8 @@ impl HttpClient {
     /// code that builds requests elsewhere, such as the `oauth2` crate.
     pub async fn execute(&self, request: reqwest::Request) -> Result<EndpointResponse, Error> {
         let started = tokio::time::Instant::now();
-        let url = request.url().clone();
         let mut response = self
+            .inner
             .client
             .execute(request)
             .await
@@ -251,19 +264,22 @@ impl HttpClient {
         let headers = std::mem::take(response.headers_mut());
         if response
             .content_length()
-            .is_some_and(|length| length > self.max_body as u64)
+            .is_some_and(|length| length > self.inner.max_body as u64)
         {
-            return Err(body_too_large(status, self.max_body));
+            return Err(body_too_large(status, self.inner.max_body));
         }
-        let mut body = Vec::new();
+        // Sized by the announced length (checked against the cap above), so
+        // that a body in one chunk is copied once.
+        let announced = response.content_length().unwrap_or(0) as usize;
+        let mut body = Vec::with_capacity(announced);
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > self.max_body {
-                return Err(body_too_large(status, self.max_body));
+            if body.len() + chunk.len() > self.inner.max_body {
+                return Err(body_too_large(status, self.inner.max_body));
             }
             body.extend_from_slice(&chunk);
         }
         tracing::debug!(
-            url = %url,
+            url = %response.url(),
             status,
             bytes = body.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,

@@ -2,7 +2,6 @@
 //! [`TokenSource`](crate::TokenSource) that every provider builds on.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,10 +26,18 @@ use crate::token::Token;
 #[derive(Clone)]
 pub struct PreparedRequest {
     url: Url,
-    headers: HeaderMap,
+    /// The headers besides the standard `Content-Type` and `Accept` (see
+    /// `standard`), boxed and without spare capacity: one is held per
+    /// client, and most have none.
+    headers: Option<Box<HeaderMap>>,
+    /// For a request described by a [`TokenRequest`], the encoding whose
+    /// `Content-Type`, with `Accept: application/json`, is added to every
+    /// copy: the same static values for every client, so not stored.
+    standard: Option<BodyEncoding>,
     body: Bytes,
     timeout: Option<Duration>,
-    assertion: Option<(ClientAssertion, BodyEncoding)>,
+    /// Boxed: most clients authenticate with a secret.
+    assertion: Option<Box<(ClientAssertion, BodyEncoding)>>,
 }
 
 /// One attempt at a token request: what to send, and the scrubber that
@@ -47,12 +54,12 @@ impl fmt::Debug for PreparedRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PreparedRequest")
             .field("url", &self.url.as_str())
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("headers", &self.headers().keys().collect::<Vec<_>>())
             .field("body_bytes", &self.body.len())
             .field("timeout", &self.timeout)
             .field(
                 "assertion",
-                &self.assertion.as_ref().map(|(assertion, _)| assertion),
+                &self.assertion.as_deref().map(|(assertion, _)| assertion),
             )
             .finish()
     }
@@ -67,7 +74,8 @@ impl PreparedRequest {
         }
         Self {
             url,
-            headers,
+            headers: boxed(&headers),
+            standard: None,
             body: body.into(),
             timeout: None,
             assertion: None,
@@ -82,7 +90,7 @@ impl PreparedRequest {
         assertion: ClientAssertion,
         encoding: BodyEncoding,
     ) -> Self {
-        self.assertion = Some((assertion, encoding));
+        self.assertion = Some(Box::new((assertion, encoding)));
         self
     }
 
@@ -98,8 +106,21 @@ impl PreparedRequest {
     }
 
     /// The headers sent, `Content-Type` and `Accept` included.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+    pub fn headers(&self) -> HeaderMap {
+        let extra = self.headers.as_deref();
+        let Some(encoding) = self.standard else {
+            return extra.cloned().unwrap_or_default();
+        };
+        let mut headers = HeaderMap::with_capacity(extra.map_or(0, HeaderMap::len) + 2);
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(encoding.content_type()),
+        );
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        for (name, value) in extra.into_iter().flatten() {
+            headers.append(name, value.clone());
+        }
+        headers
     }
 
     /// A fresh copy to send, with a new client assertion if the request
@@ -110,7 +131,7 @@ impl PreparedRequest {
     /// When the assertion cannot be minted or added to the body.
     pub fn attempt(&self, scrubber: &Scrubber) -> Result<Attempt, Error> {
         let mut scrubber = scrubber.clone();
-        let body = match &self.assertion {
+        let body = match self.assertion.as_deref() {
             None => self.body.clone(),
             Some((assertion, encoding)) => {
                 let jwt = assertion.mint()?;
@@ -119,7 +140,7 @@ impl PreparedRequest {
             }
         };
         let mut request = reqwest::Request::new(Method::POST, self.url.clone());
-        *request.headers_mut() = self.headers.clone();
+        *request.headers_mut() = self.headers();
         *request.body_mut() = Some(reqwest::Body::from(body));
         *request.timeout_mut() = self.timeout;
         Ok(Attempt { request, scrubber })
@@ -134,6 +155,19 @@ impl PreparedRequest {
         self.attempt(&Scrubber::new())
             .map(|attempt| attempt.request)
     }
+}
+
+/// A boxed copy of `headers` with no spare capacity, or nothing for none:
+/// what a request or source holds for as long as its client lives.
+fn boxed(headers: &HeaderMap) -> Option<Box<HeaderMap>> {
+    if headers.is_empty() {
+        return None;
+    }
+    let mut copy = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        copy.append(name, value.clone());
+    }
+    Some(Box::new(copy))
 }
 
 /// `body` with `client_assertion_type` and `client_assertion` added.
@@ -181,16 +215,17 @@ impl TokenRequest {
     /// Serializes the request once, for sending many times.
     pub fn prepare(&self) -> Result<PreparedRequest, Error> {
         let mut headers = self.headers().clone();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        headers.remove(CONTENT_TYPE);
+        headers.remove(ACCEPT);
         Ok(PreparedRequest {
             url: self.url().clone(),
-            headers,
+            headers: boxed(&headers),
+            standard: Some(self.encoding()),
             body: Bytes::from(self.body()?),
             timeout: self.timeout(),
             assertion: self
                 .client_assertion()
-                .map(|assertion| (assertion.clone(), self.encoding())),
+                .map(|assertion| Box::new((assertion.clone(), self.encoding()))),
         })
     }
 }
@@ -203,14 +238,14 @@ impl TokenRequest {
 /// Its identity (the cache key) is computed once, when it is built.
 #[derive(Clone)]
 pub struct RequestSource {
-    provider: Arc<str>,
     http: HttpClient,
     request: PreparedRequest,
     identity: TokenIdentity,
     scrubber: Scrubber,
     default_lifetime: Duration,
     dpop: Option<Dpop>,
-    api_headers: HeaderMap,
+    /// Boxed and compact: most sources have none.
+    api_headers: Option<Box<HeaderMap>>,
     map_error: Option<fn(Error) -> Error>,
 }
 
@@ -249,14 +284,13 @@ impl RequestSource {
         scrubber: Scrubber,
     ) -> Self {
         Self {
-            provider: Arc::from(identity.provider()),
             default_lifetime: http.default_lifetime(),
             http,
             request,
             identity,
             scrubber,
             dpop: None,
-            api_headers: HeaderMap::new(),
+            api_headers: None,
             map_error: None,
         }
     }
@@ -283,7 +317,7 @@ impl RequestSource {
     /// The headers every API call with these tokens needs; see
     /// [`TokenSource::api_headers`].
     pub fn with_api_headers(mut self, headers: HeaderMap) -> Self {
-        self.api_headers = headers;
+        self.api_headers = boxed(&headers);
         self
     }
 
@@ -335,7 +369,7 @@ impl RequestSource {
 #[async_trait::async_trait]
 impl TokenSource for RequestSource {
     fn provider(&self) -> &str {
-        &self.provider
+        self.identity.provider()
     }
 
     fn identity(&self) -> TokenIdentity {
@@ -351,7 +385,7 @@ impl TokenSource for RequestSource {
     }
 
     fn api_headers(&self) -> HeaderMap {
-        self.api_headers.clone()
+        self.api_headers.as_deref().cloned().unwrap_or_default()
     }
 
     fn dpop(&self) -> Option<&Dpop> {

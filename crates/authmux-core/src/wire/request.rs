@@ -29,7 +29,7 @@ pub enum BodyEncoding {
 }
 
 impl BodyEncoding {
-    fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Self::Form => "application/x-www-form-urlencoded",
             Self::Json => "application/json",
@@ -212,10 +212,6 @@ impl TokenRequest {
         let mut request = self.clone();
         request.headers.insert(name, value);
         request
-    }
-
-    pub(crate) fn content_type(&self) -> &'static str {
-        self.encoding.content_type()
     }
 
     /// The serialized body. The one place where secrets are exposed for the wire.
@@ -548,7 +544,7 @@ mod tests {
             body,
             r#"{"client_id":"id-1","client_secret":"s3cr3t","grant_type":"client_credentials"}"#
         );
-        assert_eq!(request.content_type(), "application/json");
+        assert_eq!(request.encoding().content_type(), "application/json");
         let debug = format!("{request:?}");
         assert!(!debug.contains("s3cr3t"), "{debug}");
         assert_eq!(request.param("client_secret"), None);

@@ -99,12 +99,11 @@ impl EndpointResponse {
         if !(200..300).contains(&self.status) {
             return Err(self.error(scrubber));
         }
-        let looks_like_html = self.is_html();
-        let mut fields: Map<String, Value> = match serde_json::from_slice(&self.body) {
+        let fields: TokenFields = match serde_json::from_slice(&self.body) {
             Ok(fields) => fields,
             Err(error) => {
                 // Never quote a 2xx body: a truncated one may hold the token.
-                let what = if looks_like_html {
+                let what = if self.is_html() {
                     "an HTML page instead of JSON".to_owned()
                 } else if self.body.is_empty() {
                     "an empty body".to_owned()
@@ -119,15 +118,17 @@ impl EndpointResponse {
                 return Err(Error::new(ErrorKind::InvalidResponse, what).with_status(self.status));
             }
         };
-        if fields.contains_key("error") {
-            let oauth = oauth_error(&fields, scrubber);
+        if fields.error {
+            // Rare: read the body again, whole, for the error's shape.
+            let all: Map<String, Value> = serde_json::from_slice(&self.body).unwrap_or_default();
+            let oauth = oauth_error(&all, scrubber);
             return Err(
                 Error::new(ErrorKind::Refused, "a success status with an error body")
                     .with_status(self.status)
                     .with_oauth(oauth.unwrap_or_default()),
             );
         }
-        let access_token = match fields.remove("access_token") {
+        let access_token = match fields.access_token {
             Some(Value::String(token)) if !token.is_empty() => token,
             Some(_) => {
                 return Err(Error::new(
@@ -144,18 +145,18 @@ impl EndpointResponse {
                 .with_status(self.status));
             }
         };
-        let token_type = match fields.remove("token_type") {
+        let token_type = match fields.token_type {
             Some(Value::String(token_type)) => TokenType::parse(&token_type),
             _ => TokenType::Bearer,
         };
-        let expires_in = fields.remove("expires_in").and_then(|value| {
+        let expires_in = fields.expires_in.and_then(|value| {
             let seconds = parse_seconds(&value);
             if seconds.is_none() {
                 tracing::warn!("ignoring an expires_in that is not a number");
             }
             seconds
         });
-        let scope = match fields.remove("scope") {
+        let scope = match fields.scope {
             Some(Value::String(scope)) => Some(scope),
             Some(Value::Array(scopes)) => Some(
                 scopes
@@ -180,7 +181,7 @@ impl EndpointResponse {
             .issued_at(sent_at)
             .lifetime(lifetime)
             .scope(scope)
-            .extra(fields)
+            .extra(fields.extra)
             .build()
             .map_err(|error| error.with_status(self.status))
     }
@@ -244,6 +245,91 @@ impl EndpointResponse {
             error = error.with_rate_limit(rate_limit);
         }
         error
+    }
+}
+
+/// A token response's fields, read in one pass: the known ones kept as
+/// sent (their types are checked leniently afterwards), any other in
+/// `extra`. Unlike a whole `Map`, this allocates nothing for the names of
+/// the known fields and no map at all when there is no other field.
+#[derive(Default)]
+struct TokenFields {
+    access_token: Option<Value>,
+    token_type: Option<Value>,
+    expires_in: Option<Value>,
+    scope: Option<Value>,
+    /// Whether the body has an `error` field: an error despite the status.
+    error: bool,
+    extra: Map<String, Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for TokenFields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = TokenFields;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TokenFields, A::Error> {
+                let mut fields = TokenFields::default();
+                while let Some(name) = map.next_key::<FieldName<'de>>()? {
+                    let value = map.next_value::<Value>()?;
+                    let slot = match &*name.0 {
+                        "access_token" => &mut fields.access_token,
+                        "token_type" => &mut fields.token_type,
+                        "expires_in" => &mut fields.expires_in,
+                        "scope" => &mut fields.scope,
+                        _ => {
+                            fields.error |= name.0 == "error";
+                            fields.extra.insert(name.0.into_owned(), value);
+                            continue;
+                        }
+                    };
+                    *slot = Some(value);
+                }
+                Ok(fields)
+            }
+        }
+
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// A field name, borrowed from the body unless it has escapes.
+struct FieldName<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+
+        impl<'de> serde::de::Visitor<'de> for Name {
+            type Value = FieldName<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(std::borrow::Cow::Borrowed(name)))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(std::borrow::Cow::Owned(name.to_owned())))
+            }
+
+            fn visit_string<E>(self, name: String) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(std::borrow::Cow::Owned(name)))
+            }
+        }
+
+        deserializer.deserialize_str(Name)
     }
 }
 
@@ -437,6 +523,34 @@ mod tests {
         assert_eq!(token.issued_at(), sent);
         assert_eq!(token.expires_at(), sent + Duration::from_secs(4));
         assert_eq!(token.expires_in(), Duration::from_millis(1500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fields_are_read_in_one_pass_escaped_names_included() {
+        let parse = |body: &str| {
+            EndpointResponse::new(200, HeaderMap::new(), body.as_bytes().to_vec())
+                .parse(Duration::from_secs(300), &crate::scrub::Scrubber::new())
+        };
+        let token =
+            parse(r#"{"acc\u0065ss_token":"t","expires_in":"60","o\u0072g":1,"scope":["a","b"]}"#)
+                .expect("token");
+        assert_eq!(token.lifetime(), Duration::from_secs(60));
+        assert_eq!(token.scope(), Some("a b"));
+        assert_eq!(token.extra().len(), 1);
+        assert_eq!(token.extra()["org"], 1);
+        let token = parse(r#"{"access_token":"t"}"#).expect("token");
+        assert!(token.extra().is_empty());
+        assert_eq!(token.scope(), None);
+
+        let refused = parse(r#"{"access_token":"t","error":"invalid_client"}"#)
+            .expect_err("an error body despite the status");
+        assert_eq!(refused.kind(), ErrorKind::Refused);
+        assert_eq!(
+            refused.oauth().map(|oauth| oauth.code.as_str()),
+            Some("invalid_client")
+        );
+        let not_an_object = parse("[1]").expect_err("not an object");
+        assert_eq!(not_an_object.kind(), ErrorKind::InvalidResponse);
     }
 
     #[test]
