@@ -24,7 +24,7 @@
 //! | connect | `HELLO 3` (RESP3, with `AUTH`), then `SUBSCRIBE <prefix>:events` (`SSUBSCRIBE` on a cluster) |
 //! | read | `GET token` and `PTTL token`, pipelined: the entry's time left by Redis's clock |
 //! | write | `SET token <sealed value> PX <ms until expiry>`, pipelined with `PUBLISH <prefix>:events` |
-//! | take the lease | `SET lease <random holder> NX PX <lease time>` |
+//! | take the lease | `SET lease <random holder> NX PX <lease time>`, the first time pipelined after the read |
 //! | renew it while fetching | `EVALSHA` of `if GET == holder then PEXPIRE` |
 //! | give it back, delete an invalidated token | `EVALSHA` of `if GET == expected then DEL` |
 //! | wake the waiting processes, retire a rejected token | `PUBLISH <prefix>:events <message>` (`SPUBLISH` on a cluster) |
@@ -518,6 +518,49 @@ impl TokenStore for RedisStore {
 
     async fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, StoreError> {
         self.compare_and_delete_script(key, expected).await
+    }
+
+    async fn get_then_lease(
+        &self,
+        key: &str,
+        lease: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<(Option<StoredEntry>, bool), StoreError> {
+        if self.inner.cluster {
+            // One slot (the hash tag), but kept to the plain calls.
+            let entry = self.get(key).await?;
+            if entry.is_some() {
+                return Ok((entry, false));
+            }
+            return Ok((None, self.try_lease(lease, holder, ttl).await?));
+        }
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("GET")
+            .arg(key)
+            .cmd("PTTL")
+            .arg(key)
+            .cmd("SET")
+            .arg(lease)
+            .arg(holder)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl));
+        let (value, ttl_ms, taken): (Option<Vec<u8>>, i64, Option<String>) =
+            match self.connection().await? {
+                Connection::Single(mut connection) => pipeline.query_async(&mut connection).await,
+                Connection::Cluster(mut connection) => pipeline.query_async(&mut connection).await,
+            }
+            .map_err(|error| failure(&error))?;
+        let left = match ttl_ms {
+            -1 => Duration::MAX,
+            ms => Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+        };
+        let entry = value
+            .filter(|_| !left.is_zero())
+            .map(|value| StoredEntry { value, ttl: left });
+        Ok((entry, taken.is_some()))
     }
 
     async fn put_and_publish(

@@ -309,15 +309,35 @@ impl Shared {
         // the wait below.
         let mut seen = bound.topic.changes();
         let unwanted = self.unwanted();
-        match store.get(&keys.token).await {
-            Ok(entry) => {
-                if let Some(adopted) = self.adopt(binding, keys, entry, &unwanted) {
-                    return Ok((adopted, true));
+        let holder = format!("{:032x}", rand::random::<u128>());
+        // The first look and the lease attempt in one round trip.
+        let (entry, taken) = match store.get_then_lease(keys, &holder).await {
+            Ok(looked) => looked,
+            Err(error) => return self.fetch_alone(&error, deadline).await,
+        };
+        // A store that looks and leases apart asks for the lease only when
+        // it found nothing; with a value that is not usable (the token being
+        // refreshed), the lease is asked for now.
+        let lease_tried = taken || entry.is_none();
+        if let Some(adopted) = self.adopt(binding, keys, entry, &unwanted) {
+            if taken {
+                // Nobody waits on a lease that was free: give it back quietly.
+                let store = store.clone();
+                let lease = keys.lease.clone();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    spawn_background(&runtime, async move {
+                        let _ = store.release_lease(&lease, &holder).await;
+                    });
                 }
             }
-            Err(error) => return self.fetch_alone(&error, deadline).await,
+            return Ok((adopted, true));
         }
-        let holder = format!("{:032x}", rand::random::<u128>());
+        if taken {
+            // Taken right after the look that found nothing usable.
+            return self
+                .fetch_as_holder(binding, keys, holder, &unwanted, deadline, false)
+                .await;
+        }
         // Leave the fetch itself at least half of its deadline.
         let wait = store
             .options()
@@ -328,8 +348,13 @@ impl Shared {
         let mut lease_freed: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         let woken_by_store = store.is_subscribed() || store.lease_freed(&keys.lease).is_some();
         let mut pause = POLL_FIRST;
-        let mut lease_tried_at: Option<Instant> = None;
-        let mut woken = Woken::Look;
+        // When the lease was just asked for, wait before asking again.
+        let mut lease_tried_at = lease_tried.then(Instant::now);
+        let mut woken = if lease_tried {
+            Woken::Message
+        } else {
+            Woken::Look
+        };
         // A lock that frees at once (its holder keeps no lock) is not waited
         // on again until the next look: no spinning on it.
         let mut lock_is_telling = true;
@@ -348,7 +373,7 @@ impl Shared {
                 match store.try_lease(&keys.lease, &holder).await {
                     Ok(true) => {
                         return self
-                            .fetch_as_holder(binding, keys, holder, &unwanted, deadline)
+                            .fetch_as_holder(binding, keys, holder, &unwanted, deadline, true)
                             .await;
                     }
                     Ok(false) => {}
@@ -424,9 +449,10 @@ impl Shared {
         }
     }
 
-    /// Fetches while holding the fleet's lease, unless a token was stored
-    /// between the first look and the lease; then stores it, tells the
-    /// fleet, and gives the lease back.
+    /// Fetches while holding the fleet's lease, unless (with `look_first`,
+    /// when the lease was taken apart from the look that found nothing) a
+    /// token was stored meanwhile; then stores it, tells the fleet, and
+    /// gives the lease back.
     async fn fetch_as_holder(
         &self,
         binding: &StoreBinding,
@@ -434,12 +460,15 @@ impl Shared {
         holder: String,
         unwanted: &Unwanted,
         deadline: Instant,
+        look_first: bool,
     ) -> Result<(Obtained, bool), Error> {
         let lease = HeldLease::hold(&binding.store, keys, holder, deadline);
-        let stored_meanwhile = binding.store.get(&keys.token).await.ok().flatten();
-        if let Some(adopted) = self.adopt(binding, keys, stored_meanwhile, unwanted) {
-            lease.finish(false);
-            return Ok((adopted, true));
+        if look_first {
+            let stored_meanwhile = binding.store.get(&keys.token).await.ok().flatten();
+            if let Some(adopted) = self.adopt(binding, keys, stored_meanwhile, unwanted) {
+                lease.finish(false);
+                return Ok((adopted, true));
+            }
         }
         match self.fetch_and_put(binding, keys, deadline).await {
             Ok(put) => {

@@ -121,6 +121,29 @@ pub trait TokenStore: Send + Sync + 'static {
     /// was taken. A holder that dies loses the lease when `ttl` runs out.
     async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
 
+    /// [`get`](Self::get) `key` and, if it holds nothing, [`try_lease`]
+    /// `lease` for `holder`: in one round trip where the backend allows it
+    /// (Redis pipelines `GET`, `PTTL` and `SET NX PX`, which run back to
+    /// back). Returns the entry and whether the lease was taken; a store
+    /// that takes it although the entry was there gets it back from the
+    /// caller.
+    ///
+    /// [`try_lease`]: Self::try_lease
+    async fn get_then_lease(
+        &self,
+        key: &str,
+        lease: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<(Option<StoredEntry>, bool), StoreError> {
+        let entry = self.get(key).await?;
+        if entry.is_some() {
+            return Ok((entry, false));
+        }
+        let taken = self.try_lease(lease, holder, ttl).await?;
+        Ok((None, taken))
+    }
+
     /// Extends the lease `key` to `ttl` from now if, and only if, `holder`
     /// still holds it, atomically. Returns whether it was extended.
     async fn renew_lease(&self, key: &str, holder: &str, ttl: Duration)
@@ -594,6 +617,22 @@ impl SharedTokenStore {
     ) -> Result<bool, StoreError> {
         self.call(self.inner.store.compare_and_delete(key, expected))
             .await
+    }
+
+    /// The first look at a token and the lease attempt, under the breaker
+    /// and the timeout.
+    pub(crate) async fn get_then_lease(
+        &self,
+        keys: &StoreKeys,
+        holder: &str,
+    ) -> Result<(Option<StoredEntry>, bool), StoreError> {
+        let ttl = self.inner.options.lease_ttl;
+        self.call(
+            self.inner
+                .store
+                .get_then_lease(&keys.token, &keys.lease, holder, ttl),
+        )
+        .await
     }
 
     pub(crate) async fn try_lease(&self, key: &str, holder: &str) -> Result<bool, StoreError> {
