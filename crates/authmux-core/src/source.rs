@@ -365,6 +365,24 @@ mod tests {
     use crate::wire::ClientAuth;
 
     #[test]
+    fn a_secret_in_the_identity_tells_identities_apart_and_is_never_shown() {
+        let with = |secret: &str| {
+            TokenIdentity::new("oauth2", "https://idp.example/token")
+                .with("client_id", "c1")
+                .with_secret("client_secret", &SecretString::from(secret.to_owned()))
+        };
+        let right = with("s3cr3t-right");
+        assert!(right.has_secret());
+        assert_eq!(right, with("s3cr3t-right"));
+        assert_ne!(right, with("s3cr3t-wrong"));
+        let shown = format!("{right} {right:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        // The public fingerprint is the identity's alone: the store mixes
+        // the secret in through a keyed or memory-hard fingerprint.
+        assert_eq!(right.fingerprint(), with("s3cr3t-wrong").fingerprint());
+    }
+
+    #[test]
     fn identity_covers_every_non_secret_param_and_no_secret() {
         let request = |scope: &str| {
             TokenRequest::builder("https://idp.example/token")

@@ -36,7 +36,7 @@ use std::time::Duration;
 use authmux_core::store::EncryptionKey;
 use authmux_core::{CachePolicy, ManagedToken, SharedTokenStore};
 use authmux_redis::RedisStore;
-use common::{CountingSource, RedisServer};
+use common::{CountingSource, RedisServer, redis_cli};
 use tokio::time::Instant;
 
 const CHILD: &str = "AUTHMUX_FLEET_CHILD";
@@ -99,24 +99,7 @@ fn child(mode: &str, url: &str) {
                         .build()
                 })
                 .collect();
-            let callers: Vec<_> = caches
-                .iter()
-                .flat_map(|cache| (0..CALLERS / 10).map(move |_| cache.clone()))
-                .map(|cache| {
-                    tokio::spawn(async move {
-                        let started = Instant::now();
-                        let ok = cache.get().await.is_ok();
-                        (ok, started.elapsed())
-                    })
-                })
-                .collect();
-            let mut latencies = Vec::new();
-            let mut errors = 0;
-            for caller in callers {
-                let (ok, latency) = caller.await.unwrap();
-                errors += usize::from(!ok);
-                latencies.push(latency);
-            }
+            let (errors, latencies) = call_all(&caches, CALLERS / 10).await;
             (source.calls(), errors, latencies)
         } else if mode.starts_with("cold") {
             let source = CountingSource::new(Duration::from_secs(3600), PROVIDER);
@@ -124,24 +107,7 @@ fn child(mode: &str, url: &str) {
             if mode == "cold" {
                 cache = cache.store(store(url));
             }
-            let cache = cache.build();
-            let callers: Vec<_> = (0..CALLERS)
-                .map(|_| {
-                    let cache = cache.clone();
-                    tokio::spawn(async move {
-                        let started = Instant::now();
-                        let ok = cache.get().await.is_ok();
-                        (ok, started.elapsed())
-                    })
-                })
-                .collect();
-            let mut latencies = Vec::new();
-            let mut errors = 0;
-            for caller in callers {
-                let (ok, latency) = caller.await.unwrap();
-                errors += usize::from(!ok);
-                latencies.push(latency);
-            }
+            let (errors, latencies) = call_all(&[cache.build()], CALLERS).await;
             (source.calls(), errors, latencies)
         } else {
             let source = CountingSource::new(LIFETIME, PROVIDER);
@@ -163,6 +129,29 @@ fn child(mode: &str, url: &str) {
         .map(|latency| latency.as_micros().to_string())
         .collect();
     println!("{calls} {errors} {}", latencies.join(","));
+}
+
+/// `each` concurrent callers of each cache: caller errors and latencies.
+async fn call_all(caches: &[ManagedToken], each: usize) -> (usize, Vec<Duration>) {
+    let callers: Vec<_> = caches
+        .iter()
+        .flat_map(|cache| (0..each).map(move |_| cache.clone()))
+        .map(|cache| {
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let ok = cache.get().await.is_ok();
+                (ok, started.elapsed())
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for caller in callers {
+        let (ok, latency) = caller.await.unwrap();
+        errors += usize::from(!ok);
+        latencies.push(latency);
+    }
+    (errors, latencies)
 }
 
 struct FleetRun {
@@ -218,21 +207,6 @@ fn fleet(mode: &str, url: &str, processes: usize) -> FleetRun {
         child.wait().unwrap();
     }
     run
-}
-
-/// Runs `redis-cli` against the server at `url` and returns its output.
-fn redis_cli(url: &str, args: &[&str]) -> String {
-    let port = url
-        .rsplit(':')
-        .next()
-        .and_then(|tail| tail.split('/').next())
-        .unwrap();
-    let output = Command::new("redis-cli")
-        .args(["-p", port])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap()
 }
 
 /// Every command the server ran since its stats were reset (Lua scripts'

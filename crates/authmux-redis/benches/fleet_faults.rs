@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use authmux_core::{CachePolicy, ExposeSecret, ManagedToken, SharedTokenStore, TokenIdentity};
 use authmux_redis::RedisStore;
-use common::{CountingSource, RedisServer};
+use common::{CountingSource, RedisServer, redis_cli};
 use tokio::time::Instant;
 
 const CHILD: &str = "AUTHMUX_FAULTS_CHILD";
@@ -198,20 +198,6 @@ fn lease_held(url: &str) -> bool {
     let identity = TokenIdentity::new("counting", "memory://");
     let lease = store(url).keys(&identity).lease;
     redis_cli(url, &["EXISTS", &lease]).trim() == "1"
-}
-
-fn redis_cli(url: &str, args: &[&str]) -> String {
-    let port = url
-        .rsplit(':')
-        .next()
-        .and_then(|tail| tail.split('/').next())
-        .unwrap();
-    let output = Command::new("redis-cli")
-        .args(["-p", port])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap()
 }
 
 fn secs(micros: u128) -> String {

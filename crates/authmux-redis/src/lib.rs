@@ -447,6 +447,17 @@ impl RedisStore {
         result.map_err(|error| failure(&error))
     }
 
+    async fn pipelined<T: redis::FromRedisValue>(
+        &self,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        match self.connection().await? {
+            Connection::Single(mut connection) => pipeline.query_async(&mut connection).await,
+            Connection::Cluster(mut connection) => pipeline.query_async(&mut connection).await,
+        }
+        .map_err(|error| failure(&error))
+    }
+
     async fn compare_and_delete_script(
         &self,
         key: &str,
@@ -470,6 +481,19 @@ async fn invoke<C: ConnectionLike + Send>(
     invocation.invoke_async(connection).await
 }
 
+/// A value and its `PTTL`: -2, gone between the two, is no value; -1, no
+/// expiry (which this store never sets), leaves the token's own lifetime
+/// to bound it.
+fn entry(value: Option<Vec<u8>>, ttl_ms: i64) -> Option<StoredEntry> {
+    let ttl = match ttl_ms {
+        -1 => Duration::MAX,
+        ms => Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+    };
+    value
+        .filter(|_| !ttl.is_zero())
+        .map(|value| StoredEntry { value, ttl })
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
@@ -489,20 +513,8 @@ impl TokenStore for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<StoredEntry>, StoreError> {
         let mut pipeline = redis::pipe();
         pipeline.cmd("GET").arg(key).cmd("PTTL").arg(key);
-        let (value, ttl_ms): (Option<Vec<u8>>, i64) = match self.connection().await? {
-            Connection::Single(mut connection) => pipeline.query_async(&mut connection).await,
-            Connection::Cluster(mut connection) => pipeline.query_async(&mut connection).await,
-        }
-        .map_err(|error| failure(&error))?;
-        // -2: gone between the two; -1: no expiry, which this store never
-        // sets (the token's own lifetime then bounds it).
-        let ttl = match ttl_ms {
-            -1 => Duration::MAX,
-            ms => Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
-        };
-        Ok(value
-            .filter(|_| !ttl.is_zero())
-            .map(|value| StoredEntry { value, ttl }))
+        let (value, ttl_ms) = self.pipelined(&pipeline).await?;
+        Ok(entry(value, ttl_ms))
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
@@ -527,14 +539,8 @@ impl TokenStore for RedisStore {
         holder: &str,
         ttl: Duration,
     ) -> Result<(Option<StoredEntry>, bool), StoreError> {
-        if self.inner.cluster {
-            // One slot (the hash tag), but kept to the plain calls.
-            let entry = self.get(key).await?;
-            if entry.is_some() {
-                return Ok((entry, false));
-            }
-            return Ok((None, self.try_lease(lease, holder, ttl).await?));
-        }
+        // The token and its lease share a hash tag, so a cluster runs the
+        // three on one node too.
         let mut pipeline = redis::pipe();
         pipeline
             .cmd("GET")
@@ -548,19 +554,8 @@ impl TokenStore for RedisStore {
             .arg("PX")
             .arg(millis(ttl));
         let (value, ttl_ms, taken): (Option<Vec<u8>>, i64, Option<String>) =
-            match self.connection().await? {
-                Connection::Single(mut connection) => pipeline.query_async(&mut connection).await,
-                Connection::Cluster(mut connection) => pipeline.query_async(&mut connection).await,
-            }
-            .map_err(|error| failure(&error))?;
-        let left = match ttl_ms {
-            -1 => Duration::MAX,
-            ms => Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
-        };
-        let entry = value
-            .filter(|_| !left.is_zero())
-            .map(|value| StoredEntry { value, ttl: left });
-        Ok((entry, taken.is_some()))
+            self.pipelined(&pipeline).await?;
+        Ok((entry(value, ttl_ms), taken.is_some()))
     }
 
     async fn put_and_publish(
@@ -588,13 +583,7 @@ impl TokenStore for RedisStore {
             .arg(channel)
             .arg(message)
             .ignore();
-        match self.connection().await? {
-            Connection::Single(mut connection) => pipeline.query_async::<()>(&mut connection).await,
-            Connection::Cluster(mut connection) => {
-                pipeline.query_async::<()>(&mut connection).await
-            }
-        }
-        .map_err(|error| failure(&error))
+        self.pipelined(&pipeline).await
     }
 
     async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -315,3 +315,19 @@ impl TokenSource for CountingSource {
             .build()
     }
 }
+
+/// Runs `redis-cli` against the server at `url` and returns what it
+/// printed.
+pub fn redis_cli(url: &str, args: &[&str]) -> String {
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|tail| tail.split('/').next())
+        .expect("a port in the URL");
+    let output = std::process::Command::new("redis-cli")
+        .args(["-p", port])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
