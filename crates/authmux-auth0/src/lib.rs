@@ -99,11 +99,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use authmux_core::ClientAuthFields;
 use authmux_core::wire::{BodyEncoding, ClientAuth, RequestSource, TokenRequest, require};
 use authmux_core::{
-    AssertionSettings, BuildContext, ClientCredentials, ClientSecret, Endpoint, Error, ErrorKind,
-    Provider, SharedTokenSource, SigningAlgorithm,
+    BuildContext, ClientAuthConfig, ClientCredentials, ClientSecret, Endpoint, Error, ErrorKind,
+    Provider, SharedTokenSource,
 };
 pub use authmux_core::{ClientAuthBuilder, EndpointBuilder};
 use authmux_dpop::DpopConfig;
@@ -121,17 +120,13 @@ const MAX_RESET_WAIT: Duration = Duration::from_secs(3600);
 /// The configuration of an Auth0 client. `Debug` leaves out the secret
 /// ([`ClientSecret`] redacts itself).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct Auth0Config {
     /// The tenant's domain (`tenant.eu.auth0.com`), or a base URL such as a
     /// custom domain (`https://login.example.com`).
     pub domain: String,
     /// The application's client id.
     pub client_id: String,
-    /// The application's client secret; required unless `client_auth` is
-    /// `private_key_jwt`.
-    #[serde(default)]
-    pub client_secret: Option<ClientSecret>,
     /// The API identifier; required unless `resource` is set.
     #[serde(default)]
     pub audience: Option<String>,
@@ -144,24 +139,13 @@ pub struct Auth0Config {
     /// `json` (default) or `form`.
     #[serde(default = "json")]
     pub body: BodyEncoding,
-    /// `post` (default: credentials in the body), `basic` or
-    /// `private_key_jwt`.
-    #[serde(default)]
-    pub client_auth: ClientAuth,
-    /// The private key of `private_key_jwt`, RSA or P-256, PEM or JWK:
-    /// inline, `{ env = "…" }` or `{ file = "…" }`.
-    #[serde(default)]
-    pub client_assertion_key: Option<ClientSecret>,
-    /// The assertion's algorithm: RS256, PS256 or ES256; from the key type
-    /// unless set.
-    #[serde(default)]
-    pub client_assertion_alg: Option<SigningAlgorithm>,
-    /// The assertion header's `kid`.
-    #[serde(default)]
-    pub client_assertion_kid: Option<String>,
-    /// The assertion's `aud`; `https://{domain}/` unless set.
-    #[serde(default)]
-    pub client_assertion_audience: Option<String>,
+    /// How the application authenticates: `client_auth` (`"post"` unless
+    /// set: credentials in the body; `"basic"`, `"private_key_jwt"`), its
+    /// secret or key; see [`ClientAuthConfig`]. The assertion's `aud` is
+    /// `https://{domain}/` unless `client_assertion_audience` is set. These
+    /// keys sit flat in the client's table.
+    #[serde(skip)]
+    pub auth: ClientAuthConfig,
     /// Allows plain `http` to a non-loopback host.
     #[serde(default)]
     pub allow_insecure_http: bool,
@@ -178,7 +162,18 @@ fn json() -> BodyEncoding {
     BodyEncoding::Json
 }
 
+/// Auth0's documented default: the credentials in the body.
+const DEFAULT_CLIENT_AUTH: ClientAuth = ClientAuth::Body;
+
+authmux_core::with_client_auth!(Auth0Config, auth);
+
 impl Auth0Config {
+    /// How the application authenticates: the configured method or the
+    /// default, `post`.
+    pub fn client_auth(&self) -> ClientAuth {
+        self.auth.client_auth.unwrap_or(DEFAULT_CLIENT_AUTH)
+    }
+
     /// A builder holding this configuration.
     pub fn builder(&self) -> Auth0Builder {
         Auth0Builder {
@@ -204,14 +199,8 @@ impl EndpointBuilder for Auth0Builder {
 }
 
 impl ClientAuthBuilder for Auth0Builder {
-    fn client_auth_fields(&mut self) -> ClientAuthFields<'_> {
-        let config = &mut self.config;
-        ClientAuthFields {
-            auth: &mut config.client_auth,
-            algorithm: &mut config.client_assertion_alg,
-            kid: &mut config.client_assertion_kid,
-            audience: &mut config.client_assertion_audience,
-        }
+    fn client_auth_config(&mut self) -> &mut ClientAuthConfig {
+        &mut self.config.auth
     }
 }
 
@@ -269,18 +258,10 @@ impl Auth0Builder {
         // Auth0 wants the tenant's own URL, with its trailing slash, as the
         // assertion's audience.
         let tenant = url.strip_suffix(TOKEN_PATH).unwrap_or(&url);
-        let credentials = ClientCredentials {
-            client_id: config.client_id,
-            client_secret: config.client_secret,
-            auth: config.client_auth,
-            assertion: AssertionSettings {
-                key: config.client_assertion_key,
-                algorithm: config.client_assertion_alg,
-                kid: config.client_assertion_kid,
-                audience: config.client_assertion_audience,
-            },
-        }
-        .default_audience(format!("{tenant}/"));
+        let credentials =
+            ClientCredentials::from_config(config.client_id, config.auth, DEFAULT_CLIENT_AUTH)
+                .default_audience(format!("{tenant}/"));
+        let client_auth = credentials.auth;
         let request = credentials
             .apply(
                 TokenRequest::builder(url)
@@ -296,7 +277,7 @@ impl Auth0Builder {
         }
         Ok(endpoint
             .source(NAME, field, request)?
-            .with_identity_field("client_auth", config.client_auth.as_str())
+            .with_identity_field("client_auth", client_auth.as_str())
             .with_error_map(retry_after_from_reset))
     }
 }
@@ -328,8 +309,7 @@ impl Auth0Provider {
         key: impl Into<ClientSecret>,
     ) -> Auth0Builder {
         let mut config = Self::config(domain.into(), client_id.into(), None);
-        config.client_auth = ClientAuth::PrivateKeyJwt;
-        config.client_assertion_key = Some(key.into());
+        config.auth = ClientAuthConfig::private_key_jwt(key);
         config.builder()
     }
 
@@ -341,16 +321,14 @@ impl Auth0Provider {
         Auth0Config {
             domain,
             client_id,
-            client_secret,
             audience: None,
             resource: None,
             organization: None,
             body: BodyEncoding::Json,
-            client_auth: ClientAuth::Body,
-            client_assertion_key: None,
-            client_assertion_alg: None,
-            client_assertion_kid: None,
-            client_assertion_audience: None,
+            auth: ClientAuthConfig {
+                client_secret,
+                ..ClientAuthConfig::default()
+            },
             allow_insecure_http: false,
             dpop: DpopConfig::Disabled,
             accept_bearer_downgrade: false,
@@ -515,7 +493,7 @@ mod tests {
         }))
         .expect("valid config");
         assert_eq!(config.body, BodyEncoding::Json);
-        assert_eq!(config.client_auth, ClientAuth::Body);
+        assert_eq!(config.client_auth(), ClientAuth::Body);
         assert!(!format!("{config:?}").contains("s3cr3t-value"));
         let form: Auth0Config = serde_json::from_value(json!({
             "domain": "d", "client_id": "id", "client_secret": "s",
@@ -523,7 +501,7 @@ mod tests {
         }))
         .expect("valid config");
         assert_eq!(form.body, BodyEncoding::Form);
-        assert_eq!(form.client_auth, ClientAuth::Basic);
+        assert_eq!(form.client_auth(), ClientAuth::Basic);
         let provider = config.builder().build().expect("valid");
         assert!(!format!("{provider:?}").contains("s3cr3t-value"));
     }

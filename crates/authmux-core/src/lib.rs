@@ -90,6 +90,7 @@
 
 pub mod assertion;
 pub mod cache;
+pub mod client_auth;
 pub mod clock;
 pub mod dpop;
 pub mod error;
@@ -109,13 +110,13 @@ pub use assertion::ClientAssertion;
 pub use cache::{
     CachePolicy, Get, ManagedToken, RefresherHandle, RetryPolicy, Schedule, TokenGuard,
 };
+pub use client_auth::{
+    ClientAuthBuilder, ClientAuthConfig, ClientCredentials, Credential, WithClientAuth,
+};
 pub use clock::Clock;
 pub use dpop::{Dpop, DpopNonces, DpopProver, is_resource_nonce_challenge};
 pub use error::{Error, ErrorKind, OAuthError, RateLimit};
-pub use provider::{
-    AssertionSettings, BuildContext, ClientAuthBuilder, ClientAuthFields, ClientCredentials,
-    Credential, Endpoint, EndpointBuilder, Provider,
-};
+pub use provider::{BuildContext, Endpoint, EndpointBuilder, Provider};
 pub use scrub::Scrubber;
 pub use secret::ClientSecret;
 pub use signing::{SigningAlgorithm, SigningKey};

@@ -154,7 +154,7 @@ impl DiscoveringSource {
         let dpop = probe.dpop().cloned();
         builder.endpoint.dpop = dpop.clone();
         let identity = probe.identity().with("issuer", &issuer);
-        let assertion = match builder.config.client_auth {
+        let assertion = match builder.config.client_auth() {
             ClientAuth::PrivateKeyJwt => {
                 match builder.config.client_credentials().credential(&issuer)? {
                     Credential::Assertion(assertion) => Some(assertion),
@@ -169,7 +169,7 @@ impl DiscoveringSource {
             identity,
             dpop,
             timeout: builder.endpoint.timeout,
-            auth: builder.config.client_auth,
+            auth: builder.config.client_auth(),
             assertion,
             http,
             allow_insecure_http,
@@ -246,16 +246,16 @@ impl DiscoveringSource {
         };
         builder.config.token_url = token_url.into();
         if let Some(assertion) = &self.assertion {
-            builder.config.client_assertion_alg =
+            builder.config.auth.client_assertion_alg =
                 Some(self.assertion_algorithm(assertion, &metadata)?);
         }
         // A private_key_jwt assertion names the issuer as its audience once
         // it is known (RFC 7523 §3 allows it, and servers that discover
         // expect it), unless one was configured.
-        if builder.config.client_auth == ClientAuth::PrivateKeyJwt
-            && builder.config.client_assertion_audience.is_none()
+        if builder.config.client_auth() == ClientAuth::PrivateKeyJwt
+            && builder.config.auth.client_assertion_audience.is_none()
         {
-            builder.config.client_assertion_audience = Some(self.issuer.clone());
+            builder.config.auth.client_assertion_audience = Some(self.issuer.clone());
         }
         let source = builder.build_fixed()?;
         tracing::debug!(issuer = %self.issuer, token_url = source.token_url(), "token endpoint discovered");

@@ -188,14 +188,13 @@ use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use authmux_core::ClientAuthFields;
 use authmux_core::source::CLIENT_ASSERTION_KEY_FIELD;
 use authmux_core::wire::{
     BodyEncoding, ClientAuth, PreparedRequest, RequestSource, join_url, validate_url,
 };
 use authmux_core::{
-    AssertionSettings, BuildContext, ClientCredentials, ClientSecret, Credential, Endpoint, Error,
-    ExposeSecret, Provider, Scrubber, SharedTokenSource, SigningAlgorithm, TokenIdentity,
+    BuildContext, ClientAuthConfig, ClientCredentials, ClientSecret, Credential, Endpoint, Error,
+    ExposeSecret, Provider, Scrubber, SharedTokenSource, TokenIdentity,
 };
 pub use authmux_core::{ClientAuthBuilder, EndpointBuilder};
 use authmux_dpop::DpopConfig;
@@ -217,7 +216,7 @@ pub const NAME: &str = "oauth2";
 /// The configuration of a client of a standard OAuth 2.0 token endpoint.
 /// `Debug` leaves out the secret ([`ClientSecret`] redacts itself).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct OAuth2Config {
     /// The token endpoint. `https` unless the host is loopback or
     /// `allow_insecure_http` is set. Required unless `issuer` is set.
@@ -230,34 +229,14 @@ pub struct OAuth2Config {
     pub issuer: Option<String>,
     /// The client id.
     pub client_id: String,
-    /// The client secret: inline, `{ env = "…" }` or `{ file = "…" }`;
-    /// required unless `client_auth` is `private_key_jwt`.
-    #[serde(default)]
-    pub client_secret: Option<ClientSecret>,
     /// The scopes to ask for, sent space-separated as `scope`; none by default.
     #[serde(default, deserialize_with = "scope_list")]
     pub scopes: Vec<String>,
-    /// How the client authenticates: `"basic"` (the default), `"post"` or
-    /// `"private_key_jwt"`. `auth_style`, its former name, is still read.
-    #[serde(default = "default_client_auth", alias = "auth_style")]
-    pub client_auth: ClientAuth,
-    /// The private key of `private_key_jwt`, RSA or P-256, PEM or JWK:
-    /// inline, `{ env = "…" }` or `{ file = "…" }`.
-    #[serde(default)]
-    pub client_assertion_key: Option<ClientSecret>,
-    /// The assertion's algorithm: RS256, PS256 or ES256. Unless set: the
-    /// key's JWK `alg`, else (after discovery) the first the server lists
-    /// that the key can sign, else from the key type. It must not
-    /// contradict the JWK's `alg`.
-    #[serde(default)]
-    pub client_assertion_alg: Option<SigningAlgorithm>,
-    /// The assertion header's `kid`; the key's JWK `kid` unless set.
-    #[serde(default)]
-    pub client_assertion_kid: Option<String>,
-    /// The assertion's `aud`; unless set, the issuer when the token
-    /// endpoint was discovered from one, else the token endpoint's URL.
-    #[serde(default)]
-    pub client_assertion_audience: Option<String>,
+    /// How the client authenticates: `client_auth` (`"basic"` unless set,
+    /// `"post"`, `"private_key_jwt"`), its secret or key; see
+    /// [`ClientAuthConfig`]. These keys sit flat in the client's table.
+    #[serde(skip)]
+    pub auth: ClientAuthConfig,
     /// More body parameters, such as `audience` or `resource`.
     #[serde(default)]
     pub extra_params: BTreeMap<String, String>,
@@ -298,9 +277,9 @@ fn scope_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<S
 
 /// RFC 6749 §2.3.1: every server must support Basic, while body
 /// credentials are optional for it.
-fn default_client_auth() -> ClientAuth {
-    ClientAuth::Basic
-}
+const DEFAULT_CLIENT_AUTH: ClientAuth = ClientAuth::Basic;
+
+authmux_core::with_client_auth!(OAuth2Config, auth);
 
 impl OAuth2Config {
     /// A builder holding this configuration.
@@ -313,17 +292,12 @@ impl OAuth2Config {
 
     /// The client's id and secret or assertion settings, not yet read.
     fn client_credentials(&self) -> ClientCredentials {
-        ClientCredentials {
-            client_id: self.client_id.clone(),
-            client_secret: self.client_secret.clone(),
-            auth: self.client_auth,
-            assertion: AssertionSettings {
-                key: self.client_assertion_key.clone(),
-                algorithm: self.client_assertion_alg,
-                kid: self.client_assertion_kid.clone(),
-                audience: self.client_assertion_audience.clone(),
-            },
-        }
+        ClientCredentials::from_config(&self.client_id, self.auth.clone(), DEFAULT_CLIENT_AUTH)
+    }
+
+    /// How the client authenticates: the configured method or the default.
+    pub fn client_auth(&self) -> ClientAuth {
+        self.auth.client_auth.unwrap_or(DEFAULT_CLIENT_AUTH)
     }
 }
 
@@ -344,14 +318,8 @@ impl EndpointBuilder for OAuth2Builder {
 }
 
 impl ClientAuthBuilder for OAuth2Builder {
-    fn client_auth_fields(&mut self) -> ClientAuthFields<'_> {
-        let config = &mut self.config;
-        ClientAuthFields {
-            auth: &mut config.client_auth,
-            algorithm: &mut config.client_assertion_alg,
-            kid: &mut config.client_assertion_kid,
-            audience: &mut config.client_assertion_audience,
-        }
+    fn client_auth_config(&mut self) -> &mut ClientAuthConfig {
+        &mut self.config.auth
     }
 }
 
@@ -605,8 +573,7 @@ impl OAuth2Provider {
         key: impl Into<ClientSecret>,
     ) -> OAuth2Builder {
         let mut config = Self::config(token_url.into(), client_id.into(), None);
-        config.client_auth = ClientAuth::PrivateKeyJwt;
-        config.client_assertion_key = Some(key.into());
+        config.auth = ClientAuthConfig::private_key_jwt(key);
         config.builder()
     }
 
@@ -619,13 +586,11 @@ impl OAuth2Provider {
             token_url,
             issuer: None,
             client_id,
-            client_secret,
             scopes: Vec::new(),
-            client_auth: default_client_auth(),
-            client_assertion_key: None,
-            client_assertion_alg: None,
-            client_assertion_kid: None,
-            client_assertion_audience: None,
+            auth: ClientAuthConfig {
+                client_secret,
+                ..ClientAuthConfig::default()
+            },
             extra_params: BTreeMap::new(),
             allow_insecure_http: false,
             dpop: DpopConfig::Disabled,
@@ -761,20 +726,20 @@ mod tests {
             serde_json::from_value::<OAuth2Config>(config)
         };
         let config = parse(None).expect("minimal config");
-        assert_eq!(config.client_auth, ClientAuth::Basic);
+        assert_eq!(config.client_auth(), ClientAuth::Basic);
         assert!(config.scopes.is_empty());
         assert!(config.extra_params.is_empty());
         assert!(!config.allow_insecure_http);
         assert_eq!(
-            parse(Some("basic")).expect("basic").client_auth,
+            parse(Some("basic")).expect("basic").client_auth(),
             ClientAuth::Basic
         );
         assert_eq!(
-            parse(Some("post")).expect("post").client_auth,
+            parse(Some("post")).expect("post").client_auth(),
             ClientAuth::Body
         );
         assert_eq!(
-            parse(Some("private_key_jwt")).expect("jwt").client_auth,
+            parse(Some("private_key_jwt")).expect("jwt").client_auth(),
             ClientAuth::PrivateKeyJwt
         );
         assert!(parse(Some("header")).is_err());
@@ -786,7 +751,7 @@ mod tests {
             "auth_style": "post",
         }))
         .expect("auth_style is an alias");
-        assert_eq!(old.client_auth, ClientAuth::Body);
+        assert_eq!(old.client_auth(), ClientAuth::Body);
     }
 
     #[test]

@@ -455,7 +455,7 @@ async fn discovering_client(
         "client_assertion_key": key,
     }))
     .expect("valid config");
-    config.client_assertion_alg = alg;
+    config.auth.client_assertion_alg = alg;
     let source = config.builder().build().expect("valid");
     (idp, source)
 }

@@ -250,6 +250,7 @@ mod all_providers {
             assert_eq!(config.defaults.max_attempts, 2);
             let auth0: authmux::auth0::Auth0Config = api.provider_config().expect("auth0 config");
             let secret = auth0
+                .auth
                 .client_secret
                 .as_ref()
                 .expect("a secret")
@@ -284,9 +285,9 @@ mod all_providers {
         assert_eq!(config.defaults.max_attempts, 2);
         let auth0: authmux::auth0::Auth0Config = api.provider_config().expect("auth0 config");
         assert!(
-            matches!(&auth0.client_secret, Some(authmux::ClientSecret::Env { env }) if env == "API_SECRET"),
+            matches!(&auth0.auth.client_secret, Some(authmux::ClientSecret::Env { env }) if env == "API_SECRET"),
             "the variable's source replaces the text's inline secret: {:?}",
-            auth0.client_secret
+            auth0.auth.client_secret
         );
         let error = Config::from_toml_and_env("", [("AUTHMUX_DEFAULTS__TIMEOUT", "soon")])
             .expect_err("not a duration");

@@ -327,7 +327,7 @@ fn an_environment_source_replaces_the_files_for_every_secret_key() {
     };
     let api: Auth0Config = config.clients["api"].provider_config().expect("valid");
     assert_eq!(
-        file_source(api.client_assertion_key.as_ref()),
+        file_source(api.auth.client_assertion_key.as_ref()),
         "/run/secrets/new.pem"
     );
     assert_eq!(
