@@ -333,7 +333,13 @@ fn presented_subject(
     if !matches!(kind, JWT_TOKEN_TYPE | ID_TOKEN_TYPE | ACCESS_TOKEN_TYPE) {
         return Err(Refusal::Invalid(format!("has an unknown type {kind}")));
     }
-    verify(knobs, token, audiences, false).map(|(_, subject)| subject)
+    match verify(knobs, token, audiences, false) {
+        Ok((_, subject)) => Ok(subject),
+        Err(Refusal::Untrusted) => Err(Refusal::Invalid(
+            "is neither a live token of this server's nor a JWT from a trusted issuer".to_owned(),
+        )),
+        Err(invalid) => Err(invalid),
+    }
 }
 
 /// The issuer and subject of a JWT from a trusted issuer that passes every

@@ -11,6 +11,12 @@
 //! | 360Learning | [`LEARNING360_PATH`] | JSON, the same fields | `"expires_in":"3600"`, a string |
 //! | Auth0 | [`AUTH0_PATH`] | JSON or form, `audience` | a JWT, `"expires_in":86400`, `DPoP` when a proof came |
 //! | RFC 6749 | [`OAUTH2_PATH`] | form, Basic or body credentials | `"token_type":"Bearer"`, `scope` echoed |
+//! | RFC 7523 §2.2, federated | [`OAUTH2_PATH`] | form, `client_id`, `client_assertion_type` `…:jwt-bearer` or `…:jwt-spiffe`, `client_assertion` from a trusted [`ExternalIssuer`] | as RFC 6749 |
+//! | RFC 7523 §2.1 | [`OAUTH2_PATH`] | form, `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`, `assertion`, client authentication optional | as RFC 6749, for the assertion's `sub` |
+//! | RFC 8693 | [`OAUTH2_PATH`] | form, `grant_type=urn:ietf:params:oauth:grant-type:token-exchange`, `subject_token(_type)`, `actor_token(_type)`, `audience`, `resource`, `scope`, `requested_token_type` | as RFC 6749, with `issued_token_type` |
+//!
+//! The last three are secretless identity: the [`identity`] module says
+//! what they check and how they are refused.
 //!
 //! [`METADATA_PATH`] serves RFC 8414 metadata naming the RFC 6749 endpoint,
 //! for clients configured with an `issuer` ([`TokenServer::issuer`]);
@@ -28,8 +34,18 @@
 //! the lifetime ([`expires_in`](TokenServer::expires_in)), demand a DPoP
 //! nonce ([`require_dpop_nonce`](TokenServer::require_dpop_nonce)) or
 //! accept a `private_key_jwt` client by its public key
-//! ([`expect_client_key`](TokenServer::expect_client_key)); every request is
-//! counted and recorded.
+//! ([`expect_client_key`](TokenServer::expect_client_key)). For secretless
+//! identity, knobs trust an external issuer's JWTs
+//! ([`trust_issuer`](TokenServer::trust_issuer),
+//! [`trust_issuer_key`](TokenServer::trust_issuer_key)), federate one of
+//! its subjects to a client ([`federate`](TokenServer::federate)), accept
+//! another `aud` in them
+//! ([`assertion_audience`](TokenServer::assertion_audience)) or refuse a
+//! target audience ([`refuse_audience`](TokenServer::refuse_audience)).
+//! Every request is counted and recorded ([`recorded`](TokenServer::recorded),
+//! with [`Recorded::field`] and [`Recorded::grant_type`]), and every
+//! issued token remembered with what it was issued for
+//! ([`token_info`](TokenServer::token_info)).
 //!
 //! # Example
 //!
@@ -289,7 +305,8 @@ impl TokenServer {
     /// The metadata document served at [`METADATA_PATH`] by default: this
     /// issuer, [`oauth2_token_url`](Self::oauth2_token_url) as the token
     /// endpoint, Basic, body and `private_key_jwt` client authentication,
-    /// and ES256 DPoP proofs.
+    /// the client-credentials, JWT-bearer and token-exchange grants, and
+    /// ES256 DPoP proofs.
     pub fn default_metadata(&self) -> Value {
         default_metadata(&self.issuer())
     }
@@ -569,7 +586,7 @@ fn respond(knobs: &mut Knobs, request: &Recorded) -> Response<Full<Bytes>> {
     };
     let grant = match grant(knobs, flavor, request, client.as_deref()) {
         Ok(grant) => grant,
-        Err(response) => return response,
+        Err((code, description)) => return described(flavor, 400, code, &description),
     };
     let proof = request.headers.get("dpop").and_then(proof_claims);
     if let Some(nonce) = &knobs.dpop_nonce
@@ -662,14 +679,14 @@ fn authenticate(
     Ok(client)
 }
 
-/// What the request's grant stands for, or the error response refusing it.
+/// What the request's grant stands for, or the RFC 6749 error code and
+/// description of a 400 refusing it.
 fn grant(
     knobs: &Knobs,
     flavor: Flavor,
     request: &Recorded,
     client: Option<&str>,
-) -> Result<Grant, Response<Full<Bytes>>> {
-    let refuse = |code: &str, description: String| described(flavor, 400, code, &description);
+) -> Result<Grant, (&'static str, String)> {
     let audiences = || external_audiences(knobs, request);
     let grant = match (flavor, request.grant_type()) {
         (_, Some("client_credentials")) => Grant {
@@ -678,26 +695,27 @@ fn grant(
             issued_token_type: None,
         },
         (Flavor::OAuth2, Some(JWT_BEARER_GRANT)) if request.field("assertion").is_none() => {
-            return Err(refuse("invalid_request", "assertion is missing".to_owned()));
+            return Err(("invalid_request", "assertion is missing".to_owned()));
         }
         (Flavor::OAuth2, Some(JWT_BEARER_GRANT)) => {
             identity::jwt_bearer(knobs, request, &audiences())
-                .map_err(|why| refuse("invalid_grant", why))?
+                .map_err(|why| ("invalid_grant", why))?
         }
         (Flavor::OAuth2, Some(TOKEN_EXCHANGE_GRANT)) => {
             identity::token_exchange(knobs, request, &audiences())
-                .map_err(|why| refuse("invalid_request", why))?
+                .map_err(|why| ("invalid_request", why))?
         }
-        _ => return Err(error(flavor, 400, "unsupported_grant_type")),
+        (_, other) => {
+            let description = format!("grant_type {} is not supported", other.unwrap_or("(none)"));
+            return Err(("unsupported_grant_type", description));
+        }
     };
+    let refused = targets(request).find(|target| knobs.refused_audiences.contains(*target));
     if flavor == Flavor::OAuth2
-        && let Some(target) =
-            targets(request).find(|target| knobs.refused_audiences.contains(*target))
+        && let Some(target) = refused
     {
-        return Err(refuse(
-            "invalid_target",
-            format!("{target} is not a target of this server"),
-        ));
+        let description = format!("{target} is not a target of this server");
+        return Err(("invalid_target", description));
     }
     Ok(grant)
 }
