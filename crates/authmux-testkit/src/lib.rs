@@ -11,6 +11,12 @@
 //! | 360Learning | [`LEARNING360_PATH`] | JSON, the same fields | `"expires_in":"3600"`, a string |
 //! | Auth0 | [`AUTH0_PATH`] | JSON or form, `audience` | a JWT, `"expires_in":86400`, `DPoP` when a proof came |
 //! | RFC 6749 | [`OAUTH2_PATH`] | form, Basic or body credentials | `"token_type":"Bearer"`, `scope` echoed |
+//! | RFC 7523 §2.2, federated | [`OAUTH2_PATH`] | form, `client_id`, `client_assertion_type` `…:jwt-bearer` or `…:jwt-spiffe`, `client_assertion` from a trusted [`ExternalIssuer`] | as RFC 6749 |
+//! | RFC 7523 §2.1 | [`OAUTH2_PATH`] | form, `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`, `assertion`, client authentication optional | as RFC 6749, for the assertion's `sub` |
+//! | RFC 8693 | [`OAUTH2_PATH`] | form, `grant_type=urn:ietf:params:oauth:grant-type:token-exchange`, `subject_token(_type)`, `actor_token(_type)`, `audience`, `resource`, `scope`, `requested_token_type` | as RFC 6749, with `issued_token_type` |
+//!
+//! The last three are secretless identity: the [`identity`] module says
+//! what they check and how they are refused.
 //!
 //! [`METADATA_PATH`] serves RFC 8414 metadata naming the RFC 6749 endpoint,
 //! for clients configured with an `issuer` ([`TokenServer::issuer`]);
@@ -28,8 +34,18 @@
 //! the lifetime ([`expires_in`](TokenServer::expires_in)), demand a DPoP
 //! nonce ([`require_dpop_nonce`](TokenServer::require_dpop_nonce)) or
 //! accept a `private_key_jwt` client by its public key
-//! ([`expect_client_key`](TokenServer::expect_client_key)); every request is
-//! counted and recorded.
+//! ([`expect_client_key`](TokenServer::expect_client_key)). For secretless
+//! identity, knobs trust an external issuer's JWTs
+//! ([`trust_issuer`](TokenServer::trust_issuer),
+//! [`trust_issuer_key`](TokenServer::trust_issuer_key)), federate one of
+//! its subjects to a client ([`federate`](TokenServer::federate)), accept
+//! another `aud` in them
+//! ([`assertion_audience`](TokenServer::assertion_audience)) or refuse a
+//! target audience ([`refuse_audience`](TokenServer::refuse_audience)).
+//! Every request is counted and recorded ([`recorded`](TokenServer::recorded),
+//! with [`Recorded::field`] and [`Recorded::grant_type`]), and every
+//! issued token remembered with what it was issued for
+//! ([`token_info`](TokenServer::token_info)).
 //!
 //! # Example
 //!
@@ -61,11 +77,13 @@
 pub mod bench;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod identity;
 pub mod keys;
 
 pub use bench::keep_alive_server;
+pub use identity::{ExternalIssuer, TokenInfo};
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -81,6 +99,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use identity::{
+    Grant, JWT_BEARER_ASSERTION, JWT_BEARER_GRANT, JWT_SPIFFE_ASSERTION, Refusal,
+    TOKEN_EXCHANGE_GRANT,
+};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value, json};
@@ -142,11 +164,35 @@ pub struct Recorded {
     pub path: String,
     /// The request headers.
     pub headers: HeaderMap,
-    /// The body's fields, read from JSON or a form.
+    /// The body's fields, read from JSON or a form. A form field sent more
+    /// than once (RFC 8693's `audience` and `resource`) is an array of its
+    /// values.
     pub fields: Map<String, Value>,
     /// The client id and secret, from the body or a Basic header. A
-    /// `private_key_jwt` client's secret is its assertion.
+    /// `private_key_jwt` or federated client's secret is its assertion.
     pub credentials: Option<(String, String)>,
+}
+
+impl Recorded {
+    /// The body field `name` (`client_assertion`, `assertion`,
+    /// `subject_token`, `actor_token`, …), when sent once as text.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).and_then(Value::as_str)
+    }
+
+    /// Every value of the body field `name`, in order: none when absent.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        match self.fields.get(name) {
+            Some(Value::Array(values)) => values.iter().filter_map(Value::as_str).collect(),
+            Some(value) => value.as_str().into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The `grant_type` field.
+    pub fn grant_type(&self) -> Option<&str> {
+        self.field("grant_type")
+    }
 }
 
 #[derive(Default)]
@@ -159,6 +205,16 @@ struct Knobs {
     client: Option<(String, String)>,
     client_key: Option<(String, DecodingKey)>,
     assertion_ids: HashSet<String>,
+    /// Public keys of trusted external issuers, by issuer identifier.
+    trusted: HashMap<String, DecodingKey>,
+    /// (client id, issuer, subject) federations.
+    federated: Vec<(String, String, String)>,
+    /// Accepted audiences of external JWTs besides the server's own.
+    assertion_audiences: Vec<String>,
+    /// Audiences and resources answered `invalid_target`.
+    refused_audiences: HashSet<String>,
+    /// Every token issued, by its access token.
+    tokens: HashMap<String, TokenInfo>,
     /// What the metadata path answers when not the default document:
     /// `Some(None)` is a 404.
     metadata: Option<Option<Value>>,
@@ -174,6 +230,8 @@ impl std::fmt::Debug for Knobs {
             .field("failures", &self.failures)
             .field("deny", &self.deny)
             .field("client_key", &self.client_key.as_ref().map(|(id, _)| id))
+            .field("trusted", &self.trusted.keys().collect::<Vec<_>>())
+            .field("federated", &self.federated)
             .field("recorded", &self.recorded.len())
             .field("issued", &self.issued)
             .finish_non_exhaustive()
@@ -247,7 +305,8 @@ impl TokenServer {
     /// The metadata document served at [`METADATA_PATH`] by default: this
     /// issuer, [`oauth2_token_url`](Self::oauth2_token_url) as the token
     /// endpoint, Basic, body and `private_key_jwt` client authentication,
-    /// and ES256 DPoP proofs.
+    /// the client-credentials, JWT-bearer and token-exchange grants, and
+    /// ES256 DPoP proofs.
     pub fn default_metadata(&self) -> Value {
         default_metadata(&self.issuer())
     }
@@ -303,11 +362,54 @@ impl TokenServer {
     ///
     /// If `public_jwk` is not an RSA or EC public JWK.
     pub fn expect_client_key(&self, client_id: &str, public_jwk: &Value) {
-        let jwk: Jwk = serde_json::from_value(public_jwk.clone())
-            .unwrap_or_else(|error| panic!("not a public JWK: {error}"));
-        let key = DecodingKey::from_jwk(&jwk)
-            .unwrap_or_else(|error| panic!("not a usable public JWK: {error}"));
-        self.knobs().client_key = Some((client_id.to_owned(), key));
+        self.knobs().client_key = Some((client_id.to_owned(), decoding_key(public_jwk)));
+    }
+
+    /// Trusts JWTs signed by `issuer`: as federated client assertions,
+    /// JWT-bearer grants and subject or actor tokens of a token exchange,
+    /// at [`OAUTH2_PATH`]. See [`identity`] for the checks.
+    pub fn trust_issuer(&self, issuer: &ExternalIssuer) {
+        self.trust_issuer_key(issuer.issuer(), &issuer.jwk());
+    }
+
+    /// Trusts JWTs whose `iss` is `issuer` (for a SPIFFE JWT-SVID, whose
+    /// trust domain is) signed by the private key of `public_jwk`, which
+    /// replaces any key trusted for `issuer` before.
+    ///
+    /// # Panics
+    ///
+    /// If `public_jwk` is not an RSA or EC public JWK.
+    pub fn trust_issuer_key(&self, issuer: &str, public_jwk: &Value) {
+        let key = decoding_key(public_jwk);
+        self.knobs().trusted.insert(issuer.to_owned(), key);
+    }
+
+    /// A client assertion from the trusted `issuer` whose `sub` is
+    /// `subject` authenticates `client_id` (Entra's federated identity
+    /// credential, Keycloak's federated client authentication).
+    pub fn federate(&self, client_id: &str, issuer: &str, subject: &str) {
+        self.knobs()
+            .federated
+            .push((client_id.to_owned(), issuer.to_owned(), subject.to_owned()));
+    }
+
+    /// JWTs from trusted issuers may also have `audience` as their `aud`
+    /// (Entra's `api://AzureADTokenExchange`), besides the server's issuer
+    /// and token URL.
+    pub fn assertion_audience(&self, audience: &str) {
+        self.knobs().assertion_audiences.push(audience.to_owned());
+    }
+
+    /// A request to [`OAUTH2_PATH`] with `audience` among its `audience`
+    /// or `resource` values gets 400 `invalid_target`.
+    pub fn refuse_audience(&self, audience: &str) {
+        self.knobs().refused_audiences.insert(audience.to_owned());
+    }
+
+    /// What `access_token`, issued by this server, was issued for; `None`
+    /// for a token it never issued.
+    pub fn token_info(&self, access_token: &str) -> Option<TokenInfo> {
+        self.knobs().tokens.get(access_token).cloned()
     }
 
     /// Refuses every client (`true`) or stops refusing them (`false`).
@@ -389,12 +491,10 @@ fn record(path: &str, headers: HeaderMap, body: &[u8]) -> Recorded {
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"));
-    let fields: Map<String, Value> = if json {
+    let fields = if json {
         serde_json::from_slice(body).unwrap_or_default()
     } else {
-        form_urlencoded::parse(body)
-            .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())))
-            .collect()
+        form_fields(body)
     };
     let text = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_owned);
     let credentials = basic(&headers)
@@ -409,6 +509,24 @@ fn record(path: &str, headers: HeaderMap, body: &[u8]) -> Recorded {
     }
 }
 
+/// A form's fields; one sent more than once becomes an array of its values.
+fn form_fields(body: &[u8]) -> Map<String, Value> {
+    let mut fields = Map::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        let value = Value::String(value.into_owned());
+        match fields.entry(name.into_owned()) {
+            serde_json::map::Entry::Vacant(slot) => {
+                slot.insert(value);
+            }
+            serde_json::map::Entry::Occupied(mut slot) => match slot.get_mut() {
+                Value::Array(values) => values.push(value),
+                first => *first = Value::Array(vec![first.take(), value]),
+            },
+        }
+    }
+    fields
+}
+
 /// The id and secret of an RFC 6749 §2.3.1 Basic header.
 fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
@@ -421,6 +539,17 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
             .map(|(_, value)| value.into_owned())
     };
     Some((unescape(id)?, unescape(secret)?))
+}
+
+/// A verifying key from a public JWK.
+///
+/// # Panics
+///
+/// If `public_jwk` is not an RSA or EC public JWK.
+fn decoding_key(public_jwk: &Value) -> DecodingKey {
+    let jwk: Jwk = serde_json::from_value(public_jwk.clone())
+        .unwrap_or_else(|error| panic!("not a public JWK: {error}"));
+    DecodingKey::from_jwk(&jwk).unwrap_or_else(|error| panic!("not a usable public JWK: {error}"))
 }
 
 /// The metadata document, whose URLs name the host the request was sent to.
@@ -451,26 +580,14 @@ fn respond(knobs: &mut Knobs, request: &Recorded) -> Response<Full<Bytes>> {
         }
         return response;
     }
-    let assertion = request
-        .fields
-        .get("client_assertion_type")
-        .and_then(Value::as_str)
-        .is_some_and(|kind| kind == JWT_BEARER);
-    let wrong_client = if assertion {
-        !accepts_assertion(knobs, flavor, request)
-    } else {
-        knobs.client_key.is_some()
-            || knobs
-                .client
-                .as_ref()
-                .is_some_and(|expected| request.credentials.as_ref() != Some(expected))
+    let client = match authenticate(knobs, flavor, request) {
+        Ok(client) => client,
+        Err(description) => return described(flavor, 401, "invalid_client", &description),
     };
-    if knobs.deny || request.credentials.is_none() || wrong_client {
-        return error(flavor, 401, "invalid_client");
-    }
-    if request.fields.get("grant_type").and_then(Value::as_str) != Some("client_credentials") {
-        return error(flavor, 400, "unsupported_grant_type");
-    }
+    let grant = match grant(knobs, flavor, request, client.as_deref()) {
+        Ok(grant) => grant,
+        Err((code, description)) => return described(flavor, 400, code, &description),
+    };
     let proof = request.headers.get("dpop").and_then(proof_claims);
     if let Some(nonce) = &knobs.dpop_nonce
         && proof.is_some()
@@ -484,11 +601,158 @@ fn respond(knobs: &mut Knobs, request: &Recorded) -> Response<Full<Bytes>> {
     }
     knobs.issued += 1;
     let lifetime = knobs.expires_in.unwrap_or(flavor.default_lifetime() as i64);
-    success(flavor, request, knobs.issued, lifetime, proof.is_some())
+    let mut body = success(flavor, request, knobs.issued, lifetime, proof.is_some());
+    if let Some(issued_token_type) = grant.issued_token_type {
+        body["issued_token_type"] = json!(issued_token_type);
+    }
+    if let Some(access_token) = body["access_token"].as_str() {
+        let info = TokenInfo {
+            grant_type: request.grant_type().unwrap_or_default().to_owned(),
+            client_id: client,
+            subject: grant.subject,
+            actor: grant.actor,
+            audience: targets(request).map(str::to_owned).collect(),
+            scope: request.field("scope").map(str::to_owned),
+            expires_at: UNIX_EPOCH
+                + Duration::from_secs(identity::now().saturating_add_signed(lifetime)),
+        };
+        knobs.tokens.insert(access_token.to_owned(), info);
+    }
+    reply(200, body)
 }
 
-/// The `client_assertion_type` of a JWT client assertion.
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The authenticated client's id, `None` for a JWT-bearer grant without
+/// client authentication, or why the client is refused.
+fn authenticate(
+    knobs: &mut Knobs,
+    flavor: Flavor,
+    request: &Recorded,
+) -> Result<Option<String>, String> {
+    const REFUSED: &str = "Invalid client credentials.";
+    if knobs.deny {
+        return Err(REFUSED.to_owned());
+    }
+    let client = match request.field("client_assertion_type") {
+        Some(kind @ (JWT_BEARER_ASSERTION | JWT_SPIFFE_ASSERTION)) => {
+            let assertion = request
+                .field("client_assertion")
+                .ok_or_else(|| "client_assertion is missing".to_owned())?;
+            let federated = match flavor {
+                Flavor::OAuth2 => {
+                    let audiences = external_audiences(knobs, request);
+                    identity::federated_client(knobs, request, assertion, &audiences)
+                }
+                _ => Err(Refusal::Untrusted),
+            };
+            match federated {
+                Ok(client_id) => Some(client_id),
+                Err(Refusal::Invalid(why)) => return Err(format!("client_assertion {why}")),
+                Err(Refusal::Untrusted)
+                    if kind == JWT_BEARER_ASSERTION
+                        && accepts_assertion(knobs, flavor, request) =>
+                {
+                    request.credentials.as_ref().map(|(id, _)| id.clone())
+                }
+                Err(Refusal::Untrusted) => return Err(REFUSED.to_owned()),
+            }
+        }
+        Some(_) => return Err(REFUSED.to_owned()),
+        None => {
+            let wrong = knobs.client_key.is_some()
+                || knobs
+                    .client
+                    .as_ref()
+                    .is_some_and(|expected| request.credentials.as_ref() != Some(expected));
+            if wrong && request.credentials.is_some() {
+                return Err(REFUSED.to_owned());
+            }
+            request.credentials.as_ref().map(|(id, _)| id.clone())
+        }
+    };
+    // RFC 7523 §2.1: the JWT-bearer grant may come without client
+    // authentication; every other grant needs it.
+    let anonymous_allowed =
+        flavor == Flavor::OAuth2 && request.grant_type() == Some(JWT_BEARER_GRANT);
+    if client.is_none() && !anonymous_allowed {
+        return Err(REFUSED.to_owned());
+    }
+    Ok(client)
+}
+
+/// What the request's grant stands for, or the RFC 6749 error code and
+/// description of a 400 refusing it.
+fn grant(
+    knobs: &Knobs,
+    flavor: Flavor,
+    request: &Recorded,
+    client: Option<&str>,
+) -> Result<Grant, (&'static str, String)> {
+    let audiences = || external_audiences(knobs, request);
+    let grant = match (flavor, request.grant_type()) {
+        (_, Some("client_credentials")) => Grant {
+            subject: client.unwrap_or_default().to_owned(),
+            actor: None,
+            issued_token_type: None,
+        },
+        (Flavor::OAuth2, Some(JWT_BEARER_GRANT)) if request.field("assertion").is_none() => {
+            return Err(("invalid_request", "assertion is missing".to_owned()));
+        }
+        (Flavor::OAuth2, Some(JWT_BEARER_GRANT)) => {
+            identity::jwt_bearer(knobs, request, &audiences())
+                .map_err(|why| ("invalid_grant", why))?
+        }
+        (Flavor::OAuth2, Some(TOKEN_EXCHANGE_GRANT)) => {
+            identity::token_exchange(knobs, request, &audiences())
+                .map_err(|why| ("invalid_request", why))?
+        }
+        (_, other) => {
+            let description = format!("grant_type {} is not supported", other.unwrap_or("(none)"));
+            return Err(("unsupported_grant_type", description));
+        }
+    };
+    let refused = targets(request).find(|target| knobs.refused_audiences.contains(*target));
+    if flavor == Flavor::OAuth2
+        && let Some(target) = refused
+    {
+        let description = format!("{target} is not a target of this server");
+        return Err(("invalid_target", description));
+    }
+    Ok(grant)
+}
+
+/// The request's `audience` values, then its `resource` values.
+fn targets(request: &Recorded) -> impl Iterator<Item = &str> {
+    let audience = request.values("audience");
+    let resource = request.values("resource");
+    audience.into_iter().chain(resource)
+}
+
+/// The `aud` a client assertion for this server carries: Auth0 wants its
+/// tenant URL; a standard server takes its token endpoint URL or, as RFC
+/// 7523 §3 allows, its issuer identifier.
+fn server_audiences(flavor: Flavor, request: &Recorded) -> Vec<String> {
+    let Some(host) = request
+        .headers
+        .get(HOST)
+        .and_then(|host| host.to_str().ok())
+    else {
+        return Vec::new();
+    };
+    match flavor {
+        Flavor::Auth0 => vec![format!("http://{host}/")],
+        _ => vec![
+            format!("http://{host}{}", request.path),
+            format!("http://{host}"),
+        ],
+    }
+}
+
+/// The `aud` a JWT from an external issuer may carry.
+fn external_audiences(knobs: &Knobs, request: &Recorded) -> Vec<String> {
+    let mut audiences = server_audiences(Flavor::OAuth2, request);
+    audiences.extend(knobs.assertion_audiences.iter().cloned());
+    audiences
+}
 
 /// Whether the request's assertion is signed by the expected client's key,
 /// is for this server, and was never seen before.
@@ -496,29 +760,13 @@ fn accepts_assertion(knobs: &mut Knobs, flavor: Flavor, request: &Recorded) -> b
     let Some((client_id, key)) = &knobs.client_key else {
         return false;
     };
-    let Some(assertion) = request
-        .fields
-        .get("client_assertion")
-        .and_then(Value::as_str)
-    else {
+    let Some(assertion) = request.field("client_assertion") else {
         return false;
     };
-    let Some(host) = request
-        .headers
-        .get(HOST)
-        .and_then(|host| host.to_str().ok())
-    else {
+    let audiences = server_audiences(flavor, request);
+    if audiences.is_empty() {
         return false;
-    };
-    // Auth0 wants its tenant URL; a standard server takes its token
-    // endpoint URL or, as RFC 7523 §3 allows, its issuer identifier.
-    let audiences = match flavor {
-        Flavor::Auth0 => vec![format!("http://{host}/")],
-        _ => vec![
-            format!("http://{host}{}", request.path),
-            format!("http://{host}"),
-        ],
-    };
+    }
     let Ok(header) = jsonwebtoken::decode_header(assertion) else {
         return false;
     };
@@ -530,13 +778,12 @@ fn accepts_assertion(knobs: &mut Knobs, flavor: Flavor, request: &Recorded) -> b
     let Ok(data) = jsonwebtoken::decode::<Map<String, Value>>(assertion, key, &validation) else {
         return false;
     };
-    let body_id = request.fields.get("client_id").and_then(Value::as_str);
     let jti = data
         .claims
         .get("jti")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    body_id == Some(client_id.as_str())
+    request.field("client_id") == Some(client_id.as_str())
         && header.typ.as_deref() == Some("JWT")
         && jti.is_some_and(|jti| knobs.assertion_ids.insert(jti))
 }
@@ -560,20 +807,15 @@ fn proof_nonce(claims: Option<&Value>) -> Option<&str> {
     claims?.get("nonce")?.as_str()
 }
 
-fn success(
-    flavor: Flavor,
-    request: &Recorded,
-    serial: u64,
-    lifetime: i64,
-    dpop: bool,
-) -> Response<Full<Bytes>> {
+/// The body of a token response.
+fn success(flavor: Flavor, request: &Recorded, serial: u64, lifetime: i64, dpop: bool) -> Value {
     let client_id = request
         .credentials
         .as_ref()
         .map(|(id, _)| id.clone())
         .unwrap_or_default();
     let field = |name: &str| request.fields.get(name).cloned().unwrap_or(Value::Null);
-    let body = match flavor {
+    match flavor {
         Flavor::MentionMe => json!({
             "access_token": jwt(json!({
                 "aud": ["project-test-2da703ca-e983-410e-93d0-442bb05b9b06"],
@@ -605,8 +847,7 @@ fn success(
             "expires_in": lifetime,
             "scope": field("scope"),
         }),
-    };
-    reply(200, body)
+    }
 }
 
 fn error(flavor: Flavor, status: u16, code: &str) -> Response<Full<Bytes>> {
@@ -616,6 +857,12 @@ fn error(flavor: Flavor, status: u16, code: &str) -> Response<Full<Bytes>> {
         "too_many_requests" => "Too many requests.",
         _ => "The request failed.",
     };
+    described(flavor, status, code, description)
+}
+
+/// An error body in the provider's shape, saying `description` where the
+/// shape has room for it.
+fn described(flavor: Flavor, status: u16, code: &str, description: &str) -> Response<Full<Bytes>> {
     let body = match flavor {
         Flavor::MentionMe => json!({"code": status.to_string(), "message": description}),
         Flavor::Learning360 if code != "use_dpop_nonce" => json!({"error": code}),
@@ -630,7 +877,7 @@ fn default_metadata(issuer: &str) -> Value {
         "token_endpoint": format!("{issuer}{OAUTH2_PATH}"),
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["client_credentials", JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT],
         "dpop_signing_alg_values_supported": ["ES256"],
     })
 }
