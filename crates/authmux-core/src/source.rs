@@ -55,6 +55,20 @@ pub trait TokenSource: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Identity fields only known once a credential is read, such as the
+    /// `iss` and `sub` of a workload's identity token sent as its client
+    /// assertion: a [token store](crate::store) adds them to
+    /// [`identity`](Self::identity) before its first look, so that
+    /// processes of different workloads never share tokens. None by
+    /// default.
+    ///
+    /// # Errors
+    ///
+    /// When the credential cannot be read; the fetch then fails with it.
+    async fn identity_fields(&self) -> Result<Vec<(String, String)>, Error> {
+        Ok(Vec::new())
+    }
+
     /// Whether the token endpoint is still to be found by
     /// [`discover`](Self::discover). A [`ManagedToken`](crate::ManagedToken)
     /// then discovers before fetching, so that the metadata request is
@@ -108,6 +122,11 @@ impl SharedTokenSource {
     /// See [`TokenSource::needs_discovery`].
     pub fn needs_discovery(&self) -> bool {
         self.0.needs_discovery()
+    }
+
+    /// See [`TokenSource::identity_fields`].
+    pub async fn identity_fields(&self) -> Result<Vec<(String, String)>, Error> {
+        self.0.identity_fields().await
     }
 }
 
@@ -278,6 +297,9 @@ impl TokenIdentity {
         }
         if let Some(assertion) = request.client_assertion() {
             identity = identity.with(CLIENT_ASSERTION_KEY_FIELD, assertion.thumbprint());
+        }
+        for (name, value) in request.fresh_values() {
+            identity = identity.with(format!("{name}.source"), value.describe());
         }
         for name in request.param_names() {
             if let Some(value) = request.param(name) {

@@ -100,6 +100,10 @@ impl TokenSource for OAuth2Source {
         }
     }
 
+    async fn identity_fields(&self) -> Result<Vec<(String, String)>, Error> {
+        self.resolved().await?.identity_fields().await
+    }
+
     fn needs_discovery(&self) -> bool {
         match &self.0 {
             Kind::Fixed(_) => false,

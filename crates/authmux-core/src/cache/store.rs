@@ -247,7 +247,10 @@ impl Shared {
                 .await
                 .map(Obtained::unstored),
             Some(binding) => {
-                let bound = self.bind(binding).await;
+                let bound = match self.bind(binding).await {
+                    Ok(bound) => bound,
+                    Err(error) => return Err(error),
+                };
                 let outcome = self.obtain_through(binding, bound, deadline).await;
                 // Counted at the flight's outcome: a process that waited
                 // for another one's token and took it from the store hit.
@@ -258,20 +261,33 @@ impl Shared {
     }
 
     /// The binding's keys and topic, worked out once; the topic tells this
-    /// cache about tokens the fleet rejects.
-    async fn bind<'a>(self: &Arc<Self>, binding: &'a StoreBinding) -> &'a Bound {
+    /// cache about tokens the fleet rejects. The identity takes the fields
+    /// only known once the credential is read.
+    ///
+    /// # Errors
+    ///
+    /// When the credential cannot be read: tried again by the next flight.
+    async fn bind<'a>(self: &Arc<Self>, binding: &'a StoreBinding) -> Result<&'a Bound, Error> {
         binding
             .bound
-            .get_or_init(|| async {
+            .get_or_try_init(|| async {
                 let store = binding.store.clone();
-                let identity = binding.identity.clone();
+                let identity = self
+                    .source
+                    .identity_fields()
+                    .await?
+                    .into_iter()
+                    .fold(binding.identity.clone(), |identity, (key, value)| {
+                        identity.with(key, value)
+                    });
                 let slow = identity.has_secret() && !store.is_encrypted();
                 let keys = if slow {
                     let blocking_store = store.clone();
-                    match tokio::task::spawn_blocking(move || blocking_store.keys(&identity)).await
+                    let moved = identity.clone();
+                    match tokio::task::spawn_blocking(move || blocking_store.keys(&moved)).await
                     {
                         Ok(keys) => keys,
-                        Err(_) => store.keys(&binding.identity),
+                        Err(_) => store.keys(&identity),
                     }
                 } else {
                     store.keys(&identity)
@@ -283,7 +299,7 @@ impl Shared {
                         shared.invalidated_elsewhere(hash);
                     }
                 }));
-                Bound { keys, topic }
+                Ok(Bound { keys, topic })
             })
             .await
     }

@@ -3,12 +3,14 @@
 //! response parsing.
 
 mod challenge;
+mod fresh;
 mod prepared;
 mod request;
 mod response;
 
 pub use challenge::www_authenticate_error;
-pub use prepared::{Attempt, PreparedRequest, RequestSource};
+pub use fresh::FreshValue;
+pub use prepared::{Attempt, Attempts, PreparedRequest, RequestSource};
 pub use request::{
     BodyEncoding, ClientAuth, DEFAULT_LIFETIME, TokenRequest, TokenRequestBuilder, is_loopback,
     validate_url,
@@ -136,7 +138,7 @@ impl HttpClient {
         let default_lifetime = request
             .default_lifetime()
             .unwrap_or(self.inner.default_lifetime);
-        let attempt = request.prepare()?.attempt(request.scrubber())?;
+        let attempt = request.prepare()?.attempt(request.scrubber()).await?;
         self.execute(attempt.request)
             .await?
             .parse(default_lifetime, &attempt.scrubber)
@@ -154,7 +156,7 @@ impl HttpClient {
     /// `request.scrubber()`: use [`PreparedRequest::attempt`] to get a
     /// scrubber that knows it.
     pub async fn send(&self, request: &TokenRequest) -> Result<EndpointResponse, Error> {
-        self.execute(request.prepare()?.to_request()?).await
+        self.execute(request.prepare()?.to_request().await?).await
     }
 
     /// Sends one token request with a fresh DPoP proof, retrying once with
@@ -170,7 +172,7 @@ impl HttpClient {
             .unwrap_or(self.inner.default_lifetime);
         let prepared = request.prepare()?;
         let (response, scrubber) = self
-            .exchange_dpop(|| Some(prepared.attempt(request.scrubber())), dpop)
+            .exchange_dpop(Attempts::Prepared(&prepared, request.scrubber()), dpop)
             .await?;
         dpop.bind(response.parse(default_lifetime, &scrubber)?)
     }
@@ -184,15 +186,8 @@ impl HttpClient {
         request: reqwest::Request,
         dpop: &crate::dpop::Dpop,
     ) -> Result<EndpointResponse, Error> {
-        let mut copies = [request.try_clone(), Some(request)];
-        let mut next = move || {
-            let request = copies.iter_mut().rev().find_map(Option::take)?;
-            Some(Ok(Attempt {
-                request,
-                scrubber: Scrubber::new(),
-            }))
-        };
-        Ok(self.exchange_dpop(&mut next, dpop).await?.0)
+        let copies = Attempts::Copies([request.try_clone(), Some(request)]);
+        Ok(self.exchange_dpop(copies, dpop).await?.0)
     }
 
     /// The DPoP exchange of [`execute_dpop`](Self::execute_dpop), with each
@@ -202,10 +197,13 @@ impl HttpClient {
     /// answer and the scrubber of the request it answers.
     pub(crate) async fn exchange_dpop(
         &self,
-        mut next: impl FnMut() -> Option<Result<Attempt, Error>> + Send,
+        mut attempts: Attempts<'_>,
         dpop: &crate::dpop::Dpop,
     ) -> Result<(EndpointResponse, Scrubber), Error> {
-        let first = next().ok_or_else(|| Error::config("no request to send"))??;
+        let first = attempts
+            .next()
+            .await
+            .ok_or_else(|| Error::config("no request to send"))??;
         let url = first.request.url().clone();
         let response = self.execute(with_proof(first.request, dpop)?).await?;
         let learned = dpop.nonces().remember(&url, response.headers());
@@ -213,7 +211,7 @@ impl HttpClient {
         if !(challenged && learned) {
             return Ok((response, first.scrubber));
         }
-        let Some(retry) = next() else {
+        let Some(retry) = attempts.next().await else {
             return Ok((response, first.scrubber));
         };
         let retry = retry?;

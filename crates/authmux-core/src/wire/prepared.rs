@@ -8,6 +8,7 @@ use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Url};
 
+use super::fresh::{Fresh, FreshParam, Sent};
 use super::{BodyEncoding, HttpClient, TokenRequest};
 use crate::assertion::{ClientAssertion, JWT_BEARER_ASSERTION_TYPE};
 use crate::dpop::Dpop;
@@ -36,8 +37,10 @@ pub struct PreparedRequest {
     standard: Option<BodyEncoding>,
     body: Bytes,
     timeout: Option<Duration>,
-    /// Boxed: most clients authenticate with a secret.
-    assertion: Option<Box<(ClientAssertion, BodyEncoding)>>,
+    /// The parameters found anew for every copy (a client assertion, a
+    /// subject token), in the body's encoding. Boxed: most clients
+    /// authenticate with a secret.
+    fresh: Option<Box<(Vec<FreshParam>, BodyEncoding)>>,
 }
 
 /// One attempt at a token request: what to send, and the scrubber that
@@ -57,10 +60,7 @@ impl fmt::Debug for PreparedRequest {
             .field("headers", &self.headers().keys().collect::<Vec<_>>())
             .field("body_bytes", &self.body.len())
             .field("timeout", &self.timeout)
-            .field(
-                "assertion",
-                &self.assertion.as_deref().map(|(assertion, _)| assertion),
-            )
+            .field("fresh", &self.fresh.as_deref().map(|(fresh, _)| fresh))
             .finish()
     }
 }
@@ -78,19 +78,40 @@ impl PreparedRequest {
             standard: None,
             body: body.into(),
             timeout: None,
-            assertion: None,
+            fresh: None,
         }
     }
 
     /// Authenticates every copy with a new assertion from `assertion`:
     /// `client_assertion_type` and `client_assertion` are added to the body,
     /// which is in `encoding` and should already carry `client_id`.
-    pub fn with_client_assertion(
+    pub fn with_client_assertion(self, assertion: ClientAssertion, encoding: BodyEncoding) -> Self {
+        self.with_fresh(
+            [
+                FreshParam {
+                    name: "client_assertion_type".into(),
+                    value: Fresh::Fixed(JWT_BEARER_ASSERTION_TYPE.into()),
+                },
+                FreshParam {
+                    name: "client_assertion".into(),
+                    value: Fresh::Minted(assertion),
+                },
+            ],
+            encoding,
+        )
+    }
+
+    /// Adds `params`, found anew for every copy, to the body, which is in
+    /// `encoding`.
+    pub(crate) fn with_fresh(
         mut self,
-        assertion: ClientAssertion,
+        params: impl IntoIterator<Item = FreshParam>,
         encoding: BodyEncoding,
     ) -> Self {
-        self.assertion = Some(Box::new((assertion, encoding)));
+        let (fresh, _) = &mut **self
+            .fresh
+            .get_or_insert_with(|| Box::new((Vec::new(), encoding)));
+        fresh.extend(params);
         self
     }
 
@@ -123,20 +144,27 @@ impl PreparedRequest {
         headers
     }
 
-    /// A fresh copy to send, with a new client assertion if the request
-    /// carries one; `scrubber` plus that assertion scrubs the answer.
+    /// A fresh copy to send, with a new client assertion and the freshest
+    /// value of every parameter read anew; `scrubber` plus those secrets
+    /// scrubs the answer.
     ///
     /// # Errors
     ///
-    /// When the assertion cannot be minted or added to the body.
-    pub fn attempt(&self, scrubber: &Scrubber) -> Result<Attempt, Error> {
+    /// When a value cannot be minted or read, or added to the body.
+    pub async fn attempt(&self, scrubber: &Scrubber) -> Result<Attempt, Error> {
         let mut scrubber = scrubber.clone();
-        let body = match self.assertion.as_deref() {
+        let body = match self.fresh.as_deref() {
             None => self.body.clone(),
-            Some((assertion, encoding)) => {
-                let jwt = assertion.mint()?;
-                scrubber.register(&jwt);
-                with_assertion(&self.body, *encoding, &jwt)?
+            Some((params, encoding)) => {
+                let mut sent = Vec::with_capacity(params.len());
+                for param in params {
+                    let value = param.value().await?;
+                    if let Sent::Secret(secret) = &value {
+                        scrubber.register(secret);
+                    }
+                    sent.push((param.name.as_ref(), value));
+                }
+                with_fields(&self.body, *encoding, &sent)?
             }
         };
         let mut request = reqwest::Request::new(Method::POST, self.url.clone());
@@ -150,10 +178,38 @@ impl PreparedRequest {
     ///
     /// # Errors
     ///
-    /// When a client assertion cannot be minted.
-    pub fn to_request(&self) -> Result<reqwest::Request, Error> {
+    /// When a fresh value cannot be minted or read.
+    pub async fn to_request(&self) -> Result<reqwest::Request, Error> {
         self.attempt(&Scrubber::new())
+            .await
             .map(|attempt| attempt.request)
+    }
+}
+
+/// The requests of one exchange, the first and any retry: each a fresh
+/// copy of a prepared request, or one of up to two copies made before.
+#[derive(Debug)]
+pub enum Attempts<'a> {
+    /// A new attempt at `0` for each, scrubbed by `1` and the attempt's
+    /// own secrets.
+    Prepared(&'a PreparedRequest, &'a Scrubber),
+    /// The copies, last first.
+    Copies([Option<reqwest::Request>; 2]),
+}
+
+impl Attempts<'_> {
+    /// The next request to send, if there is one.
+    pub async fn next(&mut self) -> Option<Result<Attempt, Error>> {
+        match self {
+            Self::Prepared(request, scrubber) => Some(request.attempt(scrubber).await),
+            Self::Copies(copies) => {
+                let request = copies.iter_mut().rev().find_map(Option::take)?;
+                Some(Ok(Attempt {
+                    request,
+                    scrubber: Scrubber::new(),
+                }))
+            }
+        }
     }
 }
 
@@ -170,29 +226,26 @@ fn boxed(headers: &HeaderMap) -> Option<Box<HeaderMap>> {
     Some(Box::new(copy))
 }
 
-/// `body` with `client_assertion_type` and `client_assertion` added.
-fn with_assertion(
-    body: &Bytes,
-    encoding: BodyEncoding,
-    assertion: &secrecy::SecretString,
-) -> Result<Bytes, Error> {
+/// `body` with `fields` added.
+fn with_fields(body: &Bytes, encoding: BodyEncoding, fields: &[(&str, Sent<'_>)]) -> Result<Bytes, Error> {
     use secrecy::ExposeSecret as _;
-    let fields = [
-        ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
-        ("client_assertion", assertion.expose_secret()),
-    ];
-    let cannot = || Error::config("the client assertion cannot be added to the request body");
+    let fields = fields.iter().map(|(name, value)| {
+        let value = match value {
+            Sent::Plain(value) => *value,
+            Sent::Secret(secret) => secret.expose_secret(),
+        };
+        (*name, value)
+    });
+    let cannot = || Error::config("a fresh parameter cannot be added to the request body");
     match encoding {
         BodyEncoding::Form => {
             let mut form = body.to_vec();
             if !form.is_empty() {
                 form.push(b'&');
             }
-            form.extend_from_slice(
-                serde_urlencoded::to_string(fields)
-                    .map_err(|_| cannot())?
-                    .as_bytes(),
-            );
+            let mut serializer = form_urlencoded::Serializer::new(String::new());
+            serializer.extend_pairs(fields);
+            form.extend_from_slice(serializer.finish().as_bytes());
             Ok(Bytes::from(form))
         }
         BodyEncoding::Json => {
@@ -223,9 +276,8 @@ impl TokenRequest {
             standard: Some(self.encoding()),
             body: Bytes::from(self.body()?),
             timeout: self.timeout(),
-            assertion: self
-                .client_assertion()
-                .map(|assertion| Box::new((assertion.clone(), self.encoding()))),
+            fresh: (!self.fresh().is_empty())
+                .then(|| Box::new((self.fresh().to_vec(), self.encoding()))),
         })
     }
 }
@@ -349,7 +401,7 @@ impl RequestSource {
     async fn fetch(&self) -> Result<Token, Error> {
         match &self.dpop {
             None => {
-                let attempt = self.request.attempt(&self.scrubber)?;
+                let attempt = self.request.attempt(&self.scrubber).await?;
                 self.http
                     .execute(attempt.request)
                     .await?
@@ -358,7 +410,7 @@ impl RequestSource {
             Some(dpop) => {
                 let (response, scrubber) = self
                     .http
-                    .exchange_dpop(|| Some(self.request.attempt(&self.scrubber)), dpop)
+                    .exchange_dpop(Attempts::Prepared(&self.request, &self.scrubber), dpop)
                     .await?;
                 dpop.bind(response.parse(self.default_lifetime, &scrubber)?)
             }
@@ -390,6 +442,18 @@ impl TokenSource for RequestSource {
 
     fn dpop(&self) -> Option<&Dpop> {
         self.dpop.as_ref()
+    }
+
+    async fn identity_fields(&self) -> Result<Vec<(String, String)>, Error> {
+        let mut fields = Vec::new();
+        for param in self.request.fresh.iter().flat_map(|fresh| &fresh.0) {
+            if let Fresh::Read(value) = &param.value {
+                for (key, value) in value.identity_fields().await? {
+                    fields.push((format!("{}.{key}", param.name), value));
+                }
+            }
+        }
+        Ok(fields)
     }
 }
 
@@ -431,13 +495,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn each_attempt_mints_an_assertion_that_its_scrubber_knows() {
+    #[tokio::test]
+    async fn each_attempt_mints_an_assertion_that_its_scrubber_knows() {
         for encoding in [BodyEncoding::Form, BodyEncoding::Json] {
             let request = request(encoding);
             let prepared = request.prepare().expect("prepared");
-            let first = prepared.attempt(request.scrubber()).expect("attempt");
-            let second = prepared.attempt(request.scrubber()).expect("attempt");
+            let first = prepared.attempt(request.scrubber()).await.expect("attempt");
+            let second = prepared.attempt(request.scrubber()).await.expect("attempt");
             let assertion = |attempt: &Attempt| {
                 body_fields(attempt, encoding)
                     .into_iter()

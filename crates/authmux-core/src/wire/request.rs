@@ -13,7 +13,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use url::{Host, Url};
 
-use crate::assertion::ClientAssertion;
+use std::sync::Arc;
+
+use super::fresh::{Fresh, FreshParam, FreshValue};
+use crate::assertion::{ClientAssertion, JWT_BEARER_ASSERTION_TYPE};
 use crate::error::Error;
 use crate::scrub::Scrubber;
 
@@ -113,7 +116,7 @@ pub struct TokenRequest {
     client_id: Option<String>,
     encoding: BodyEncoding,
     params: Vec<Param>,
-    assertion: Option<ClientAssertion>,
+    fresh: Vec<FreshParam>,
     headers: HeaderMap,
     timeout: Option<Duration>,
     default_lifetime: Option<Duration>,
@@ -135,7 +138,7 @@ impl TokenRequest {
             params: Vec::new(),
             client_id: None,
             basic: None,
-            assertion: None,
+            fresh: Vec::new(),
             headers: HeaderMap::new(),
             timeout: None,
             default_lifetime: None,
@@ -188,7 +191,23 @@ impl TokenRequest {
 
     /// The client assertion minted for each request, with `private_key_jwt`.
     pub fn client_assertion(&self) -> Option<&ClientAssertion> {
-        self.assertion.as_ref()
+        self.fresh.iter().find_map(|param| match &param.value {
+            Fresh::Minted(assertion) => Some(assertion),
+            _ => None,
+        })
+    }
+
+    /// The parameters read anew for every request, by name: an external
+    /// client assertion, a subject token…
+    pub fn fresh_values(&self) -> impl Iterator<Item = (&str, &Arc<dyn FreshValue>)> {
+        self.fresh.iter().filter_map(|param| match &param.value {
+            Fresh::Read(value) => Some((param.name.as_ref(), value)),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn fresh(&self) -> &[FreshParam] {
+        &self.fresh
     }
 
     /// The extra headers, including a Basic `Authorization` (marked sensitive).
@@ -267,7 +286,7 @@ impl fmt::Debug for TokenRequest {
             .field("url", &self.url.as_str())
             .field("encoding", &self.encoding)
             .field("params", &params)
-            .field("assertion", &self.assertion)
+            .field("fresh", &self.fresh)
             .field("headers", &self.headers)
             .field("timeout", &self.timeout)
             .finish()
@@ -281,7 +300,7 @@ pub struct TokenRequestBuilder {
     params: Vec<Param>,
     client_id: Option<String>,
     basic: Option<(String, SecretString)>,
-    assertion: Option<ClientAssertion>,
+    fresh: Vec<FreshParam>,
     headers: HeaderMap,
     timeout: Option<Duration>,
     default_lifetime: Option<Duration>,
@@ -362,8 +381,58 @@ impl TokenRequestBuilder {
     pub fn client_assertion(mut self, assertion: ClientAssertion) -> Self {
         let client_id = assertion.client_id().to_owned();
         self.client_id = Some(client_id.clone());
-        self.assertion = Some(assertion);
+        self.fresh.push(FreshParam {
+            name: Cow::Borrowed("client_assertion_type"),
+            value: Fresh::Fixed(Cow::Borrowed(JWT_BEARER_ASSERTION_TYPE)),
+        });
+        self.fresh.push(FreshParam {
+            name: Cow::Borrowed("client_assertion"),
+            value: Fresh::Minted(assertion),
+        });
         self.param("client_id", client_id)
+    }
+
+    /// Authenticates the client with an assertion someone else issued
+    /// (RFC 7521 §4.2): `client_id` is appended to the body here, and
+    /// every time the request is sent `client_assertion_type` and the
+    /// freshest `client_assertion` from `assertion` follow.
+    pub fn external_client_assertion(
+        mut self,
+        client_id: impl Into<String>,
+        assertion_type: impl Into<Cow<'static, str>>,
+        assertion: Arc<dyn FreshValue>,
+    ) -> Self {
+        let client_id = client_id.into();
+        self.client_id = Some(client_id.clone());
+        self.fresh.push(FreshParam {
+            name: Cow::Borrowed("client_assertion_type"),
+            value: Fresh::Fixed(assertion_type.into()),
+        });
+        self.fresh.push(FreshParam {
+            name: Cow::Borrowed("client_assertion"),
+            value: Fresh::Read(assertion),
+        });
+        self.param("client_id", client_id)
+    }
+
+    /// Names the client without authenticating it: `client_id` in the
+    /// body (RFC 6749 §3.2.1), for a grant whose client authentication is
+    /// optional.
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        let client_id = client_id.into();
+        self.client_id = Some(client_id.clone());
+        self.param("client_id", client_id)
+    }
+
+    /// Appends a secret body parameter read anew from `value` for every
+    /// request sent (after the parameters set with [`param`](Self::param)):
+    /// an RFC 7523 `assertion`, an RFC 8693 `subject_token`…
+    pub fn fresh_param(mut self, name: impl Into<Cow<'static, str>>, value: Arc<dyn FreshValue>) -> Self {
+        self.fresh.push(FreshParam {
+            name: name.into(),
+            value: Fresh::Read(value),
+        });
+        self
     }
 
     /// Authenticates the client with a secret: `client_id` and
@@ -442,7 +511,7 @@ impl TokenRequestBuilder {
             client_id: self.client_id,
             encoding: self.encoding,
             params: self.params,
-            assertion: self.assertion,
+            fresh: self.fresh,
             headers,
             timeout: self.timeout,
             default_lifetime: self.default_lifetime,
