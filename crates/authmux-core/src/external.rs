@@ -1207,6 +1207,8 @@ mod tests {
         symlink("..data/token", root.join("token")).expect("symlink");
         let reader = file_reader(&root.join("token"));
         assert_eq!(token(&reader).await, "token-one");
+        assert_eq!(token(&reader).await, "token-one");
+        assert_eq!(reader.inner.reads.load(Ordering::Relaxed), 1, "unchanged");
 
         // The kubelet's rotation: a new version, a new symlink to it
         // renamed over `..data` at once, the old version removed. The
@@ -1216,6 +1218,7 @@ mod tests {
         std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("rename");
         std::fs::remove_dir_all(root.join("..2026_12_02_00_00_00.123")).expect("rm");
         assert_eq!(token(&reader).await, "token-two");
+        assert_eq!(reader.inner.reads.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
@@ -1464,6 +1467,27 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_served_jwt_that_expired_meanwhile_is_refused() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, jwt_lasting(0, 3600)).expect("write");
+        let reader = file_reader(&path);
+        token(&reader).await;
+        // As if the wall clock had passed `exp` while the file stood still.
+        let exp = SystemTime::now() - Duration::from_secs(1);
+        if let Some(good) = reader.inner.state.lock().await.last_good.as_mut() {
+            good.exp = Some(exp);
+        }
+        let error = failure(&reader).await;
+        assert_eq!(
+            reader.inner.reads.load(Ordering::Relaxed),
+            1,
+            "not read again"
+        );
+        assert!(error.to_string().contains(" expired at "), "{error}");
     }
 
     #[tokio::test(start_paused = true)]
