@@ -189,10 +189,14 @@ impl<'de> Deserialize<'de> for ExternalSource {
 /// a token pasted where a path belongs must not reach a log.
 struct SourceVisitor;
 
-impl SourceVisitor {
-    fn not_a_table<E: de::Error>() -> E {
-        E::custom(format_args!("expected a table: {FORMS}"))
-    }
+/// Visitor methods that refuse a value of another shape than a table
+/// without quoting it.
+macro_rules! refuse_unquoted {
+    ($($method:ident($value:ty)),* $(,)?) => {$(
+        fn $method<E: de::Error>(self, _: $value) -> Result<ExternalSource, E> {
+            Err(E::custom(format_args!("expected a table: {FORMS}")))
+        }
+    )*};
 }
 
 /// Reads the value of `key` into an empty `slot`, with an error that names
@@ -283,39 +287,21 @@ impl<'de> Visitor<'de> for SourceVisitor {
         }
     }
 
-    // Every other shape is refused without quoting it.
     fn visit_str<E: de::Error>(self, _: &str) -> Result<ExternalSource, E> {
         Err(E::custom(format_args!(
             "a plain string is not a source; expected a table: {FORMS}"
         )))
     }
 
-    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<ExternalSource, E> {
-        Err(Self::not_a_table())
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<ExternalSource, E> {
-        Err(Self::not_a_table())
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<ExternalSource, E> {
-        Err(Self::not_a_table())
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<ExternalSource, E> {
-        Err(Self::not_a_table())
-    }
-
-    fn visit_i128<E: de::Error>(self, _: i128) -> Result<ExternalSource, E> {
-        Err(Self::not_a_table())
-    }
-
-    fn visit_u128<E: de::Error>(self, _: u128) -> Result<ExternalSource, E> {
-        Err(Self::not_a_table())
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<ExternalSource, E> {
-        Err(Self::not_a_table())
+    // serde's own errors would quote these values.
+    refuse_unquoted! {
+        visit_bytes(&[u8]),
+        visit_bool(bool),
+        visit_i64(i64),
+        visit_u64(u64),
+        visit_i128(i128),
+        visit_u128(u128),
+        visit_f64(f64),
     }
 }
 
@@ -1112,24 +1098,25 @@ mod tests {
         let shown = format!("{identity} {command:?} {reader:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
 
-        let file = ExternalSource::File("/var/run/x".into());
-        assert_eq!(
-            (file.kind(), file.describe(), file.identity()),
+        let plain = [
             (
+                ExternalSource::File("/var/run/x".into()),
                 "file",
-                "file /var/run/x".to_owned(),
-                "file:/var/run/x".to_owned()
-            )
-        );
-        let env = ExternalSource::Env("GITHUB_OIDC_TOKEN".into());
-        assert_eq!(
-            (env.kind(), env.describe(), env.identity()),
+                "file /var/run/x",
+                "file:/var/run/x",
+            ),
             (
+                ExternalSource::Env("GITHUB_OIDC_TOKEN".into()),
                 "env",
-                "env GITHUB_OIDC_TOKEN".to_owned(),
-                "env:GITHUB_OIDC_TOKEN".to_owned()
-            )
-        );
+                "env GITHUB_OIDC_TOKEN",
+                "env:GITHUB_OIDC_TOKEN",
+            ),
+        ];
+        for (source, kind, described, identity) in plain {
+            assert_eq!(source.kind(), kind);
+            assert_eq!(source.describe(), described);
+            assert_eq!(source.identity(), identity);
+        }
     }
 
     #[test]
@@ -1329,29 +1316,20 @@ mod tests {
         let printed = dir.path().join("printed");
         let reader = sh(r#"echo run >> "$1"; cat "$2""#, &[&counter, &printed]);
 
-        // 1000 s: reused for 800 s.
-        std::fs::write(&printed, jwt_lasting(0, 1000)).expect("write");
-        let first = token(&reader).await;
-        assert_eq!(token(&reader).await, first);
-        // Paused only between runs: while a command runs, paused time
-        // would jump to its timeout.
-        tokio::time::pause();
-        tokio::time::advance(Duration::from_secs(799)).await;
-        assert_eq!(token(&reader).await, first);
-        assert_eq!(runs(&counter), 1);
-        tokio::time::advance(Duration::from_secs(2)).await;
-        tokio::time::resume();
-        // 200 s: reused for 140 s, not 160.
-        std::fs::write(&printed, jwt_lasting(0, 200)).expect("write");
-        let second = token(&reader).await;
-        assert_eq!(runs(&counter), 2);
-
-        tokio::time::pause();
-        tokio::time::advance(Duration::from_secs(139)).await;
-        assert_eq!(token(&reader).await, second);
-        assert_eq!(runs(&counter), 2);
-        tokio::time::advance(Duration::from_secs(2)).await;
-        tokio::time::resume();
+        // 1000 s: reused for 800 s; 200 s: reused for 140 s, not 160.
+        for (ran, (lasts, reused_for)) in [(1000, 800), (200, 140)].into_iter().enumerate() {
+            std::fs::write(&printed, jwt_lasting(0, lasts)).expect("write");
+            let printed_token = token(&reader).await;
+            assert_eq!(runs(&counter), ran + 1);
+            // Paused only between runs: while a command runs, paused time
+            // would jump to its timeout.
+            tokio::time::pause();
+            tokio::time::advance(Duration::from_secs(reused_for - 1)).await;
+            assert_eq!(token(&reader).await, printed_token);
+            assert_eq!(runs(&counter), ran + 1);
+            tokio::time::advance(Duration::from_secs(2)).await;
+            tokio::time::resume();
+        }
         token(&reader).await;
         assert_eq!(runs(&counter), 3);
     }
