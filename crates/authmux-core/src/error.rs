@@ -45,6 +45,13 @@ pub enum ErrorKind {
     /// `Transport` or `Timeout` error, and no metadata at either URL a
     /// `Config` one.
     Discovery,
+    /// The client's own credential could not be read or has expired: a
+    /// token issued by someone else (a Kubernetes service-account token, a
+    /// CI OIDC token) whose file, environment variable or command failed,
+    /// or that had expired when read. No token request was sent. Retrying
+    /// at once cannot help; the cache's cool-down reads it again later. A
+    /// command that runs out of time is a `Timeout` error.
+    Credential,
 }
 
 impl ErrorKind {
@@ -70,6 +77,7 @@ impl ErrorKind {
             Self::InvalidResponse => "invalid response from the token endpoint",
             Self::Internal => "internal error",
             Self::Discovery => "could not read the authorization server's metadata",
+            Self::Credential => "could not read the client's credential",
         }
     }
 }
@@ -94,7 +102,8 @@ pub fn is_transient(kind: ErrorKind, status: Option<u16>, oauth_code: Option<&st
             | ErrorKind::Refused
             | ErrorKind::InvalidResponse
             | ErrorKind::Internal
-            | ErrorKind::Discovery,
+            | ErrorKind::Discovery
+            | ErrorKind::Credential,
             _,
         ) => false,
     }
@@ -335,12 +344,15 @@ impl fmt::Display for Error {
             (None, None) => {}
         }
         match (inner.kind, &inner.endpoint) {
-            (ErrorKind::Config, _) => write!(f, "{}", inner.message)?,
+            // Their messages start with the config key, which says enough.
+            (ErrorKind::Config | ErrorKind::Credential, _) => write!(f, "{}", inner.message)?,
             (ErrorKind::Transport, Some(endpoint)) => write!(f, "could not reach {endpoint}")?,
             (ErrorKind::Timeout, Some(endpoint)) => write!(f, "timed out waiting for {endpoint}")?,
             (kind, _) => write!(f, "{}", kind.describe())?,
         }
-        if inner.kind != ErrorKind::Config && !inner.message.is_empty() {
+        if !matches!(inner.kind, ErrorKind::Config | ErrorKind::Credential)
+            && !inner.message.is_empty()
+        {
             write!(f, ": {}", inner.message)?;
         }
         if let Some(status) = inner.status {
@@ -434,6 +446,7 @@ mod tests {
             (Discovery, Some(429), None, true),
             (Discovery, Some(200), None, false),
             (Discovery, None, None, false),
+            (Credential, None, None, false),
         ];
         for &(kind, status, code, transient) in table {
             assert_eq!(

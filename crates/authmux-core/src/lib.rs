@@ -15,6 +15,10 @@
 //!   fetches, refresh ahead, retries and cool-down;
 //! * [`TokenStore`]: a second cache level that tokens outlive the process
 //!   in and a fleet shares them through, with a file store in [`store`];
+//! * [`ExternalToken`]: a token issued by someone else (a Kubernetes
+//!   service-account token, a CI job's OIDC token), read from a file, an
+//!   environment variable or a command as it rotates, for secretless
+//!   client authentication and token exchange;
 //! * [`Error`]: one error type with [`Error::is_transient`].
 //!
 //! # Features
@@ -94,6 +98,7 @@ pub mod client_auth;
 pub mod clock;
 pub mod dpop;
 pub mod error;
+pub mod external;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
@@ -116,6 +121,7 @@ pub use client_auth::{
 pub use clock::Clock;
 pub use dpop::{Dpop, DpopNonces, DpopProver, is_resource_nonce_challenge};
 pub use error::{Error, ErrorKind, OAuthError, RateLimit};
+pub use external::{ExternalSource, ExternalToken};
 pub use provider::{BuildContext, Endpoint, EndpointBuilder, Provider};
 pub use scrub::Scrubber;
 pub use secret::ClientSecret;

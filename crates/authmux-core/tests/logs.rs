@@ -31,6 +31,19 @@ impl Write for Captured {
 }
 
 impl Captured {
+    /// Captures everything this thread logs, at TRACE level, until the
+    /// guard is dropped.
+    fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
     }
@@ -84,14 +97,7 @@ async fn a_full_fetch_with_a_retry_logs_no_secret() {
         })
         .await;
 
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (logs, _default) = Captured::start();
 
     for auth in [ClientAuth::Body, ClientAuth::Basic] {
         let source = RequestSource::new(
@@ -147,14 +153,7 @@ async fn a_store_backed_fetch_adoption_and_invalidation_log_no_secret() {
             }));
         })
         .await;
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (logs, _default) = Captured::start();
 
     let backend = MemoryStore::new();
     let key = EncryptionKey::from_base64(&SecretString::from(STORE_KEY.to_owned()), "key")
@@ -202,4 +201,43 @@ async fn a_store_backed_fetch_adoption_and_invalidation_log_no_secret() {
     );
     assert_clean("Debug of the token", &format!("{fetched:?}"));
     assert_clean("Debug of the cache", &format!("{adopter:?}"));
+}
+
+#[tokio::test]
+async fn an_external_token_served_after_a_failed_read_is_not_logged() {
+    use authmux_core::{ExternalSource, ExternalToken};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    const MARK: &str = "external-token-f00dcafe";
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 3600;
+    let claims = json!({"iss": "https://issuer.example", "sub": MARK, "exp": exp});
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let jwt = format!(
+        "{}.{payload}.{MARK}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#)
+    );
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("token");
+    std::fs::write(&path, &jwt).expect("write");
+
+    let (logs, _default) = Captured::start();
+
+    let reader = ExternalToken::new(ExternalSource::File(path.clone()), "client_assertion");
+    assert_eq!(reader.current().await.expect("read").expose_secret(), jwt);
+    std::fs::remove_file(&path).expect("rm");
+    assert_eq!(reader.current().await.expect("kept").expose_secret(), jwt);
+
+    let text = logs.text();
+    assert!(
+        text.contains("serving the last good token"),
+        "the failed read was logged: {text}"
+    );
+    assert!(text.contains("client_assertion"), "{text}");
+    assert!(!text.contains(MARK), "the token in the logs: {text}");
+    assert!(!text.contains(&payload), "the token in the logs: {text}");
 }
