@@ -42,6 +42,10 @@ const JTI_BYTES: usize = 16;
 #[derive(Clone)]
 pub struct ClientAssertion {
     client_id: Arc<str>,
+    /// `iss`: the client id unless set.
+    issuer: Arc<str>,
+    /// `sub`: the client id unless set.
+    subject: Arc<str>,
     audience: Arc<str>,
     key: SigningKey,
     algorithm: SigningAlgorithm,
@@ -57,6 +61,8 @@ impl fmt::Debug for ClientAssertion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientAssertion")
             .field("client_id", &self.client_id)
+            .field("issuer", &self.issuer)
+            .field("subject", &self.subject)
             .field("audience", &self.audience)
             .field("algorithm", &self.algorithm)
             .field("kid", &self.kid)
@@ -131,6 +137,8 @@ impl ClientAssertion {
         .map_err(|_| Error::config("client_assertion_kid: cannot be written as JSON"))?;
         Ok(Self {
             client_id: Arc::from(client_id),
+            issuer: Arc::from(client_id),
+            subject: Arc::from(client_id),
             audience: Arc::from(audience),
             key,
             algorithm,
@@ -140,9 +148,29 @@ impl ClientAssertion {
         })
     }
 
-    /// The client id: `iss` and `sub`.
+    /// The client id: `iss` and `sub` unless
+    /// [`with_issuer_and_subject`](Self::with_issuer_and_subject) says
+    /// otherwise.
     pub fn client_id(&self) -> &str {
         &self.client_id
+    }
+
+    /// Assertions with their own `iss` and `sub`, such as the grant of an
+    /// RFC 7523 §2.1 JWT-bearer request on behalf of a service account.
+    pub fn with_issuer_and_subject(mut self, issuer: &str, subject: &str) -> Self {
+        self.issuer = Arc::from(issuer);
+        self.subject = Arc::from(subject);
+        self
+    }
+
+    /// The `iss` of every assertion.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The `sub` of every assertion.
+    pub fn subject(&self) -> &str {
+        &self.subject
     }
 
     /// The `aud` of every assertion.
@@ -221,8 +249,8 @@ impl ClientAssertion {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
         let claims = serde_json::to_vec(&Claims {
-            iss: &self.client_id,
-            sub: &self.client_id,
+            iss: &self.issuer,
+            sub: &self.subject,
             aud: &self.audience,
             jti: &jti,
             iat,

@@ -26,13 +26,15 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer as _, MapAccess, Visitor};
 
-use crate::assertion::ClientAssertion;
+use crate::assertion::{ClientAssertion, JWT_BEARER_ASSERTION_TYPE};
 use crate::error::Error;
+use crate::external::{ExternalSource, ExternalToken};
+use crate::grant::GrantConfig;
 use crate::secret::ClientSecret;
 use crate::signing::{SigningAlgorithm, SigningKey};
 use crate::wire::{ClientAuth, TokenRequestBuilder, require};
@@ -47,6 +49,15 @@ use crate::wire::{ClientAuth, TokenRequestBuilder, require};
 /// client_assertion_alg = "PS256"         # RS256, PS256 or ES256; default from the key
 /// client_assertion_kid = "key-1"         # the header's `kid`; the JWK's `kid` unless set
 /// client_assertion_audience = "https://idp.example.com/" # the provider's convention unless set
+/// ```
+///
+/// or, with a token someone else issues and rotates (a Kubernetes projected
+/// service-account token, a GitHub Actions OIDC token, a SPIFFE JWT-SVID):
+///
+/// ```toml
+/// client_auth = "client_assertion"
+/// client_assertion = { file = "/var/run/secrets/azure/tokens/azure-identity-token" } # or { env }, { command }
+/// client_assertion_type = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"  # default: …:jwt-bearer
 /// ```
 ///
 /// `auth_style`, the former name of `client_auth`, is still read. `Debug`
@@ -70,6 +81,14 @@ pub struct ClientAuthConfig {
     /// The `aud` of the `private_key_jwt` assertion; the provider's
     /// convention unless set.
     pub client_assertion_audience: Option<String>,
+    /// Where the `client_assertion` method reads its assertion: `{ file =
+    /// "…" }` (re-read as it rotates), `{ env = "…" }` or `{ command = […]
+    /// }`; see [`ExternalToken`].
+    pub client_assertion: Option<ExternalSource>,
+    /// The `client_assertion_type` of the `client_assertion` method;
+    /// [`JWT_BEARER_ASSERTION_TYPE`] unless set, or SPIFFE's
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-spiffe`.
+    pub client_assertion_type: Option<String>,
 }
 
 impl ClientAuthConfig {
@@ -81,6 +100,8 @@ impl ClientAuthConfig {
         "client_assertion_alg",
         "client_assertion_kid",
         "client_assertion_audience",
+        "client_assertion",
+        "client_assertion_type",
     ];
 
     /// A client that authenticates with `secret` as `auth` says.
@@ -88,6 +109,16 @@ impl ClientAuthConfig {
         Self {
             client_auth: Some(auth),
             client_secret: Some(secret.into()),
+            ..Self::default()
+        }
+    }
+
+    /// A client that sends the assertion read from `source` (RFC 7521
+    /// §4.2), of the default type, [`JWT_BEARER_ASSERTION_TYPE`].
+    pub fn client_assertion(source: ExternalSource) -> Self {
+        Self {
+            client_auth: Some(ClientAuth::ClientAssertion),
+            client_assertion: Some(source),
             ..Self::default()
         }
     }
@@ -118,9 +149,21 @@ impl ClientAuthConfig {
             "client_assertion_audience" => {
                 self.client_assertion_audience = Some(map.next_value()?);
             }
+            "client_assertion" => self.client_assertion = Some(map.next_value()?),
+            "client_assertion_type" => self.client_assertion_type = Some(map.next_value()?),
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// The config key of the first `client_assertion` setting given, if any.
+    fn first_assertion_setting(&self) -> Option<&'static str> {
+        [
+            (self.client_assertion.is_some(), "client_assertion"),
+            (self.client_assertion_type.is_some(), "client_assertion_type"),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name))
     }
 
     /// The config key of the first `private_key_jwt` setting given, if any.
@@ -217,6 +260,15 @@ pub trait WithClientAuth<'de>: Sized + 'static {
     /// The client authentication settings, filled in after the provider's
     /// own keys.
     fn client_auth_mut(&mut self) -> &mut ClientAuthConfig;
+
+    /// Whether the config also takes the keys of a [`GrantConfig`].
+    const GRANTS: bool = false;
+
+    /// The grant settings, filled in after the provider's own keys, for a
+    /// config whose [`GRANTS`](Self::GRANTS) is `true`.
+    fn grant_mut(&mut self) -> Option<&mut GrantConfig> {
+        None
+    }
 }
 
 /// Implements `Deserialize` and [`WithClientAuth`] for a provider config
@@ -235,6 +287,8 @@ pub trait WithClientAuth<'de>: Sized + 'static {
 /// }
 ///
 /// authmux_core::with_client_auth!(MyConfig, auth);
+/// // or, for a config that also takes a `grant: GrantConfig`:
+/// // authmux_core::with_client_auth!(MyConfig, auth, grant);
 ///
 /// let config: MyConfig =
 ///     serde_json::from_str(r#"{"client_id": "c", "client_secret": "s"}"#).unwrap();
@@ -263,6 +317,33 @@ macro_rules! with_client_auth {
             }
         }
     };
+    ($config:ty, $field:ident, $grant:ident) => {
+        impl<'de> ::serde::Deserialize<'de> for $config {
+            fn deserialize<D: ::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> ::std::result::Result<Self, D::Error> {
+                $crate::client_auth::deserialize(deserializer)
+            }
+        }
+
+        impl<'de> $crate::client_auth::WithClientAuth<'de> for $config {
+            fn deserialize_own<D: ::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> ::std::result::Result<Self, D::Error> {
+                Self::deserialize(deserializer)
+            }
+
+            fn client_auth_mut(&mut self) -> &mut $crate::client_auth::ClientAuthConfig {
+                &mut self.$field
+            }
+
+            const GRANTS: bool = true;
+
+            fn grant_mut(&mut self) -> ::std::option::Option<&mut $crate::grant::GrantConfig> {
+                ::std::option::Option::Some(&mut self.$grant)
+            }
+        }
+    };
 }
 
 /// Deserializes a provider config `T`: its own keys, the client
@@ -286,14 +367,19 @@ where
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
             let (own, all) = keys::<T>();
             let mut auth = ClientAuthConfig::default();
+            let mut grant = GrantConfig::default();
             let routing = Routing {
                 map,
                 auth: &mut auth,
+                grant: T::GRANTS.then_some(&mut grant),
                 own,
                 all,
             };
             let mut config = T::deserialize_own(de::value::MapAccessDeserializer::new(routing))?;
             *config.client_auth_mut() = auth;
+            if let Some(slot) = config.grant_mut() {
+                *slot = grant;
+            }
             Ok(config)
         }
     }
@@ -317,6 +403,9 @@ fn keys<'de, T: WithClientAuth<'de>>() -> (&'static [&'static str], &'static [&'
             let _ = T::deserialize_own(Introspect(&mut own));
             let mut all = own.to_vec();
             all.extend(ClientAuthConfig::FIELDS);
+            if T::GRANTS {
+                all.extend(GrantConfig::FIELDS);
+            }
             (own, Vec::leak(all))
         })
 }
@@ -354,6 +443,7 @@ impl<'de> Deserializer<'de> for Introspect<'_> {
 struct Routing<'a, A> {
     map: A,
     auth: &'a mut ClientAuthConfig,
+    grant: Option<&'a mut GrantConfig>,
     own: &'static [&'static str],
     all: &'static [&'static str],
 }
@@ -369,7 +459,14 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Routing<'_, A> {
             if self.own.contains(&key.as_str()) {
                 return seed.deserialize(key.into_deserializer()).map(Some);
             }
-            if !self.auth.read_value(&key, &mut self.map)? {
+            if self.auth.read_value(&key, &mut self.map)? {
+                continue;
+            }
+            let grant = match self.grant.as_deref_mut() {
+                Some(grant) => grant.read_value(&key, &mut self.map)?,
+                None => false,
+            };
+            if !grant {
                 return Err(refuse(&mut self.map, &key, self.all));
             }
         }
@@ -458,6 +555,19 @@ pub trait ClientAuthBuilder: Sized {
         self
     }
 
+    /// Where the `client_assertion` method reads its assertion.
+    fn client_assertion(mut self, source: ExternalSource) -> Self {
+        self.client_auth_config().client_assertion = Some(source);
+        self
+    }
+
+    /// The `client_assertion_type` of the `client_assertion` method;
+    /// [`JWT_BEARER_ASSERTION_TYPE`] unless set.
+    fn client_assertion_type(mut self, assertion_type: impl Into<String>) -> Self {
+        self.client_auth_config().client_assertion_type = Some(assertion_type.into());
+        self
+    }
+
     /// The `aud` of the `private_key_jwt` assertion, replacing the
     /// provider's convention (Auth0: `https://{domain}/`; a standard
     /// server: its issuer when discovered, else the token endpoint URL).
@@ -467,14 +577,19 @@ pub trait ClientAuthBuilder: Sized {
     }
 }
 
-/// What a client authenticates with, read and checked: a secret, or the
-/// assertions it mints.
+/// What a client authenticates with, read and checked: a secret, the
+/// assertions it mints, or those someone else issues.
 #[derive(Clone, Debug)]
 pub enum Credential {
     /// A client secret, for `post` and `basic`.
     Secret(SecretString),
     /// A `private_key_jwt` client's assertions.
     Assertion(ClientAssertion),
+    /// Assertions read from their source for every request, and their
+    /// `client_assertion_type`.
+    External(ExternalToken, String),
+    /// Nothing: the client does not authenticate.
+    None,
 }
 
 /// How a client proves who it is to the token endpoint: its id, its
@@ -491,6 +606,7 @@ pub struct ClientCredentials {
 }
 
 const PRIVATE_KEY_JWT: &str = "client_auth = \"private_key_jwt\"";
+const CLIENT_ASSERTION: &str = "client_auth = \"client_assertion\"";
 
 impl ClientCredentials {
     /// Credentials sent as `auth` says.
@@ -535,28 +651,78 @@ impl ClientCredentials {
     /// to the configured audience, else to `default_audience`.
     ///
     /// Errors name the key and the fix:
-    /// `client_secret: required unless client_auth = "private_key_jwt"`,
+    /// `client_secret: required with client_auth = "post" or "basic"`,
     /// `client_assertion_key: /etc/k.pem: not an RSA or P-256 private key in
     /// PEM or JWK form`, `client_secret: environment variable … is not set`.
+    /// An external assertion is not read here but for each request.
     pub fn credential(&self, default_audience: &str) -> Result<Credential, Error> {
-        require("client_id", &self.client_id)?;
         let config = &self.config;
+        let method = format!("client_auth = {:?}", self.auth.as_str());
+        if self.auth != ClientAuth::None {
+            require("client_id", &self.client_id)?;
+        }
+        if self.auth != ClientAuth::PrivateKeyJwt
+            && let Some(name) = config.first_key_setting()
+        {
+            return Err(Error::config(format!(
+                "{name}: only used with {PRIVATE_KEY_JWT}, not {method}"
+            )));
+        }
+        if self.auth != ClientAuth::ClientAssertion
+            && let Some(name) = config.first_assertion_setting()
+        {
+            return Err(Error::config(format!(
+                "{name}: only used with {CLIENT_ASSERTION}, not {method}"
+            )));
+        }
         if self.auth.uses_secret() {
-            if let Some(name) = config.first_key_setting() {
-                return Err(Error::config(format!(
-                    "{name}: only used with {PRIVATE_KEY_JWT}"
-                )));
-            }
             let secret = config.client_secret.as_ref().ok_or_else(|| {
-                Error::config(format!("client_secret: required unless {PRIVATE_KEY_JWT}"))
+                Error::config(format!(
+                    "client_secret: required with {method}; or authenticate without one: \
+                     {PRIVATE_KEY_JWT} or {CLIENT_ASSERTION}"
+                ))
             })?;
             return secret.resolve("client_secret").map(Credential::Secret);
         }
         if config.client_secret.is_some() {
             return Err(Error::config(format!(
-                "client_secret: not used with {PRIVATE_KEY_JWT}; remove it"
+                "client_secret: not used with {method}; remove it"
             )));
         }
+        match self.auth {
+            ClientAuth::ClientAssertion => {
+                let source = config.client_assertion.clone().ok_or_else(|| {
+                    Error::config(format!(
+                        "client_assertion: required with {CLIENT_ASSERTION}: \
+                         {{ file = \"…\" }}, {{ env = \"…\" }} or {{ command = [\"…\"] }}"
+                    ))
+                })?;
+                let assertion_type = config
+                    .client_assertion_type
+                    .as_deref()
+                    .unwrap_or(JWT_BEARER_ASSERTION_TYPE)
+                    .trim();
+                require("client_assertion_type", assertion_type)?;
+                if assertion_type.chars().any(char::is_whitespace) || !assertion_type.contains(':')
+                {
+                    return Err(Error::config(format!(
+                        "client_assertion_type: {assertion_type:?} is not a URI such as \
+                         {JWT_BEARER_ASSERTION_TYPE:?}"
+                    )));
+                }
+                Ok(Credential::External(
+                    ExternalToken::new(source, "client_assertion"),
+                    assertion_type.to_owned(),
+                ))
+            }
+            ClientAuth::None => Ok(Credential::None),
+            _ => self.private_key_jwt(default_audience),
+        }
+    }
+
+    /// Reads the key of a `private_key_jwt` client.
+    fn private_key_jwt(&self, default_audience: &str) -> Result<Credential, Error> {
+        let config = &self.config;
         let source = config.client_assertion_key.as_ref().ok_or_else(|| {
             Error::config(format!(
                 "client_assertion_key: required with {PRIVATE_KEY_JWT}"
@@ -593,8 +759,9 @@ impl ClientCredentials {
     pub fn resolve(&self) -> Result<SecretString, Error> {
         match self.credential("")? {
             Credential::Secret(secret) => Ok(secret),
-            Credential::Assertion(_) => Err(Error::config(format!(
-                "client_auth: a secret is needed, not {PRIVATE_KEY_JWT}"
+            _ => Err(Error::config(format!(
+                "client_auth: a secret is needed, not client_auth = {:?}",
+                self.auth.as_str()
             ))),
         }
     }
@@ -609,6 +776,13 @@ impl ClientCredentials {
                 request.client_credentials(self.auth, self.client_id.clone(), secret)
             }
             Credential::Assertion(assertion) => request.client_assertion(assertion),
+            Credential::External(assertion, assertion_type) => request.external_client_assertion(
+                self.client_id.clone(),
+                assertion_type,
+                Arc::new(assertion),
+            ),
+            Credential::None if self.client_id.trim().is_empty() => request,
+            Credential::None => request.client_id(self.client_id.clone()),
         })
     }
 }

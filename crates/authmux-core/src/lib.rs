@@ -99,6 +99,7 @@ pub mod clock;
 pub mod dpop;
 pub mod error;
 pub mod external;
+pub mod grant;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;

@@ -10,6 +10,9 @@
 //! [`EndpointBuilder`], and client authentication from
 //! [`client_auth`](crate::client_auth).
 
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -17,7 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::dpop::Dpop;
 use crate::error::Error;
 use crate::source::SharedTokenSource;
-use crate::wire::{HttpClient, RequestSource, TokenRequestBuilder, join_url};
+use crate::wire::{FreshValue, HttpClient, RequestSource, TokenRequestBuilder, join_url};
 
 /// One kind of token endpoint, such as Auth0's: its name in configs, its
 /// config type, and how a config becomes a token source.
@@ -39,11 +42,23 @@ pub trait Provider {
     fn build(config: Self::Config, context: &BuildContext) -> Result<SharedTokenSource, Error>;
 }
 
-/// What the facade shares between the providers it builds: for now, the
-/// HTTP client (and so its connection pool and timeouts).
-#[derive(Clone, Debug, Default)]
+/// What the facade shares between the providers it builds: the HTTP
+/// client (and so its connection pool and timeouts), and the access tokens
+/// of the clients built before, for a token exchange that trades one
+/// (`subject_token = { client = "entra" }`).
+#[derive(Clone, Default)]
 pub struct BuildContext {
     http: Option<HttpClient>,
+    clients: HashMap<String, Arc<dyn FreshValue>>,
+}
+
+impl fmt::Debug for BuildContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuildContext")
+            .field("http", &self.http)
+            .field("clients", &self.clients.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl BuildContext {
@@ -61,6 +76,18 @@ impl BuildContext {
     /// The shared HTTP client, if any.
     pub fn http_client(&self) -> Option<&HttpClient> {
         self.http.as_ref()
+    }
+
+    /// Offers the access tokens `token` serves as those of the client
+    /// `name`, to the clients built after it.
+    pub fn with_client_token(mut self, name: impl Into<String>, token: Arc<dyn FreshValue>) -> Self {
+        self.clients.insert(name.into(), token);
+        self
+    }
+
+    /// The access tokens of the client `name`, if it was offered.
+    pub fn client_token(&self, name: &str) -> Option<Arc<dyn FreshValue>> {
+        self.clients.get(name).cloned()
     }
 }
 

@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use authmux_core::assertion::JWT_BEARER_ASSERTION_TYPE;
+use authmux_core::grant::GrantType;
 use authmux_core::wire::{ClientAuth, HttpClient, RequestSource, validate_url};
 use authmux_core::{
     ClientAssertion, Credential, Dpop, Error, ErrorKind, SigningAlgorithm, TokenIdentity,
@@ -44,6 +46,11 @@ pub struct ServerMetadata {
     /// absent means `client_secret_basic` alone (RFC 8414 §2).
     #[serde(default)]
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// The grant types the server takes; absent means the server does
+    /// not say (RFC 8414's default lists no machine grant, so absence is
+    /// not a refusal).
+    #[serde(default)]
+    pub grant_types_supported: Option<Vec<String>>,
     /// The algorithms the token endpoint accepts for `private_key_jwt`
     /// assertions (RFC 8414 §2), in the server's order; absent means the
     /// server does not say.
@@ -144,10 +151,7 @@ impl DiscoveringSource {
         let http = builder.endpoint.http_client()?;
         builder.endpoint.http = Some(http.clone());
         builder.config.issuer = None;
-        let mut probe = OAuth2Builder {
-            config: builder.config.clone(),
-            endpoint: builder.endpoint.clone(),
-        };
+        let mut probe = builder.clone();
         probe.config.token_url = issuer.clone();
         let probe = probe.build_fixed()?;
         // The token request made later must use the very same DPoP key.
@@ -158,7 +162,7 @@ impl DiscoveringSource {
             ClientAuth::PrivateKeyJwt => {
                 match builder.config.client_credentials().credential(&issuer)? {
                     Credential::Assertion(assertion) => Some(assertion),
-                    Credential::Secret(_) => None,
+                    _ => None,
                 }
             }
             _ => None,
@@ -240,11 +244,9 @@ impl DiscoveringSource {
     async fn discover(&self) -> Result<Found, Error> {
         let metadata = self.fetch_metadata().await?;
         let token_url = self.check(&metadata)?;
-        let mut builder = OAuth2Builder {
-            config: self.template.config.clone(),
-            endpoint: self.template.endpoint.clone(),
-        };
+        let mut builder = self.template.clone();
         builder.config.token_url = token_url.into();
+        builder.assertion_audience = Some(self.issuer.clone());
         if let Some(assertion) = &self.assertion {
             builder.config.auth.client_assertion_alg =
                 Some(self.assertion_algorithm(assertion, &metadata)?);
@@ -374,9 +376,34 @@ impl DiscoveringSource {
                 error.message()
             ))
         })?;
+        let grant = self.template.config.grant.grant();
+        if grant != GrantType::ClientCredentials
+            && let Some(grants) = &metadata.grant_types_supported
+            && !grants.iter().any(|listed| listed == grant.wire_name())
+        {
+            return Err(Error::config(format!(
+                "issuer {issuer}: the server does not take grant_type = {:?} ({}) (grant_types_supported: {}); change grant_type",
+                grant.as_str(),
+                grant.wire_name(),
+                grants.join(", ")
+            )));
+        }
         let methods = metadata.auth_methods();
         let wanted = self.auth.metadata_name();
-        if !methods.contains(&wanted) {
+        let checked = match self.auth {
+            // A client that does not authenticate has nothing to check, and
+            // a SPIFFE or other assertion type has no method name of its own.
+            ClientAuth::None => false,
+            ClientAuth::ClientAssertion => self
+                .template
+                .config
+                .auth
+                .client_assertion_type
+                .as_deref()
+                .is_none_or(|kind| kind.trim() == JWT_BEARER_ASSERTION_TYPE),
+            _ => true,
+        };
+        if checked && !methods.contains(&wanted) {
             return Err(Error::config(format!(
                 "issuer {issuer}: the token endpoint does not accept {wanted} (token_endpoint_auth_methods_supported: {}); change client_auth",
                 methods.join(", ")

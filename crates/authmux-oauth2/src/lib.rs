@@ -188,9 +188,13 @@ use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use std::sync::Arc;
+
+use authmux_core::grant::{GrantConfig, GrantContext, GrantType};
 use authmux_core::source::CLIENT_ASSERTION_KEY_FIELD;
 use authmux_core::wire::{
-    BodyEncoding, ClientAuth, PreparedRequest, RequestSource, join_url, validate_url,
+    BodyEncoding, ClientAuth, FreshValue, PreparedRequest, RequestSource, TokenRequest, join_url,
+    require, validate_url,
 };
 use authmux_core::{
     BuildContext, ClientAuthConfig, ClientCredentials, ClientSecret, Credential, Endpoint, Error,
@@ -227,16 +231,33 @@ pub struct OAuth2Config {
     /// metadata on the first fetch (see [Discovery](crate#discovery)).
     #[serde(default)]
     pub issuer: Option<String>,
-    /// The client id.
+    /// The client id; required unless `grant_type` is `jwt_bearer` with
+    /// `client_auth = "none"`.
+    #[serde(default)]
     pub client_id: String,
     /// The scopes to ask for, sent space-separated as `scope`; none by default.
     #[serde(default, deserialize_with = "scope_list")]
     pub scopes: Vec<String>,
+    /// The audiences to ask for (RFC 8693 §2.1, and servers that take it
+    /// with client credentials): one string or a list, each sent as
+    /// `audience`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
+    /// The resources to ask for (RFC 8707): one URI or a list, each sent
+    /// as `resource`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub resource: Vec<String>,
     /// How the client authenticates: `client_auth` (`"basic"` unless set,
-    /// `"post"`, `"private_key_jwt"`), its secret or key; see
-    /// [`ClientAuthConfig`]. These keys sit flat in the client's table.
+    /// `"post"`, `"private_key_jwt"`, `"client_assertion"`, `"none"`), its
+    /// secret, key or assertion; see [`ClientAuthConfig`]. These keys sit
+    /// flat in the client's table.
     #[serde(skip)]
     pub auth: ClientAuthConfig,
+    /// The grant: `grant_type` (`"client_credentials"` unless set,
+    /// `"jwt_bearer"`, `"token_exchange"`) and what it carries; see
+    /// [`GrantConfig`]. These keys sit flat in the client's table.
+    #[serde(skip)]
+    pub grant: GrantConfig,
     /// More body parameters, such as `audience` or `resource`.
     #[serde(default)]
     pub extra_params: BTreeMap<String, String>,
@@ -279,7 +300,34 @@ fn scope_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<S
 /// credentials are optional for it.
 const DEFAULT_CLIENT_AUTH: ClientAuth = ClientAuth::Basic;
 
-authmux_core::with_client_auth!(OAuth2Config, auth);
+authmux_core::with_client_auth!(OAuth2Config, auth, grant);
+
+/// One string or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    struct OneOrMany;
+    impl<'de> serde::de::Visitor<'de> for OneOrMany {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or an array of strings")
+        }
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Vec<String>, E> {
+            Ok(vec![value.to_owned()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut values = Vec::new();
+            while let Some(value) = seq.next_element()? {
+                values.push(value);
+            }
+            Ok(values)
+        }
+    }
+    deserializer.deserialize_any(OneOrMany)
+}
 
 impl OAuth2Config {
     /// A builder holding this configuration.
@@ -287,17 +335,31 @@ impl OAuth2Config {
         OAuth2Builder {
             endpoint: Endpoint::new(None, self.allow_insecure_http),
             config: self.clone(),
+            clients: BuildContext::new(),
+            assertion_audience: None,
         }
     }
 
     /// The client's id and secret or assertion settings, not yet read.
     fn client_credentials(&self) -> ClientCredentials {
-        ClientCredentials::from_config(&self.client_id, self.auth.clone(), DEFAULT_CLIENT_AUTH)
+        ClientCredentials::from_config(&self.client_id, self.auth.clone(), self.client_auth())
     }
 
-    /// How the client authenticates: the configured method or the default.
+    /// How the client authenticates: the configured method; else `none`
+    /// for a JWT-bearer grant given no secret, key or assertion (RFC 7523
+    /// §2.1 makes client authentication optional there); else `basic`.
     pub fn client_auth(&self) -> ClientAuth {
-        self.auth.client_auth.unwrap_or(DEFAULT_CLIENT_AUTH)
+        self.auth.client_auth.unwrap_or_else(|| {
+            let auth = &self.auth;
+            let nothing = auth.client_secret.is_none()
+                && auth.client_assertion_key.is_none()
+                && auth.client_assertion.is_none();
+            if self.grant.grant() == GrantType::JwtBearer && nothing {
+                ClientAuth::None
+            } else {
+                DEFAULT_CLIENT_AUTH
+            }
+        })
     }
 }
 
@@ -305,10 +367,15 @@ impl OAuth2Config {
 /// [`OAuth2Provider::builder`]. The endpoint setters come from
 /// [`EndpointBuilder`]; there, `base_url` replaces the scheme, host and
 /// port of `token_url` and keeps its path.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct OAuth2Builder {
     config: OAuth2Config,
     endpoint: Endpoint,
+    /// The other clients whose tokens a token exchange may carry.
+    clients: BuildContext,
+    /// The `aud` of a JWT-bearer grant signed here: the issuer, once
+    /// discovered; else the token endpoint.
+    assertion_audience: Option<String>,
 }
 
 impl EndpointBuilder for OAuth2Builder {
@@ -333,6 +400,32 @@ impl OAuth2Builder {
     /// One more scope to ask for.
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.config.scopes.push(scope.into());
+        self
+    }
+
+    /// The grant and what it carries; client credentials unless set.
+    pub fn grant(mut self, grant: GrantConfig) -> Self {
+        self.config.grant = grant;
+        self
+    }
+
+    /// The audiences to ask for, each sent as `audience`.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.config.audience.push(audience.into());
+        self
+    }
+
+    /// The resources to ask for (RFC 8707), each sent as `resource`.
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.config.resource.push(resource.into());
+        self
+    }
+
+    /// Offers `token` as the access tokens of the client `name`, for a
+    /// token exchange whose `subject_token` or `actor_token` is `{ client =
+    /// "name" }`: a [`ManagedToken`](authmux_core::ManagedToken), say.
+    pub fn client_token(mut self, name: impl Into<String>, token: Arc<dyn FreshValue>) -> Self {
+        self.clients = self.clients.with_client_token(name, token);
         self
     }
 
@@ -393,15 +486,62 @@ impl OAuth2Builder {
         }
         let credentials = config.client_credentials();
         let credential = credentials.credential(token_url.as_str())?;
-        let scopes = checked_scopes(config.scopes)?;
+        let scopes = checked_scopes(config.scopes.clone())?;
         check_extra_params(&config.extra_params)?;
-        let request = prepare(
-            &credentials,
-            &credential,
-            &token_url,
-            &scopes,
-            &config.extra_params,
-        )?
+        check_targets(&config)?;
+        config.grant.check()?;
+        let grant = config.grant.grant();
+        if grant == GrantType::ClientCredentials && credentials.auth == ClientAuth::None {
+            return Err(Error::config(
+                "client_auth: \"none\" is only for grant_type = \"jwt_bearer\" or \"token_exchange\"; \
+                 client credentials need the client to authenticate (RFC 6749 §4.4.2)",
+            ));
+        }
+        let by_oauth2_crate = grant == GrantType::ClientCredentials
+            && matches!(credential, Credential::Secret(_) | Credential::Assertion(_));
+        if !by_oauth2_crate {
+            let audience = self
+                .assertion_audience
+                .clone()
+                .unwrap_or_else(|| token_url.to_string());
+            let clients = |name: &str| self.clients.client_token(name);
+            let context = GrantContext {
+                client_id: config.client_id.trim(),
+                audience: &audience,
+                clients: &clients,
+            };
+            let mut request = config
+                .grant
+                .apply(TokenRequest::builder(token_url.as_str()).form(), &context)?;
+            if !scopes.is_empty() {
+                request = request.param("scope", scopes.join(" "));
+            }
+            for (name, values) in [("audience", &config.audience), ("resource", &config.resource)] {
+                for value in values {
+                    request = request.param(name, value.trim());
+                }
+            }
+            for (name, value) in &config.extra_params {
+                request = request.param(name.clone(), value.clone());
+            }
+            let request = credentials.apply(request)?;
+            let mut endpoint = self.endpoint;
+            if endpoint.dpop.is_none() {
+                endpoint.dpop = config.dpop.dpop(config.accept_bearer_downgrade)?;
+            }
+            return Ok(endpoint
+                .source(NAME, "token_url", request)?
+                .with_identity_field("client_auth", credentials.auth.as_str()));
+        }
+        let mut extra_params: Vec<(String, String)> = config
+            .extra_params
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        for (name, values) in [("audience", &config.audience), ("resource", &config.resource)] {
+            extra_params.extend(values.iter().map(|value| (name.to_owned(), value.trim().to_owned())));
+        }
+        let request = prepare(&credentials, &credential, &token_url, &scopes, &extra_params)?
         .with_timeout(self.endpoint.timeout);
         // The `oauth2` crate put the credential on the request, so the core
         // never saw it: register it here, as Basic, which also covers it
@@ -414,7 +554,7 @@ impl OAuth2Builder {
         if endpoint.dpop.is_none() {
             endpoint.dpop = config.dpop.dpop(config.accept_bearer_downgrade)?;
         }
-        let mut identity = identity(&token_url, &credentials, &scopes, &config.extra_params);
+        let mut identity = identity(&token_url, &credentials, &scopes, &extra_params);
         match &credential {
             Credential::Assertion(assertion) => {
                 identity = identity.with(CLIENT_ASSERTION_KEY_FIELD, assertion.thumbprint());
@@ -422,6 +562,7 @@ impl OAuth2Builder {
             Credential::Secret(client_secret) => {
                 identity = identity.with_secret("client_secret", client_secret);
             }
+            Credential::External(..) | Credential::None => {}
         }
         Ok(
             RequestSource::from_prepared(endpoint.http_client()?, request, identity, scrubber)
@@ -437,12 +578,12 @@ fn prepare(
     credential: &Credential,
     token_url: &Url,
     scopes: &[String],
-    extra_params: &BTreeMap<String, String>,
+    extra_params: &[(String, String)],
 ) -> Result<PreparedRequest, Error> {
     let auth_type = match credentials.auth {
         ClientAuth::Basic => AuthType::BasicAuth,
         // Without a secret, the `oauth2` crate sends `client_id` in the body.
-        ClientAuth::Body | ClientAuth::PrivateKeyJwt => AuthType::RequestBody,
+        _ => AuthType::RequestBody,
     };
     let mut client = BasicClient::new(oauth2::ClientId::new(credentials.client_id.clone()))
         .set_auth_type(auth_type)
@@ -474,10 +615,10 @@ fn prepare(
     let (parts, body) = request.into_parts();
     let prepared = PreparedRequest::new(token_url.clone(), parts.headers, body);
     Ok(match credential {
-        Credential::Secret(_) => prepared,
         Credential::Assertion(assertion) => {
             prepared.with_client_assertion(assertion.clone(), BodyEncoding::Form)
         }
+        _ => prepared,
     })
 }
 
@@ -488,7 +629,7 @@ fn identity(
     token_url: &Url,
     credentials: &ClientCredentials,
     scopes: &[String],
-    extra_params: &BTreeMap<String, String>,
+    extra_params: &[(String, String)],
 ) -> TokenIdentity {
     let mut sorted: Vec<&str> = scopes.iter().map(String::as_str).collect();
     sorted.sort_unstable();
@@ -522,12 +663,30 @@ fn checked_scopes(scopes: Vec<String>) -> Result<Vec<String>, Error> {
     Ok(checked)
 }
 
+/// `audience` and `resource` are set once: as keys of their own, or (as
+/// before they were) in `extra_params`.
+fn check_targets(config: &OAuth2Config) -> Result<(), Error> {
+    for (name, values) in [("audience", &config.audience), ("resource", &config.resource)] {
+        if !values.is_empty() && config.extra_params.contains_key(name) {
+            return Err(Error::config(format!(
+                "extra_params.{name}: {name} is set too; keep one of them"
+            )));
+        }
+        for value in values {
+            require(name, value)?;
+        }
+    }
+    Ok(())
+}
+
 /// Extra params must not override what the grant itself sends.
 fn check_extra_params(params: &BTreeMap<String, String>) -> Result<(), Error> {
     for name in params.keys() {
         let fix = match name.as_str() {
             "" => return Err(Error::config("extra_params: a name must not be empty")),
-            "grant_type" => "it is always client_credentials",
+            "grant_type" => "set grant_type instead",
+            "assertion" | "subject_token" | "subject_token_type" | "actor_token"
+            | "actor_token_type" | "requested_token_type" => "set it as a key of its own",
             "scope" => "set scopes instead",
             "client_id" | "client_secret" | "client_assertion" | "client_assertion_type" => {
                 "set client_id and client_auth with its secret or key instead"
@@ -587,6 +746,9 @@ impl OAuth2Provider {
             issuer: None,
             client_id,
             scopes: Vec::new(),
+            audience: Vec::new(),
+            resource: Vec::new(),
+            grant: GrantConfig::default(),
             auth: ClientAuthConfig {
                 client_secret,
                 ..ClientAuthConfig::default()
@@ -616,7 +778,9 @@ impl Provider for OAuth2Provider {
     type Config = OAuth2Config;
 
     fn build(config: OAuth2Config, context: &BuildContext) -> Result<SharedTokenSource, Error> {
-        Ok(config.builder().context(context).build()?.into())
+        let mut builder = config.builder().context(context);
+        builder.clients = context.clone();
+        Ok(builder.build()?.into())
     }
 }
 

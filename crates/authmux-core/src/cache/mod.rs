@@ -990,3 +990,28 @@ mod tests {
         assert_send_sync::<TokenGuard>();
     }
 }
+
+/// A cache serves its access tokens to a request that carries them, such
+/// as a token exchange whose `subject_token` is another client's token:
+/// each request takes the token the cache serves then, so a refreshed
+/// token is the one sent.
+#[async_trait::async_trait]
+impl crate::wire::FreshValue for ManagedToken {
+    async fn value(&self) -> Result<secrecy::SecretString, Error> {
+        Ok(self.get().await?.secret().clone())
+    }
+
+    fn describe(&self) -> String {
+        format!("client {}", self.name())
+    }
+
+    /// The identity of the tokens served: the provider, endpoint and
+    /// every field, and those learned once the credential is read.
+    async fn identity_fields(&self) -> Result<Vec<(String, String)>, Error> {
+        let mut fields = vec![("identity".to_owned(), self.source().identity().to_string())];
+        for (key, value) in self.source().identity_fields().await? {
+            fields.push((format!("identity.{key}"), value));
+        }
+        Ok(fields)
+    }
+}

@@ -58,31 +58,46 @@ pub enum ClientAuth {
     /// with `client_id` as body parameters, and no secret
     /// (`private_key_jwt`); see [`ClientAssertion`].
     PrivateKeyJwt,
+    /// An assertion someone else issued (a workload's identity token),
+    /// read from a file, a variable or a command and sent as
+    /// `client_assertion` with `client_id` (RFC 7521 §4.2, RFC 7523 §2.2):
+    /// no secret, no key.
+    ClientAssertion,
+    /// No client authentication: `client_id`, if any, in the body (RFC
+    /// 6749 §3.2.1), for a grant that does not need it, such as the
+    /// JWT-bearer grant.
+    None,
 }
 
 impl ClientAuth {
-    /// The config spelling: `post`, `basic` or `private_key_jwt`.
+    /// The config spelling: `post`, `basic`, `private_key_jwt`,
+    /// `client_assertion` or `none`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Body => "post",
             Self::Basic => "basic",
             Self::PrivateKeyJwt => "private_key_jwt",
+            Self::ClientAssertion => "client_assertion",
+            Self::None => "none",
         }
     }
 
     /// Whether the client authenticates with a secret (`post` or `basic`).
     pub fn uses_secret(self) -> bool {
-        !matches!(self, Self::PrivateKeyJwt)
+        matches!(self, Self::Body | Self::Basic)
     }
 
     /// The method's name in authorization server metadata (RFC 8414 §2,
     /// `token_endpoint_auth_methods_supported`): `client_secret_post`,
-    /// `client_secret_basic` or `private_key_jwt`.
+    /// `client_secret_basic`, `private_key_jwt` or `none`. A client
+    /// assertion issued by someone else travels as a `private_key_jwt`
+    /// one does, and servers that accept it (Entra, Keycloak) list it so.
     pub fn metadata_name(self) -> &'static str {
         match self {
             Self::Body => "client_secret_post",
             Self::Basic => "client_secret_basic",
-            Self::PrivateKeyJwt => "private_key_jwt",
+            Self::PrivateKeyJwt | Self::ClientAssertion => "private_key_jwt",
+            Self::None => "none",
         }
     }
 }
@@ -424,6 +439,21 @@ impl TokenRequestBuilder {
         self.param("client_id", client_id)
     }
 
+    /// Appends a JWT signed anew by `assertion` for every request sent as
+    /// the body parameter `name`, such as the `assertion` of an RFC 7523
+    /// JWT-bearer grant.
+    pub fn signed_param(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        assertion: ClientAssertion,
+    ) -> Self {
+        self.fresh.push(FreshParam {
+            name: name.into(),
+            value: Fresh::Minted(assertion),
+        });
+        self
+    }
+
     /// Appends a secret body parameter read anew from `value` for every
     /// request sent (after the parameters set with [`param`](Self::param)):
     /// an RFC 7523 `assertion`, an RFC 8693 `subject_token`…
@@ -450,7 +480,10 @@ impl TokenRequestBuilder {
         let client_id = client_id.into();
         self.client_id = Some(client_id.clone());
         match auth {
-            ClientAuth::Body | ClientAuth::PrivateKeyJwt => self
+            ClientAuth::Body
+            | ClientAuth::PrivateKeyJwt
+            | ClientAuth::ClientAssertion
+            | ClientAuth::None => self
                 .param("client_id", client_id)
                 .secret_param("client_secret", client_secret),
             ClientAuth::Basic => {
