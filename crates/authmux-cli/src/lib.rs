@@ -60,7 +60,7 @@
 //! |---|---|
 //! | 0 | success |
 //! | 1 | the output could not be written (a closed pipe) |
-//! | 2 | a usage or configuration error, an unknown client and an issuer without metadata included |
+//! | 2 | a usage or configuration error, an unknown client and an issuer without metadata included; a workload identity token (`client_assertion`, `assertion`, `subject_token`) that cannot be read or has expired |
 //! | 3 | the provider refused the token request (an OAuth error, HTTP 400/401/403) |
 //! | 4 | any other failure to get a token: transport, timeout, rate limit, HTTP 5xx, an invalid response, an issuer's metadata unavailable; or, for `request`, a failure to send the request or read its response |
 //! | 5 | `request` only: the response's status was not 2xx (its body is still written) |
@@ -185,7 +185,9 @@ pub enum Exit {
     Success = 0,
     /// 1: the output could not be written, typically to a closed pipe.
     Output = 1,
-    /// 2: a usage or configuration error, an unknown client included.
+    /// 2: a usage or configuration error, an unknown client included, or
+    /// the client's own credential (a workload identity token) that cannot
+    /// be read or has expired.
     Usage = 2,
     /// 3: the provider refused the request.
     Refused = 3,
@@ -206,7 +208,10 @@ impl Exit {
     /// The exit for a failed token request of this kind.
     pub fn for_kind(kind: ErrorKind) -> Self {
         match kind {
-            ErrorKind::Config => Self::Usage,
+            // A workload's own credential that cannot be read or has
+            // expired is, like a secret variable that is not set, the
+            // setup's to fix.
+            ErrorKind::Config | ErrorKind::Credential => Self::Usage,
             ErrorKind::Refused => Self::Refused,
             // ErrorKind is non-exhaustive: a kind added later is a failure to
             // get a token that a script cannot fix by changing its arguments.

@@ -250,6 +250,24 @@ impl ClientConfig {
         &self.name
     }
 
+    /// The clients whose access tokens this one's requests carry, with the
+    /// key naming each: `("subject_token", "entra")` for `subject_token =
+    /// { client = "entra" }`.
+    pub fn client_inputs(&self) -> Vec<(&'static str, String)> {
+        ["subject_token", "actor_token"]
+            .into_iter()
+            .filter_map(|key| {
+                let Some(Value::Dict(_, table)) = self.fields.get(key) else {
+                    return None;
+                };
+                match table.get("client") {
+                    Some(Value::String(_, name)) => Some((key, name.clone())),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
     /// Deserializes the provider's keys into its config type, reporting
     /// every problem at once, each with its full key path
     /// (`clients.api.audience: …`).

@@ -152,7 +152,8 @@ impl fmt::Debug for Registry {
 impl Registry {
     /// Builds every client of `config`, reporting every problem at once.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        Self::build(config.clients.iter(), store(config)?)
+        let ordered = in_build_order(config, config.clients.keys())?;
+        Self::build(ordered.into_iter(), store(config)?)
     }
 
     /// Starts a registry that mixes clients from a config with sources and
@@ -183,7 +184,8 @@ impl Registry {
                         "clients.{name}.provider: {why}"
                     )]));
                 }
-                Self::build(std::iter::once((name, client)), store(config)?)
+                let ordered = in_build_order(config, std::iter::once(name))?;
+                Self::build(ordered.into_iter(), store(config)?)
             }
             None => {
                 let names: Vec<&str> = config.clients.keys().map(String::as_str).collect();
@@ -200,8 +202,10 @@ impl Registry {
     pub fn each_client(
         config: &Config,
     ) -> impl Iterator<Item = (&str, Result<Client, ConfigError>)> + '_ {
-        config.clients.iter().map(|(name, client)| {
-            let built = Self::build(std::iter::once((name, client)), None).and_then(|registry| {
+        config.clients.keys().map(|name| {
+            let built = in_build_order(config, std::iter::once(name))
+                .and_then(|ordered| Self::build(ordered.into_iter(), None))
+                .and_then(|registry| {
                 registry.client(name).cloned().map_err(|error| {
                     ConfigError::new(vec![format!(
                         "clients.{name}.provider: {}",
@@ -222,6 +226,9 @@ impl Registry {
         let mut policies: HashMap<String, Arc<CachePolicy>> = HashMap::new();
         let mut built = Vec::new();
         let mut unavailable = BTreeMap::new();
+        // Each client built so far, for the clients after it whose token
+        // exchange carries its tokens.
+        let mut offered: HashMap<String, ManagedToken> = HashMap::new();
         for (name, client) in clients {
             let at = format!("clients.{name}");
             if let Some(why) = not_compiled_in(&client.provider) {
@@ -231,13 +238,30 @@ impl Registry {
                 unavailable.insert(name.clone(), error);
                 continue;
             }
-            let context = match shared_http(&mut http_clients, &client.settings) {
+            let mut context = match shared_http(&mut http_clients, &client.settings) {
                 Ok(http) => BuildContext::new().with_http_client(http),
                 Err(error) => {
                     problems.push(format!("{at}: {}", error.message()));
                     continue;
                 }
             };
+            let mut inputs_ready = true;
+            for (field, input) in client.client_inputs() {
+                match offered.get(&input) {
+                    Some(cache) => {
+                        context = context.with_client_token(input, Arc::new(cache.clone()));
+                    }
+                    None => {
+                        inputs_ready = false;
+                        problems.push(format!(
+                            "{at}.{field}: client {input:?} is not available (see its own problems)"
+                        ));
+                    }
+                }
+            }
+            if !inputs_ready {
+                continue;
+            }
             match build_source(client, &context) {
                 Ok(source) => {
                     let mut cache = ManagedToken::builder(source)
@@ -247,6 +271,7 @@ impl Registry {
                         cache = cache.store(store.clone());
                     }
                     let cache = cache.build();
+                    offered.insert(name.clone(), cache.clone());
                     built.push(Client::new(name, cache));
                 }
                 Err(mut found) => problems.append(&mut found),
@@ -406,6 +431,82 @@ impl RegistryBuilder {
             unavailable,
             store,
         })
+    }
+}
+
+/// The clients `names` and every client whose tokens their requests carry
+/// (`subject_token = { client = "entra" }`), each after those it needs. A
+/// client that names an unknown client, or a chain that comes back to
+/// where it started, is a problem.
+fn in_build_order<'a>(
+    config: &'a Config,
+    names: impl IntoIterator<Item = &'a String>,
+) -> Result<Vec<(&'a String, &'a ClientConfig)>, ConfigError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit<'a>(
+        config: &'a Config,
+        name: &'a String,
+        marks: &mut HashMap<&'a str, Mark>,
+        path: &mut Vec<&'a str>,
+        ordered: &mut Vec<(&'a String, &'a ClientConfig)>,
+        problems: &mut Vec<String>,
+    ) {
+        let Some((name, client)) = config.clients.get_key_value(name) else {
+            return;
+        };
+        match marks.get(name.as_str()) {
+            Some(Mark::Done) => return,
+            Some(Mark::Visiting) => {
+                let start = path.iter().position(|step| *step == name).unwrap_or(0);
+                let mut cycle: Vec<&str> = path[start..].to_vec();
+                cycle.push(name);
+                let field = config.clients[path[path.len() - 1]]
+                    .client_inputs()
+                    .into_iter()
+                    .find(|(_, input)| input == name)
+                    .map_or("subject_token", |(field, _)| field);
+                problems.push(format!(
+                    "clients.{}.{field}: a cycle of token exchanges: {}",
+                    path[path.len() - 1],
+                    cycle.join(" -> ")
+                ));
+                return;
+            }
+            None => {}
+        }
+        marks.insert(name, Mark::Visiting);
+        path.push(name);
+        for (field, input) in client.client_inputs() {
+            match config.clients.get_key_value(&input) {
+                Some((input, _)) => visit(config, input, marks, path, ordered, problems),
+                None => {
+                    let names: Vec<&str> = config.clients.keys().map(String::as_str).collect();
+                    problems.push(format!(
+                        "clients.{name}.{field}: {}",
+                        unknown_client(&input, &names)
+                    ));
+                }
+            }
+        }
+        path.pop();
+        marks.insert(name, Mark::Done);
+        ordered.push((name, client));
+    }
+    let mut marks = HashMap::new();
+    let mut ordered = Vec::new();
+    let mut problems = Vec::new();
+    for name in names {
+        visit(config, name, &mut marks, &mut Vec::new(), &mut ordered, &mut problems);
+    }
+    if problems.is_empty() {
+        Ok(ordered)
+    } else {
+        problems.dedup();
+        Err(ConfigError::new(problems))
     }
 }
 
