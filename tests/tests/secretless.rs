@@ -79,7 +79,9 @@ async fn a_projected_token_is_the_client_assertion_and_each_rotation_is_followed
     ));
     let client = registry.client("entra").expect("client");
     let token = client.token().await.expect("a token");
-    let info = idp.token_info(token.secret().expose_secret()).expect("issued here");
+    let info = idp
+        .token_info(token.secret().expose_secret())
+        .expect("issued here");
     assert_eq!(info.client_id.as_deref(), Some("app"), "federated to app");
 
     let sent = &idp.recorded()[0];
@@ -95,10 +97,16 @@ async fn a_projected_token_is_the_client_assertion_and_each_rotation_is_followed
     );
     assert_eq!(sent.field("grant_type"), Some("client_credentials"));
     assert_eq!(sent.field("client_id"), Some("app"));
-    assert_eq!(sent.field("client_assertion_type"), Some(JWT_BEARER_ASSERTION));
+    assert_eq!(
+        sent.field("client_assertion_type"),
+        Some(JWT_BEARER_ASSERTION)
+    );
     assert_eq!(sent.field("client_assertion"), Some(first.as_str()));
     assert_eq!(sent.field("scope"), Some("api://my-api/.default"));
-    assert!(sent.headers.get("authorization").is_none(), "no Basic header");
+    assert!(
+        sent.headers.get("authorization").is_none(),
+        "no Basic header"
+    );
 
     let second = cluster.mint(SUBJECT, &idp.oauth2_token_url(), HOUR);
     rotate(dir.path(), &second);
@@ -168,7 +176,9 @@ async fn the_jwt_bearer_grant_sends_the_assertion_and_only_what_was_asked() {
         file = file.display(),
     ));
     let token = registry.token("ci").await.expect("a token");
-    let info = idp.token_info(token.secret().expose_secret()).expect("issued here");
+    let info = idp
+        .token_info(token.secret().expose_secret())
+        .expect("issued here");
     assert_eq!(info.subject, "repo:acme/app:ref:refs/heads/main");
     let sent = &idp.recorded()[0];
     assert_eq!(field_names(sent), ["assertion", "grant_type", "scope"]);
@@ -215,11 +225,9 @@ async fn a_jwt_bearer_grant_signed_here_names_its_issuer_and_subject() {
     let claims = |recorded: &Recorded| -> serde_json::Value {
         let jwt = recorded.field("assertion").expect("assertion");
         let payload = jwt.split('.').nth(1).expect("payload");
-        let bytes = base64::Engine::decode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            payload,
-        )
-        .expect("base64url");
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .expect("base64url");
         serde_json::from_slice(&bytes).expect("JSON")
     };
     let first = claims(&sent[0]);
@@ -268,7 +276,11 @@ async fn a_token_exchange_carries_the_other_clients_token_and_follows_its_refres
 
     let exchanged = registry.token("downstream").await.expect("exchanged");
     let upstream = registry.token("entra").await.expect("cached");
-    assert_eq!(idp.requests(), 2, "the subject's token once, the exchange once");
+    assert_eq!(
+        idp.requests(),
+        2,
+        "the subject's token once, the exchange once"
+    );
     let sent = &idp.recorded()[1];
     assert_eq!(
         field_names(sent),
@@ -280,11 +292,22 @@ async fn a_token_exchange_carries_the_other_clients_token_and_follows_its_refres
         ]
     );
     assert_eq!(sent.grant_type(), Some(TOKEN_EXCHANGE_GRANT));
-    assert_eq!(sent.field("subject_token"), Some(upstream.secret().expose_secret()));
+    assert_eq!(
+        sent.field("subject_token"),
+        Some(upstream.secret().expose_secret())
+    );
     assert_eq!(sent.field("subject_token_type"), Some(ACCESS_TOKEN_TYPE));
-    assert_eq!(sent.field("audience"), Some("https://downstream.example.com"));
-    assert!(sent.headers.get("authorization").is_some(), "Basic, the default");
-    let info = idp.token_info(exchanged.secret().expose_secret()).expect("issued here");
+    assert_eq!(
+        sent.field("audience"),
+        Some("https://downstream.example.com")
+    );
+    assert!(
+        sent.headers.get("authorization").is_some(),
+        "Basic, the default"
+    );
+    let info = idp
+        .token_info(exchanged.secret().expose_secret())
+        .expect("issued here");
     assert_eq!(info.audience, ["https://downstream.example.com"]);
 
     // The subject's client refreshes; the exchange's next request, at its
@@ -296,7 +319,10 @@ async fn a_token_exchange_carries_the_other_clients_token_and_follows_its_refres
         .refresh()
         .await
         .expect("refreshed");
-    assert_ne!(refreshed.secret().expose_secret(), upstream.secret().expose_secret());
+    assert_ne!(
+        refreshed.secret().expose_secret(),
+        upstream.secret().expose_secret()
+    );
     registry
         .client("downstream")
         .expect("client")
@@ -306,7 +332,10 @@ async fn a_token_exchange_carries_the_other_clients_token_and_follows_its_refres
         .expect("exchanged again");
     let last = idp.recorded().pop().expect("a request");
     assert_eq!(last.grant_type(), Some(TOKEN_EXCHANGE_GRANT));
-    assert_eq!(last.field("subject_token"), Some(refreshed.secret().expose_secret()));
+    assert_eq!(
+        last.field("subject_token"),
+        Some(refreshed.secret().expose_secret())
+    );
 }
 
 #[tokio::test]

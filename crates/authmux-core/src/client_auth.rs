@@ -160,7 +160,10 @@ impl ClientAuthConfig {
     fn first_assertion_setting(&self) -> Option<&'static str> {
         [
             (self.client_assertion.is_some(), "client_assertion"),
-            (self.client_assertion_type.is_some(), "client_assertion_type"),
+            (
+                self.client_assertion_type.is_some(),
+                "client_assertion_type",
+            ),
         ]
         .into_iter()
         .find_map(|(set, name)| set.then_some(name))

@@ -854,6 +854,30 @@ fn redact_token_like(text: &str) -> String {
     out
 }
 
+#[async_trait::async_trait]
+impl crate::wire::FreshValue for ExternalToken {
+    async fn value(&self) -> Result<SecretString, Error> {
+        self.current().await
+    }
+
+    /// The source's [`identity`](ExternalSource::identity): a command's
+    /// arguments hashed, never shown.
+    fn describe(&self) -> String {
+        self.source().identity()
+    }
+
+    /// The `iss` and `sub` of the token, if it is a JWT that has them.
+    async fn identity_fields(&self) -> Result<Vec<(String, String)>, Error> {
+        if self.subject().is_none() {
+            self.current().await?;
+        }
+        Ok(self
+            .subject()
+            .map(|(iss, sub)| vec![("iss".to_owned(), iss), ("sub".to_owned(), sub)])
+            .unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -1623,29 +1647,5 @@ mod tests {
         assert_send(&reader.current());
         assert_eq!(reader.field(), FIELD);
         assert_eq!(reader.source(), &ExternalSource::Env("X".into()));
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::wire::FreshValue for ExternalToken {
-    async fn value(&self) -> Result<SecretString, Error> {
-        self.current().await
-    }
-
-    /// The source's [`identity`](ExternalSource::identity): a command's
-    /// arguments hashed, never shown.
-    fn describe(&self) -> String {
-        self.source().identity()
-    }
-
-    /// The `iss` and `sub` of the token, if it is a JWT that has them.
-    async fn identity_fields(&self) -> Result<Vec<(String, String)>, Error> {
-        if self.subject().is_none() {
-            self.current().await?;
-        }
-        Ok(self
-            .subject()
-            .map(|(iss, sub)| vec![("iss".to_owned(), iss), ("sub".to_owned(), sub)])
-            .unwrap_or_default())
     }
 }

@@ -51,7 +51,10 @@ pub enum GrantType {
     #[serde(rename = "client_credentials")]
     ClientCredentials,
     /// The JWT-bearer authorization grant (RFC 7523 §2.1).
-    #[serde(rename = "jwt_bearer", alias = "urn:ietf:params:oauth:grant-type:jwt-bearer")]
+    #[serde(
+        rename = "jwt_bearer",
+        alias = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    )]
     JwtBearer,
     /// Token exchange (RFC 8693).
     #[serde(
@@ -155,6 +158,13 @@ impl<'de> Deserialize<'de> for TokenInput {
                      { command = [\"program\", …] }",
                 )
             }
+            // A string may be a token pasted in by mistake: never quoted.
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<TokenInput, E> {
+                Err(E::custom(format_args!(
+                    "a plain string is not a source (it is not shown); expected {}",
+                    &self as &dyn de::Expected
+                )))
+            }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TokenInput, A::Error> {
                 let Some(first) = map.next_key::<String>()? else {
                     return Err(de::Error::invalid_length(0, &self));
@@ -173,7 +183,7 @@ impl<'de> Deserialize<'de> for TokenInput {
                 .map(TokenInput::External)
             }
         }
-        deserializer.deserialize_map(Input)
+        deserializer.deserialize_any(Input)
     }
 }
 
@@ -253,6 +263,13 @@ impl<'de> Deserialize<'de> for GrantAssertion {
                      or { key = { file = \"key.pem\" }, subject = \"…\" }",
                 )
             }
+            // A string may be a token pasted in by mistake: never quoted.
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<GrantAssertion, E> {
+                Err(E::custom(format_args!(
+                    "a plain string is not a source (it is not shown); expected {}",
+                    &self as &dyn de::Expected
+                )))
+            }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<GrantAssertion, A::Error> {
                 let Some(first) = map.next_key::<String>()? else {
                     return Err(de::Error::invalid_length(0, &self));
@@ -269,7 +286,7 @@ impl<'de> Deserialize<'de> for GrantAssertion {
                 }
             }
         }
-        deserializer.deserialize_map(Assertion)
+        deserializer.deserialize_any(Assertion)
     }
 }
 
@@ -474,7 +491,10 @@ impl GrantConfig {
                         .as_deref()
                         .unwrap_or(actor.default_type());
                     request = request
-                        .fresh_param("actor_token", actor.resolve("actor_token", context.clients)?)
+                        .fresh_param(
+                            "actor_token",
+                            actor.resolve("actor_token", context.clients)?,
+                        )
                         .param("actor_token_type", kind.trim());
                 }
                 request = request.param_opt(
@@ -520,7 +540,11 @@ fn signed_assertion(
     require("assertion.issuer", issuer)?;
     let subject = signed.subject.as_deref().unwrap_or(issuer).trim();
     require("assertion.subject", subject)?;
-    let audience = signed.audience.as_deref().unwrap_or(context.audience).trim();
+    let audience = signed
+        .audience
+        .as_deref()
+        .unwrap_or(context.audience)
+        .trim();
     require("assertion.audience", audience)?;
     ClientAssertion::new(issuer, audience, key, signed.alg, signed.kid.as_deref())
         .map_err(|error| {
@@ -544,13 +568,19 @@ mod tests {
         assert_eq!(client, TokenInput::Client("entra".into()));
         assert_eq!(client.default_type(), ACCESS_TOKEN_TYPE);
         let file: TokenInput = serde_json::from_str(r#"{"file": "/run/t"}"#).expect("file");
-        assert_eq!(file, TokenInput::External(ExternalSource::File("/run/t".into())));
+        assert_eq!(
+            file,
+            TokenInput::External(ExternalSource::File("/run/t".into()))
+        );
         assert_eq!(file.default_type(), JWT_TOKEN_TYPE);
         let mixed = serde_json::from_str::<TokenInput>(r#"{"client": "a", "file": "/x"}"#)
             .expect_err("one source");
-        assert!(mixed.to_string().contains("unknown field `file`"), "{mixed}");
-        let pasted = serde_json::from_str::<TokenInput>(r#""eyJhbGciOi.e30.sig""#)
-            .expect_err("a table");
+        assert!(
+            mixed.to_string().contains("unknown field `file`"),
+            "{mixed}"
+        );
+        let pasted =
+            serde_json::from_str::<TokenInput>(r#""eyJhbGciOi.e30.sig""#).expect_err("a table");
         assert!(!pasted.to_string().contains("eyJ"), "{pasted}");
     }
 
@@ -558,14 +588,23 @@ mod tests {
     fn a_grant_assertion_is_read_or_signed() {
         let read: GrantAssertion =
             serde_json::from_str(r#"{"env": "CI_TOKEN"}"#).expect("external");
-        assert!(matches!(read, GrantAssertion::External(ExternalSource::Env(_))));
+        assert!(matches!(
+            read,
+            GrantAssertion::External(ExternalSource::Env(_))
+        ));
         let signed: GrantAssertion =
             serde_json::from_str(r#"{"subject": "svc", "key": {"file": "/k.pem"}}"#)
                 .expect("signed");
-        assert!(matches!(signed, GrantAssertion::Signed(SignedAssertion { ref subject, .. }) if subject.as_deref() == Some("svc")));
-        let typo = serde_json::from_str::<GrantAssertion>(r#"{"key": {"file": "/k"}, "subjet": "x"}"#)
-            .expect_err("typo");
-        assert!(typo.to_string().contains("unknown field `subjet`"), "{typo}");
+        assert!(
+            matches!(signed, GrantAssertion::Signed(SignedAssertion { ref subject, .. }) if subject.as_deref() == Some("svc"))
+        );
+        let typo =
+            serde_json::from_str::<GrantAssertion>(r#"{"key": {"file": "/k"}, "subjet": "x"}"#)
+                .expect_err("typo");
+        assert!(
+            typo.to_string().contains("unknown field `subjet`"),
+            "{typo}"
+        );
     }
 
     #[test]
@@ -582,26 +621,50 @@ mod tests {
             grant_type: Some(GrantType::TokenExchange),
             ..GrantConfig::default()
         };
-        assert!(missing.check().expect_err("required").message().starts_with("subject_token: required"));
+        assert!(
+            missing
+                .check()
+                .expect_err("required")
+                .message()
+                .starts_with("subject_token: required")
+        );
         let bearer = GrantConfig {
             grant_type: Some(GrantType::JwtBearer),
             ..GrantConfig::default()
         };
-        assert!(bearer.check().expect_err("required").message().starts_with("assertion: required"));
+        assert!(
+            bearer
+                .check()
+                .expect_err("required")
+                .message()
+                .starts_with("assertion: required")
+        );
         let bad_type = GrantConfig {
             grant_type: Some(GrantType::TokenExchange),
             subject_token: Some(TokenInput::Client("a".into())),
             subject_token_type: Some("jwt".into()),
             ..GrantConfig::default()
         };
-        assert!(bad_type.check().expect_err("a URI").message().contains("not a URI"));
+        assert!(
+            bad_type
+                .check()
+                .expect_err("a URI")
+                .message()
+                .contains("not a URI")
+        );
         let lone_actor_type = GrantConfig {
             grant_type: Some(GrantType::TokenExchange),
             subject_token: Some(TokenInput::Client("a".into())),
             actor_token_type: Some(JWT_TOKEN_TYPE.into()),
             ..GrantConfig::default()
         };
-        assert!(lone_actor_type.check().expect_err("pair").message().starts_with("actor_token_type"));
+        assert!(
+            lone_actor_type
+                .check()
+                .expect_err("pair")
+                .message()
+                .starts_with("actor_token_type")
+        );
     }
 
     #[test]

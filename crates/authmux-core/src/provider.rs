@@ -80,7 +80,11 @@ impl BuildContext {
 
     /// Offers the access tokens `token` serves as those of the client
     /// `name`, to the clients built after it.
-    pub fn with_client_token(mut self, name: impl Into<String>, token: Arc<dyn FreshValue>) -> Self {
+    pub fn with_client_token(
+        mut self,
+        name: impl Into<String>,
+        token: Arc<dyn FreshValue>,
+    ) -> Self {
         self.clients.insert(name.into(), token);
         self
     }

@@ -303,9 +303,7 @@ const DEFAULT_CLIENT_AUTH: ClientAuth = ClientAuth::Basic;
 authmux_core::with_client_auth!(OAuth2Config, auth, grant);
 
 /// One string or a list of them.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<String>, D::Error> {
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     struct OneOrMany;
     impl<'de> serde::de::Visitor<'de> for OneOrMany {
         type Value = Vec<String>;
@@ -516,7 +514,10 @@ impl OAuth2Builder {
             if !scopes.is_empty() {
                 request = request.param("scope", scopes.join(" "));
             }
-            for (name, values) in [("audience", &config.audience), ("resource", &config.resource)] {
+            for (name, values) in [
+                ("audience", &config.audience),
+                ("resource", &config.resource),
+            ] {
                 for value in values {
                     request = request.param(name, value.trim());
                 }
@@ -538,10 +539,23 @@ impl OAuth2Builder {
             .iter()
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
-        for (name, values) in [("audience", &config.audience), ("resource", &config.resource)] {
-            extra_params.extend(values.iter().map(|value| (name.to_owned(), value.trim().to_owned())));
+        for (name, values) in [
+            ("audience", &config.audience),
+            ("resource", &config.resource),
+        ] {
+            extra_params.extend(
+                values
+                    .iter()
+                    .map(|value| (name.to_owned(), value.trim().to_owned())),
+            );
         }
-        let request = prepare(&credentials, &credential, &token_url, &scopes, &extra_params)?
+        let request = prepare(
+            &credentials,
+            &credential,
+            &token_url,
+            &scopes,
+            &extra_params,
+        )?
         .with_timeout(self.endpoint.timeout);
         // The `oauth2` crate put the credential on the request, so the core
         // never saw it: register it here, as Basic, which also covers it
@@ -666,7 +680,10 @@ fn checked_scopes(scopes: Vec<String>) -> Result<Vec<String>, Error> {
 /// `audience` and `resource` are set once: as keys of their own, or (as
 /// before they were) in `extra_params`.
 fn check_targets(config: &OAuth2Config) -> Result<(), Error> {
-    for (name, values) in [("audience", &config.audience), ("resource", &config.resource)] {
+    for (name, values) in [
+        ("audience", &config.audience),
+        ("resource", &config.resource),
+    ] {
         if !values.is_empty() && config.extra_params.contains_key(name) {
             return Err(Error::config(format!(
                 "extra_params.{name}: {name} is set too; keep one of them"
@@ -685,8 +702,12 @@ fn check_extra_params(params: &BTreeMap<String, String>) -> Result<(), Error> {
         let fix = match name.as_str() {
             "" => return Err(Error::config("extra_params: a name must not be empty")),
             "grant_type" => "set grant_type instead",
-            "assertion" | "subject_token" | "subject_token_type" | "actor_token"
-            | "actor_token_type" | "requested_token_type" => "set it as a key of its own",
+            "assertion"
+            | "subject_token"
+            | "subject_token_type"
+            | "actor_token"
+            | "actor_token_type"
+            | "requested_token_type" => "set it as a key of its own",
             "scope" => "set scopes instead",
             "client_id" | "client_secret" | "client_assertion" | "client_assertion_type" => {
                 "set client_id and client_auth with its secret or key instead"

@@ -206,13 +206,13 @@ impl Registry {
             let built = in_build_order(config, std::iter::once(name))
                 .and_then(|ordered| Self::build(ordered.into_iter(), None))
                 .and_then(|registry| {
-                registry.client(name).cloned().map_err(|error| {
-                    ConfigError::new(vec![format!(
-                        "clients.{name}.provider: {}",
-                        error.message()
-                    )])
-                })
-            });
+                    registry.client(name).cloned().map_err(|error| {
+                        ConfigError::new(vec![format!(
+                            "clients.{name}.provider: {}",
+                            error.message()
+                        )])
+                    })
+                });
             (name.as_str(), built)
         })
     }
@@ -500,7 +500,14 @@ fn in_build_order<'a>(
     let mut ordered = Vec::new();
     let mut problems = Vec::new();
     for name in names {
-        visit(config, name, &mut marks, &mut Vec::new(), &mut ordered, &mut problems);
+        visit(
+            config,
+            name,
+            &mut marks,
+            &mut Vec::new(),
+            &mut ordered,
+            &mut problems,
+        );
     }
     if problems.is_empty() {
         Ok(ordered)

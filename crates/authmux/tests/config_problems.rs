@@ -230,7 +230,9 @@ fn every_problem_of_one_client_is_reported() {
     .expect("the settings are fine");
     assert_eq!(
         self::problems(Registry::from_config(&config)),
-        [r#"clients.api.client_secret: required with client_auth = "post"; or authenticate without one: client_auth = "private_key_jwt" or client_auth = "client_assertion""#]
+        [
+            r#"clients.api.client_secret: required with client_auth = "post"; or authenticate without one: client_auth = "private_key_jwt" or client_auth = "client_assertion""#
+        ]
     );
 }
 

@@ -979,18 +979,6 @@ impl fmt::Debug for TokenGuard {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn handles_are_send_and_sync() {
-        fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<ManagedToken>();
-        assert_send_sync::<TokenGuard>();
-    }
-}
-
 /// A cache serves its access tokens to a request that carries them, such
 /// as a token exchange whose `subject_token` is another client's token:
 /// each request takes the token the cache serves then, so a refreshed
@@ -1013,5 +1001,17 @@ impl crate::wire::FreshValue for ManagedToken {
             fields.push((format!("identity.{key}"), value));
         }
         Ok(fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<ManagedToken>();
+        assert_send_sync::<TokenGuard>();
     }
 }

@@ -284,8 +284,7 @@ impl Shared {
                 let keys = if slow {
                     let blocking_store = store.clone();
                     let moved = identity.clone();
-                    match tokio::task::spawn_blocking(move || blocking_store.keys(&moved)).await
-                    {
+                    match tokio::task::spawn_blocking(move || blocking_store.keys(&moved)).await {
                         Ok(keys) => keys,
                         Err(_) => store.keys(&identity),
                     }

@@ -186,7 +186,7 @@ impl HttpClient {
         request: reqwest::Request,
         dpop: &crate::dpop::Dpop,
     ) -> Result<EndpointResponse, Error> {
-        let copies = Attempts::Copies([request.try_clone(), Some(request)]);
+        let copies = Attempts::Copies(Box::new([request.try_clone(), Some(request)]));
         Ok(self.exchange_dpop(copies, dpop).await?.0)
     }
 

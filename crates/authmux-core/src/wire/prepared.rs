@@ -194,7 +194,7 @@ pub enum Attempts<'a> {
     /// own secrets.
     Prepared(&'a PreparedRequest, &'a Scrubber),
     /// The copies, last first.
-    Copies([Option<reqwest::Request>; 2]),
+    Copies(Box<[Option<reqwest::Request>; 2]>),
 }
 
 impl Attempts<'_> {
@@ -227,7 +227,11 @@ fn boxed(headers: &HeaderMap) -> Option<Box<HeaderMap>> {
 }
 
 /// `body` with `fields` added.
-fn with_fields(body: &Bytes, encoding: BodyEncoding, fields: &[(&str, Sent<'_>)]) -> Result<Bytes, Error> {
+fn with_fields(
+    body: &Bytes,
+    encoding: BodyEncoding,
+    fields: &[(&str, Sent<'_>)],
+) -> Result<Bytes, Error> {
     use secrecy::ExposeSecret as _;
     let fields = fields.iter().map(|(name, value)| {
         let value = match value {

@@ -457,7 +457,11 @@ impl TokenRequestBuilder {
     /// Appends a secret body parameter read anew from `value` for every
     /// request sent (after the parameters set with [`param`](Self::param)):
     /// an RFC 7523 `assertion`, an RFC 8693 `subject_token`…
-    pub fn fresh_param(mut self, name: impl Into<Cow<'static, str>>, value: Arc<dyn FreshValue>) -> Self {
+    pub fn fresh_param(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: Arc<dyn FreshValue>,
+    ) -> Self {
         self.fresh.push(FreshParam {
             name: name.into(),
             value: Fresh::Read(value),
