@@ -569,7 +569,7 @@ audience = "https://api.example.com"
     assert_eq!(found["file"], json!(config));
     assert_eq!(
         found["clients"],
-        json!([{"name": "api", "provider": "auth0",
+        json!([{"name": "api", "provider": "auth0", "grant_type": "client_credentials",
                 "token_url": "https://tenant.eu.auth0.com/oauth/token", "problems": []}])
     );
     assert_eq!(found["problems"], json!([]));
@@ -685,7 +685,7 @@ client_secret = "{SECRET}"
     let found: Value = serde_json::from_str(&parts(&output).1).expect("one JSON object");
     assert_eq!(
         found["clients"][1],
-        json!({"name": "okta", "provider": "oauth2", "token_url": token_url, "issuer": issuer,
+        json!({"name": "okta", "provider": "oauth2", "grant_type": "client_credentials", "token_url": token_url, "issuer": issuer,
                "problems": []})
     );
     assert_eq!(found["problems"].as_array().map(Vec::len), Some(1));
@@ -871,12 +871,12 @@ async fn check_shows_every_client_the_file_and_the_store_beside_one_broken_clien
     assert_eq!(
         found["clients"],
         json!([
-            {"name": "api", "provider": "auth0", "token_url": null, "problems": [missing]},
-            {"name": "learning", "provider": "360learning",
+            {"name": "api", "provider": "auth0", "grant_type": "client_credentials", "token_url": null, "problems": [missing]},
+            {"name": "learning", "provider": "360learning", "grant_type": "client_credentials",
              "token_url": "https://app.360learning.com/api/v2/oauth2/token", "problems": []},
-            {"name": "okta", "provider": "oauth2",
+            {"name": "okta", "provider": "oauth2", "grant_type": "client_credentials",
              "token_url": "https://example.okta.com/oauth2/default/v1/token", "problems": []},
-            {"name": "referrals", "provider": "mention-me",
+            {"name": "referrals", "provider": "mention-me", "grant_type": "client_credentials",
              "token_url": "https://demo.mention-me.com/api/oauth/token", "problems": []},
         ])
     );
@@ -2034,4 +2034,121 @@ async fn without_a_home_the_default_store_steps_aside() {
     let (code, _, stderr) = parts(&second);
     assert_eq!(code, Some(2), "stderr: {stderr}");
     assert!(stderr.contains("store.path"), "{stderr}");
+}
+
+/// The three secretless configs of the README: a workload token as the
+/// client assertion, the JWT-bearer grant, and a token exchange chained on
+/// the first client, through `token` and `check`.
+#[tokio::test]
+async fn secretless_clients_get_tokens_and_check_shows_their_chain_never_a_token() {
+    use authmux_testkit::ExternalIssuer;
+    let idp = authmux_testkit::TokenServer::start().await;
+    let cluster = ExternalIssuer::new("https://kubernetes.default.svc");
+    idp.trust_issuer(&cluster);
+    let subject = "system:serviceaccount:payments:api";
+    idp.federate("app", cluster.issuer(), subject);
+    idp.expect_client("exchanger", SECRET);
+    let scratch = Scratch::new();
+    let token_file = scratch.dir.join("token");
+    let workload = cluster.mint(subject, &idp.oauth2_token_url(), Duration::from_secs(3600));
+    std::fs::write(&token_file, &workload).expect("write the token");
+    let ci_file = scratch.dir.join("oidc-token");
+    let oidc = cluster.mint("repo:acme/app", &idp.issuer(), Duration::from_secs(3600));
+    std::fs::write(&ci_file, &oidc).expect("write the token");
+    let path = scratch.config(&format!(
+        r#"
+[defaults]
+max_attempts = 1
+
+[clients.entra]
+provider = "oauth2"
+token_url = "{url}"
+client_id = "app"
+client_auth = "client_assertion"
+client_assertion = {{ file = "{token}" }}
+
+[clients.ci]
+provider = "oauth2"
+token_url = "{url}"
+grant_type = "jwt_bearer"
+assertion = {{ file = "{ci}" }}
+
+[clients.downstream]
+provider = "oauth2"
+token_url = "{url}"
+grant_type = "token_exchange"
+subject_token = {{ client = "entra" }}
+audience = "https://downstream.example.com"
+client_id = "exchanger"
+client_secret = "{SECRET}"
+"#,
+        url = idp.oauth2_token_url(),
+        token = token_file.display(),
+        ci = ci_file.display(),
+    ));
+    let config = path.to_str().expect("UTF-8");
+
+    let output = run(&scratch.dir, &["token", "downstream", "--config", config]).await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let info = idp
+        .token_info(stdout.trim())
+        .expect("issued by the testkit");
+    assert_eq!(info.audience, ["https://downstream.example.com"]);
+    let output = run(&scratch.dir, &["token", "ci", "--config", config]).await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let info = idp
+        .token_info(stdout.trim())
+        .expect("issued by the testkit");
+    assert_eq!(info.subject, "repo:acme/app");
+
+    let output = run(&scratch.dir, &["check", "--config", config]).await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let chain = format!(
+        "grant token_exchange, subject_token: client entra (client_assertion: file {})",
+        token_file.display()
+    );
+    assert!(stdout.contains(&chain), "{stdout}");
+    assert!(
+        stdout.contains("grant jwt_bearer, assertion: file"),
+        "{stdout}"
+    );
+    for token in [&workload, &oidc] {
+        assert!(!stdout.contains(token.as_str()) && !stderr.contains(token.as_str()));
+    }
+    let output = run(&scratch.dir, &["check", "--json", "--config", config]).await;
+    let found: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let downstream = found["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .find(|client| client["name"] == "downstream")
+        .expect("downstream");
+    assert_eq!(downstream["grant_type"], "token_exchange");
+    assert_eq!(
+        downstream["inputs"],
+        json!([chain.trim_start_matches("grant token_exchange, ")])
+    );
+
+    // An expired workload token is the setup's to fix: exit 2, named,
+    // never shown, and never sent.
+    let expired = cluster.mint_with(json!({
+        "sub": subject, "aud": idp.oauth2_token_url(), "iat": 1_700_000_000, "exp": 1_700_000_600,
+    }));
+    std::fs::write(&token_file, &expired).expect("write the token");
+    std::fs::remove_dir_all(scratch.dir.join("cache")).ok();
+    let before = idp.requests();
+    let output = run(&scratch.dir, &["token", "entra", "--config", config]).await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    let line = error_lines(&stderr).join("\n");
+    assert!(
+        line.contains("client_assertion") && line.contains("expired"),
+        "{line}"
+    );
+    assert!(!stderr.contains(&expired));
+    assert_eq!(idp.requests(), before);
 }

@@ -18,6 +18,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use authmux_core::grant::{GrantAssertion, TokenInput};
 use authmux_core::{CachePolicy, Error};
 
 use crate::secret_keys;
@@ -266,6 +267,52 @@ impl ClientConfig {
                 }
             })
             .collect()
+    }
+
+    /// The grant the client uses, as configured (`client_credentials`
+    /// unless set).
+    pub fn grant_type(&self) -> String {
+        match self.fields.get("grant_type") {
+            Some(Value::String(_, grant)) => grant.clone(),
+            _ => "client_credentials".to_owned(),
+        }
+    }
+
+    /// What the client's requests carry from elsewhere, by key, described
+    /// without any value: `("client_assertion", "file /var/run/token")`,
+    /// `("subject_token", "client entra")`, `("assertion", "signed here")`.
+    /// Keys whose value does not parse are left out (building the client
+    /// reports them).
+    pub fn token_inputs(&self) -> Vec<(&'static str, String)> {
+        let mut inputs = Vec::new();
+        for key in [
+            "client_assertion",
+            "assertion",
+            "subject_token",
+            "actor_token",
+        ] {
+            let Some(value) = self.fields.get(key) else {
+                continue;
+            };
+            let described = if key == "assertion" {
+                value
+                    .deserialize::<GrantAssertion>()
+                    .ok()
+                    .map(|assertion| match assertion {
+                        GrantAssertion::External(source) => source.describe(),
+                        GrantAssertion::Signed(_) => "signed here with assertion.key".to_owned(),
+                    })
+            } else {
+                value
+                    .deserialize::<TokenInput>()
+                    .ok()
+                    .map(|input| input.describe())
+            };
+            if let Some(described) = described {
+                inputs.push((key, described));
+            }
+        }
+        inputs
     }
 
     /// Deserializes the provider's keys into its config type, reporting

@@ -19,7 +19,10 @@ Examples:
   authmux check --json | jq '.clients[].name'
 
 The first line names the config file read. Each client follows, with its
-token endpoint or, if it cannot be used, why not. A client configured with
+token endpoint or, if it cannot be used, why not; a client with another
+grant, or whose requests carry a token from elsewhere (a workload identity
+file, another client's token to exchange), has a second line naming them,
+the chain of clients followed, never a token. A client configured with
 an issuer shows the token endpoint discovered from the issuer's metadata; a
 failed discovery is a problem (exit 4 when the issuer cannot be reached, 2
 when its metadata does not fit the config). The last line names the token
@@ -61,6 +64,14 @@ struct ClientJson {
     /// The issuer the token endpoint was discovered from.
     #[serde(skip_serializing_if = "Option::is_none")]
     issuer: Option<String>,
+    /// The grant: `client_credentials`, `jwt_bearer` or `token_exchange`.
+    grant_type: String,
+    /// What its requests carry from elsewhere, never the values:
+    /// `client_assertion: file /var/run/token`, `subject_token: client
+    /// entra`, followed along the chain of clients (`client entra
+    /// (client_assertion: file /var/run/token)`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    inputs: Vec<String>,
     /// What stops this client; empty when it is usable.
     problems: Vec<String>,
 }
@@ -101,6 +112,8 @@ pub(crate) async fn check(
     let mut clients = Vec::new();
     for (name, built) in Registry::each_client(&loaded) {
         let provider = loaded.clients[name].provider.clone();
+        let grant_type = loaded.clients[name].grant_type();
+        let inputs = inputs(&loaded, name, 0);
         let client = match built {
             Ok(client) => client,
             Err(error) => {
@@ -111,6 +124,8 @@ pub(crate) async fn check(
                     provider,
                     token_url: None,
                     issuer: None,
+                    grant_type,
+                    inputs,
                     problems: found,
                 });
                 continue;
@@ -133,6 +148,8 @@ pub(crate) async fn check(
             provider,
             token_url: Some(token_url),
             issuer: client.issuer().map(str::to_owned),
+            grant_type,
+            inputs,
             problems: found,
         });
     }
@@ -150,6 +167,31 @@ pub(crate) async fn check(
         problems: Vec::new(),
     };
     report(args, found, problems, stdout, stderr)
+}
+
+/// What the client `name` carries from elsewhere, each `key: source`, with
+/// another client's own inputs after it in parentheses: the whole chain of
+/// a token exchange. A cycle (reported as a problem) stops the chain.
+fn inputs(config: &Config, name: &str, depth: usize) -> Vec<String> {
+    let Some(client) = config.clients.get(name) else {
+        return Vec::new();
+    };
+    client
+        .token_inputs()
+        .into_iter()
+        .map(|(key, source)| {
+            let next = source
+                .strip_prefix("client ")
+                .filter(|_| depth < config.clients.len())
+                .map(|other| inputs(config, other, depth + 1))
+                .unwrap_or_default();
+            if next.is_empty() {
+                format!("{key}: {source}")
+            } else {
+                format!("{key}: {source} ({})", next.join(", "))
+            }
+        })
+        .collect()
 }
 
 /// One problem `check` found, and how it alone would end the run.
@@ -236,6 +278,22 @@ fn report(
             )?,
             (Some(token_url), Some(issuer)) => writeln!(stdout, "{token_url} (issuer {issuer})")?,
             (Some(token_url), None) => writeln!(stdout, "{token_url}")?,
+        }
+        // A grant other than client credentials, and what the requests
+        // carry, on a line of their own under the client.
+        if client.grant_type != "client_credentials" || !client.inputs.is_empty() {
+            let mut line = format!("grant {}", client.grant_type);
+            for input in &client.inputs {
+                line.push_str(", ");
+                line.push_str(input);
+            }
+            writeln!(
+                stdout,
+                "{:name_width$}  {:provider_width$}  {}",
+                "",
+                "",
+                one_line(&line)
+            )?;
         }
     }
     if let Some(store) = &found.store {
