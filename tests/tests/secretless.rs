@@ -412,3 +412,85 @@ fn a_cycle_of_exchanges_and_an_unknown_client_are_config_errors() {
         "{problems}"
     );
 }
+
+/// Two processes of one workload share tokens through a store; a process
+/// of another workload, whose token file sits at the same path, never
+/// adopts theirs: the identity names the assertion's `iss` and `sub`.
+#[tokio::test]
+async fn a_store_shares_tokens_between_processes_of_one_workload_only() {
+    use authmux::core::store::MemoryStore;
+    use authmux::core::{ExternalSource, ManagedToken, SharedTokenStore};
+    use authmux::oauth2::OAuth2Provider;
+
+    let (idp, cluster) = federated().await;
+    idp.federate("app", cluster.issuer(), "system:serviceaccount:other:api");
+    let store = SharedTokenStore::from(MemoryStore::new());
+    // Every process reads the same path, as pods of one deployment do.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token");
+    let process = || {
+        let source = OAuth2Provider::client_assertion(
+            idp.oauth2_token_url(),
+            "app",
+            ExternalSource::File(file.clone()),
+        );
+        ManagedToken::builder(source.build().expect("builds"))
+            .store(store.clone())
+            .build()
+    };
+    let ours = cluster.mint(SUBJECT, &idp.oauth2_token_url(), HOUR);
+    std::fs::write(&file, &ours).expect("write");
+    let (first, second) = (process(), process());
+    let token = first.get().await.expect("a token");
+    assert_eq!(idp.requests(), 1);
+    let adopted = second.get().await.expect("from the store");
+    assert_eq!(
+        adopted.secret().expose_secret(),
+        token.secret().expose_secret()
+    );
+    assert_eq!(
+        idp.requests(),
+        1,
+        "the second process took the stored token"
+    );
+
+    // A pod of another service account, its token at the same path.
+    let theirs = cluster.mint(
+        "system:serviceaccount:other:api",
+        &idp.oauth2_token_url(),
+        HOUR,
+    );
+    std::fs::write(&file, &theirs).expect("write");
+    let other = process();
+    let own = other.get().await.expect("its own token");
+    assert_ne!(own.secret().expose_secret(), token.secret().expose_secret());
+    assert_eq!(idp.requests(), 2, "another workload asked for its own");
+}
+
+#[test]
+fn a_token_pasted_where_a_source_belongs_is_never_quoted() {
+    let pasted = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+    for key in [
+        "client_assertion",
+        "assertion",
+        "subject_token",
+        "actor_token",
+    ] {
+        let toml = format!(
+            r#"
+            [clients.api]
+            provider = "oauth2"
+            token_url = "https://idp.example.com/token"
+            client_id = "c"
+            client_secret = "s"
+            {key} = "{pasted}"
+            "#
+        );
+        let error = Config::from_toml_str(&toml)
+            .and_then(|config| Registry::from_config(&config).map(|_| ()))
+            .expect_err("a string is not a source");
+        let text = error.to_string();
+        assert!(text.contains(&format!("clients.api.{key}")), "{text}");
+        assert!(!text.contains("eyJ"), "{key}: {text}");
+    }
+}

@@ -198,7 +198,7 @@ use authmux_core::wire::{
 };
 use authmux_core::{
     BuildContext, ClientAuthConfig, ClientCredentials, ClientSecret, Credential, Endpoint, Error,
-    ExposeSecret, Provider, Scrubber, SharedTokenSource, TokenIdentity,
+    ExposeSecret, ExternalSource, Provider, Scrubber, SharedTokenSource, TokenIdentity,
 };
 pub use authmux_core::{ClientAuthBuilder, EndpointBuilder};
 use authmux_dpop::DpopConfig;
@@ -742,6 +742,20 @@ impl OAuth2Provider {
             Some(client_secret.into()),
         )
         .builder()
+    }
+
+    /// Starts building a source for one client that authenticates with a
+    /// token someone else issues and rotates (a Kubernetes projected
+    /// service-account token, say), read from `source` for every request
+    /// and sent as its `client_assertion` (RFC 7521 §4.2).
+    pub fn client_assertion(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        source: ExternalSource,
+    ) -> OAuth2Builder {
+        let mut config = Self::config(token_url.into(), client_id.into(), None);
+        config.auth = ClientAuthConfig::client_assertion(source);
+        config.builder()
     }
 
     /// Starts building a source for one client of the token endpoint at
