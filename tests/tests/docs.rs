@@ -21,6 +21,7 @@ fn the_example_config_uses_every_option_of_the_real_types() {
         jail.create_file("authmux.toml", &example)?;
         jail.set_env("MENTION_ME_CLIENT_SECRET", "from-the-environment");
         jail.set_env("AUTH0_CLIENT_SECRET", "from-the-environment");
+        jail.set_env("EXCHANGER_SECRET", "from-the-environment");
         jail.set_env(
             "TOKEN_STORE_KEY",
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
@@ -34,7 +35,7 @@ fn the_example_config_uses_every_option_of_the_real_types() {
         let registry = Registry::from_config(&config).expect("the example builds");
         assert_eq!(
             registry.names().collect::<Vec<_>>(),
-            ["api", "learning", "okta", "referrals"]
+            ["api", "ci", "downstream", "entra", "learning", "okta", "referrals"]
         );
         assert_eq!(
             config.clients["api"].settings.timeout,
@@ -78,4 +79,27 @@ fn every_rust_snippet_of_the_readme_is_compiled_by_the_facade_doctests() {
             "README.md's snippet is not in crates/authmux/README.md, which doctests compile:\n{snippet}"
         );
     }
+}
+
+#[test]
+fn every_secretless_config_of_the_readme_builds() {
+    let section = README
+        .split("## Secretless and delegated identity")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README has the section");
+    let configs: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .collect();
+    assert!(configs.len() >= 4, "the section shows its configs");
+    Jail::expect_with(|jail| {
+        jail.set_env("ORDERS_EXCHANGER_SECRET", "from-the-environment");
+        for toml in &configs {
+            let config = Config::from_toml_str(toml).expect("a README config parses");
+            Registry::from_config(&config).expect("a README config builds");
+        }
+        Ok(())
+    });
 }
