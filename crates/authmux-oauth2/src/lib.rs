@@ -114,6 +114,33 @@
 //! # client_assertion_audience = "https://idp.example.com"     # default: the issuer if discovered, else token_url
 //! ```
 //!
+//! With no secret at all, the workload's own identity token as the
+//! client's credential (RFC 7521 §4.2), read as it rotates:
+//!
+//! ```toml
+//! client_auth = "client_assertion"
+//! client_assertion = { file = "/var/run/secrets/tokens/token" } # or { env }, { command }
+//! # client_assertion_type = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
+//! ```
+//!
+//! Besides client credentials, the JWT-bearer grant (RFC 7523 §2.1) and
+//! token exchange (RFC 8693), with the keys of
+//! [`GrantConfig`]:
+//!
+//! ```toml
+//! grant_type = "jwt_bearer"
+//! assertion = { file = "/run/ci/oidc-token" }   # or signed here: { key = { file = "…" }, subject = "…" }
+//!
+//! grant_type = "token_exchange"
+//! subject_token = { client = "entra" }          # another client's token; or { file }, { env }, { command }
+//! audience = "https://downstream.example.com"   # one or a list; resource likewise (RFC 8707)
+//! ```
+//!
+//! A JWT-bearer client needs no client authentication (`client_auth` is
+//! `"none"` unless a secret, key or assertion is set); client credentials
+//! always do. These grants are sent through the core's request builder;
+//! client credentials through the `oauth2` crate.
+//!
 //! Instead of `token_url`, `issuer = "https://idp.example.com"` discovers
 //! the token endpoint; see [Discovery](#discovery). Exactly one of the two
 //! is required.
@@ -153,6 +180,11 @@
 //! * [`ClientAuth::metadata_name`] of `client_auth` must be in
 //!   `token_endpoint_auth_methods_supported`, which RFC 8414 defaults to
 //!   `client_secret_basic` alone;
+//! * with a JWT-bearer or token-exchange grant, its `grant_type` must be in
+//!   `grant_types_supported` when the server lists it;
+//! * a client that does not authenticate, or sends an assertion of a type
+//!   other than `jwt-bearer` (SPIFFE's), is not checked against the
+//!   methods, which have no name for it;
 //! * with DPoP, `ES256` must be in `dpop_signing_alg_values_supported`;
 //! * with `private_key_jwt`, the assertion's algorithm must be in
 //!   `token_endpoint_auth_signing_alg_values_supported` when the server
