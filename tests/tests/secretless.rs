@@ -494,3 +494,40 @@ fn a_token_pasted_where_a_source_belongs_is_never_quoted() {
         assert!(!text.contains("eyJ"), "{key}: {text}");
     }
 }
+
+#[tokio::test]
+async fn discovery_checks_that_the_server_takes_the_grant() {
+    let (idp, cluster) = federated().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("oidc-token");
+    std::fs::write(&file, cluster.mint("repo:acme/app", &idp.issuer(), HOUR)).expect("write");
+    let config = format!(
+        r#"
+        [defaults]
+        max_attempts = 1
+        [clients.ci]
+        provider = "oauth2"
+        issuer = "{issuer}"
+        grant_type = "jwt_bearer"
+        assertion = {{ file = "{file}" }}
+        allow_insecure_http = true
+        "#,
+        issuer = idp.issuer(),
+        file = file.display(),
+    );
+    let listed = registry(&config);
+    listed.token("ci").await.expect("the testkit lists the grant");
+
+    let mut metadata = idp.default_metadata();
+    metadata["grant_types_supported"] = json!(["client_credentials", TOKEN_EXCHANGE_GRANT]);
+    idp.serve_metadata(Some(metadata));
+    let unlisted = registry(&config);
+    let error = unlisted.token("ci").await.expect_err("not taken");
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(
+        error
+            .to_string()
+            .contains("does not take grant_type = \"jwt_bearer\""),
+        "{error}"
+    );
+}
