@@ -35,7 +35,15 @@ fn the_example_config_uses_every_option_of_the_real_types() {
         let registry = Registry::from_config(&config).expect("the example builds");
         assert_eq!(
             registry.names().collect::<Vec<_>>(),
-            ["api", "ci", "downstream", "entra", "learning", "okta", "referrals"]
+            [
+                "api",
+                "ci",
+                "downstream",
+                "entra",
+                "learning",
+                "okta",
+                "referrals"
+            ]
         );
         assert_eq!(
             config.clients["api"].settings.timeout,

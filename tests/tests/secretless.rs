@@ -516,7 +516,10 @@ async fn discovery_checks_that_the_server_takes_the_grant() {
         file = file.display(),
     );
     let listed = registry(&config);
-    listed.token("ci").await.expect("the testkit lists the grant");
+    listed
+        .token("ci")
+        .await
+        .expect("the testkit lists the grant");
 
     let mut metadata = idp.default_metadata();
     metadata["grant_types_supported"] = json!(["client_credentials", TOKEN_EXCHANGE_GRANT]);
