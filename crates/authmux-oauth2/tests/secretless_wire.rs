@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use authmux_core::wire::FreshValue;
 use authmux_core::{CachePolicy, Error, ManagedToken, SecretString, TokenSource as _};
@@ -58,7 +58,7 @@ fn form(pairs: &[(&str, &str)]) -> Fields {
 
 /// The value of the one field `name` of `fields`.
 fn field(fields: &Fields, name: &str) -> String {
-    let mut values = fields.iter().filter(|(field, _)| field == name);
+    let mut values = fields.iter().filter(|(key, _)| key == name);
     let (_, value) = values.next().unwrap_or_else(|| panic!("no {name}"));
     assert!(values.next().is_none(), "{name} sent twice: {fields:?}");
     value.clone()
@@ -135,7 +135,7 @@ fn issued(then: Then) {
         .json_body(json!({"access_token": "issued", "token_type": "Bearer", "expires_in": 300}));
 }
 
-/// A source built from `config`, as the facade builds it from its file.
+/// The builder of `config`, read as the facade reads its file.
 fn builder(config: Value) -> OAuth2Builder {
     serde_json::from_value::<OAuth2Config>(config)
         .expect("valid config")
@@ -151,41 +151,23 @@ async fn one_body(config: Value, basic: Option<&str>) -> Fields {
     let server = MockServer::start_async().await;
     let received = Received::default();
     let mock = token_endpoint(&server, &received, basic, issued).await;
-    let mut config = config;
-    config["token_url"] = server.url(PATH).into();
+    let config = with(config, json!({"token_url": server.url(PATH)}));
     source(config).fetch_token().await.expect("a token");
     assert_eq!(mock.calls_async().await, 1);
     received.only()
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-}
-
 /// A JWT such as a Kubernetes projected service-account token, unsigned
-/// (the server here does not verify it), valid for another hour.
-fn workload_jwt(subject: &str) -> String {
-    jwt_expiring_at(subject, now() + 3600)
+/// (the server here does not verify it), valid for `lifetime` seconds
+/// from now (in the past when negative).
+fn workload_jwt_for(subject: &str, lifetime: i64) -> String {
+    let claims = json!({"iss": "https://cluster.example.com", "sub": subject, "aud": "idp"});
+    authmux_testkit::jwt(claims, lifetime)
 }
 
-fn jwt_expiring_at(subject: &str, exp: u64) -> String {
-    let header = json!({"alg": "RS256", "kid": "cluster-1", "typ": "JWT"});
-    let claims = json!({
-        "iss": "https://cluster.example.com",
-        "sub": subject,
-        "aud": "idp",
-        "iat": exp - 3600,
-        "exp": exp,
-    });
-    format!(
-        "{}.{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string()),
-        URL_SAFE_NO_PAD.encode(format!("signature of {subject}")),
-    )
+/// A workload's JWT, valid for another hour.
+fn workload_jwt(subject: &str) -> String {
+    workload_jwt_for(subject, 3600)
 }
 
 /// Writes `contents` to the file `name` in `dir`.
@@ -199,6 +181,36 @@ fn file(path: &Path) -> Value {
     json!({"file": path})
 }
 
+/// `config` with the settings of `more` added.
+fn with(mut config: Value, more: Value) -> Value {
+    let fields = config.as_object_mut().expect("a table");
+    fields.extend(more.as_object().expect("a table").clone());
+    config
+}
+
+/// A client authenticated by the assertion `source` gives.
+fn client_assertion_client(source: Value) -> Value {
+    json!({
+        "client_id": CLIENT_ID,
+        "client_auth": "client_assertion",
+        "client_assertion": source,
+    })
+}
+
+/// The body of a client credentials request authenticated by `assertion`
+/// of `assertion_type`, with the fields `more`.
+fn client_assertion_form(assertion_type: &str, assertion: &str, more: &[(&str, &str)]) -> Fields {
+    let mut fields = form(more);
+    fields.extend(form(&[
+        ("grant_type", CLIENT_CREDENTIALS),
+        ("client_id", CLIENT_ID),
+        ("client_assertion_type", assertion_type),
+        ("client_assertion", assertion),
+    ]));
+    fields.sort();
+    fields
+}
+
 // 1. Client credentials with a client assertion read from a file.
 
 #[tokio::test]
@@ -206,25 +218,13 @@ async fn client_assertion_from_a_file_is_sent_with_the_default_type_and_no_heade
     let dir = TempDir::new().expect("temp dir");
     let token = workload_jwt("system:serviceaccount:apps:api");
     let path = write(&dir, "token", &format!("{token}\n"));
-    let body = one_body(
-        json!({
-            "client_id": CLIENT_ID,
-            "client_auth": "client_assertion",
-            "client_assertion": file(&path),
-            "scopes": ["read", "write"],
-        }),
-        None,
-    )
-    .await;
+    let config = with(
+        client_assertion_client(file(&path)),
+        json!({"scopes": ["read", "write"]}),
+    );
     assert_eq!(
-        body,
-        form(&[
-            ("grant_type", CLIENT_CREDENTIALS),
-            ("scope", "read write"),
-            ("client_id", CLIENT_ID),
-            ("client_assertion_type", JWT_BEARER_ASSERTION),
-            ("client_assertion", &token),
-        ])
+        one_body(config, None).await,
+        client_assertion_form(JWT_BEARER_ASSERTION, &token, &[("scope", "read write")])
     );
 }
 
@@ -233,24 +233,13 @@ async fn client_assertion_type_can_name_a_spiffe_jwt_svid() {
     let dir = TempDir::new().expect("temp dir");
     let token = workload_jwt("spiffe://example.org/api");
     let path = write(&dir, "svid", &token);
-    let body = one_body(
-        json!({
-            "client_id": CLIENT_ID,
-            "client_auth": "client_assertion",
-            "client_assertion": file(&path),
-            "client_assertion_type": SPIFFE_ASSERTION,
-        }),
-        None,
-    )
-    .await;
+    let config = with(
+        client_assertion_client(file(&path)),
+        json!({"client_assertion_type": SPIFFE_ASSERTION}),
+    );
     assert_eq!(
-        body,
-        form(&[
-            ("grant_type", CLIENT_CREDENTIALS),
-            ("client_id", CLIENT_ID),
-            ("client_assertion_type", SPIFFE_ASSERTION),
-            ("client_assertion", &token),
-        ])
+        one_body(config, None).await,
+        client_assertion_form(SPIFFE_ASSERTION, &token, &[])
     );
 }
 
@@ -259,38 +248,33 @@ async fn client_assertion_type_can_name_a_spiffe_jwt_svid() {
 #[tokio::test]
 async fn client_assertion_from_a_command_is_what_it_prints() {
     let token = workload_jwt("github-actions");
-    let body = one_body(
-        json!({
-            "client_id": CLIENT_ID,
-            "client_auth": "client_assertion",
-            "client_assertion": {"command": ["printf", "%s", token]},
-        }),
-        None,
-    )
-    .await;
+    let config = client_assertion_client(json!({"command": ["printf", "%s", token]}));
     assert_eq!(
-        body,
-        form(&[
-            ("grant_type", CLIENT_CREDENTIALS),
-            ("client_id", CLIENT_ID),
-            ("client_assertion_type", JWT_BEARER_ASSERTION),
-            ("client_assertion", &token),
-        ])
+        one_body(config, None).await,
+        client_assertion_form(JWT_BEARER_ASSERTION, &token, &[])
     );
 }
 
 // 3. The JWT-bearer grant with an assertion read from a file.
 
-#[tokio::test]
-async fn jwt_bearer_without_client_authentication_sends_the_grant_alone() {
+/// The assertion and the body of a JWT-bearer grant that reads its
+/// assertion from a file, with the client settings `client`, sent with
+/// the `authorization` header `basic` (or none).
+async fn jwt_bearer_body(client: Value, basic: Option<&str>) -> (String, Fields) {
     let dir = TempDir::new().expect("temp dir");
     let token = workload_jwt("ci-job");
     let path = write(&dir, "oidc", &token);
-    let body = one_body(
-        json!({"grant_type": "jwt_bearer", "assertion": file(&path), "scopes": ["deploy"]}),
-        None,
-    )
-    .await;
+    let config = with(
+        client,
+        json!({"grant_type": "jwt_bearer", "assertion": file(&path)}),
+    );
+    let body = one_body(config, basic).await;
+    (token, body)
+}
+
+#[tokio::test]
+async fn jwt_bearer_without_client_authentication_sends_the_grant_alone() {
+    let (token, body) = jwt_bearer_body(json!({"scopes": ["deploy"]}), None).await;
     assert_eq!(
         body,
         form(&[
@@ -303,20 +287,8 @@ async fn jwt_bearer_without_client_authentication_sends_the_grant_alone() {
 
 #[tokio::test]
 async fn jwt_bearer_with_post_sends_the_secret_in_the_body() {
-    let dir = TempDir::new().expect("temp dir");
-    let token = workload_jwt("ci-job");
-    let path = write(&dir, "oidc", &token);
-    let body = one_body(
-        json!({
-            "grant_type": "jwt_bearer",
-            "assertion": file(&path),
-            "client_id": CLIENT_ID,
-            "client_auth": "post",
-            "client_secret": SECRET,
-        }),
-        None,
-    )
-    .await;
+    let client = json!({"client_id": CLIENT_ID, "client_auth": "post", "client_secret": SECRET});
+    let (token, body) = jwt_bearer_body(client, None).await;
     assert_eq!(
         body,
         form(&[
@@ -330,20 +302,8 @@ async fn jwt_bearer_with_post_sends_the_secret_in_the_body() {
 
 #[tokio::test]
 async fn jwt_bearer_with_basic_sends_the_secret_in_the_header_only() {
-    let dir = TempDir::new().expect("temp dir");
-    let token = workload_jwt("ci-job");
-    let path = write(&dir, "oidc", &token);
-    let body = one_body(
-        json!({
-            "grant_type": "jwt_bearer",
-            "assertion": file(&path),
-            "client_id": CLIENT_ID,
-            "client_auth": "basic",
-            "client_secret": SECRET,
-        }),
-        Some(BASIC),
-    )
-    .await;
+    let client = json!({"client_id": CLIENT_ID, "client_auth": "basic", "client_secret": SECRET});
+    let (token, body) = jwt_bearer_body(client, Some(BASIC)).await;
     assert_eq!(
         body,
         form(&[("grant_type", JWT_BEARER_GRANT), ("assertion", &token)])
@@ -523,12 +483,7 @@ fn assertions_of(bodies: &[Fields]) -> Vec<String> {
     for (body, assertion) in bodies.iter().zip(&assertions) {
         assert_eq!(
             body,
-            &form(&[
-                ("grant_type", CLIENT_CREDENTIALS),
-                ("client_id", CLIENT_ID),
-                ("client_assertion_type", JWT_BEARER_ASSERTION),
-                ("client_assertion", assertion),
-            ])
+            &client_assertion_form(JWT_BEARER_ASSERTION, assertion, &[])
         );
         assert_eq!(assertion.len(), 16, "{assertion:?}");
     }
@@ -536,16 +491,14 @@ fn assertions_of(bodies: &[Fields]) -> Vec<String> {
 }
 
 fn random_assertion_client(token_url: String) -> Value {
-    json!({
-        "token_url": token_url,
-        "client_id": CLIENT_ID,
-        "client_auth": "client_assertion",
-        "client_assertion": {"command": RANDOM_COMMAND},
-    })
+    with(
+        client_assertion_client(json!({"command": RANDOM_COMMAND})),
+        json!({"token_url": token_url}),
+    )
 }
 
-/// Real time: the retry's backoff is zero, and under paused time tokio
-/// would jump to the command's timeout while `sh` runs.
+/// Real time, with no backoff to wait for: paused, tokio would jump to
+/// the fetch's deadline while `sh` and the server answer in real time.
 #[tokio::test]
 async fn a_retry_after_a_503_runs_the_command_again() {
     let server = MockServer::start_async().await;
@@ -627,8 +580,10 @@ async fn a_dpop_nonce_retry_runs_the_command_again() {
 /// The error of building `config`, a client of a remote token endpoint,
 /// from JSON.
 fn build_error(config: Value) -> String {
-    let mut config = config;
-    config["token_url"] = "https://idp.example.com/oauth2/token".into();
+    let config = with(
+        config,
+        json!({"token_url": "https://idp.example.com/oauth2/token"}),
+    );
     builder(config).build().expect_err("refused").to_string()
 }
 
@@ -706,46 +661,36 @@ fn assert_hidden(error: &Error, token: &str) {
     }
 }
 
+/// Clients that send `token`, read from the file at `path` or printed by
+/// a command, as each kind of value: a client assertion, a JWT-bearer
+/// grant's assertion, a token exchange's subject and actor tokens.
+fn clients_sending(token: &str, path: &Path) -> [Value; 4] {
+    let command = json!({"command": ["printf", "%s", token]});
+    [
+        client_assertion_client(file(path)),
+        client_assertion_client(command.clone()),
+        json!({"grant_type": "jwt_bearer", "assertion": file(path)}),
+        json!({
+            "grant_type": "token_exchange",
+            "subject_token": command,
+            "actor_token": file(path),
+            "client_id": CLIENT_ID,
+            "client_auth": "none",
+        }),
+    ]
+}
+
 #[tokio::test]
 async fn debug_never_shows_a_token_read_from_a_file_or_a_command() {
     let server = MockServer::start_async().await;
     let received = Received::default();
     token_endpoint(&server, &received, None, issued).await;
     let dir = TempDir::new().expect("temp dir");
-    let from_file = workload_jwt("from-file");
-    let path = write(&dir, "token", &from_file);
-    let from_command = workload_jwt("from-command");
-    let configs = [
-        (
-            from_file.clone(),
-            json!({"client_assertion": file(&path), "client_id": CLIENT_ID, "client_auth": "client_assertion"}),
-        ),
-        (
-            from_command.clone(),
-            json!({
-                "client_assertion": {"command": ["printf", "%s", from_command]},
-                "client_id": CLIENT_ID,
-                "client_auth": "client_assertion",
-            }),
-        ),
-        (
-            from_file.clone(),
-            json!({"grant_type": "jwt_bearer", "assertion": file(&path)}),
-        ),
-        (
-            from_command.clone(),
-            json!({
-                "grant_type": "token_exchange",
-                "subject_token": {"command": ["printf", "%s", from_command]},
-                "actor_token": file(&path),
-                "client_id": CLIENT_ID,
-                "client_auth": "none",
-            }),
-        ),
-    ];
-    for (token, mut json) in configs {
-        json["token_url"] = server.url(PATH).into();
-        let config: OAuth2Config = serde_json::from_value(json).expect("valid config");
+    let token = workload_jwt("never-shown");
+    let path = write(&dir, "token", &token);
+    for client in clients_sending(&token, &path) {
+        let client = with(client, json!({"token_url": server.url(PATH)}));
+        let config: OAuth2Config = serde_json::from_value(client).expect("valid config");
         let builder = config.builder();
         let source = builder.clone().build().expect("valid source");
         source.fetch_token().await.expect("a token");
@@ -755,9 +700,9 @@ async fn debug_never_shows_a_token_read_from_a_file_or_a_command() {
             format!("{source:?}"),
         ] {
             assert!(!text.contains(&token), "token shown: {text}");
-            assert!(!text.contains(&from_file), "token shown: {text}");
         }
     }
+    assert_eq!(received.requests().len(), 4);
 }
 
 #[tokio::test]
@@ -765,38 +710,13 @@ async fn a_token_the_server_echoes_is_scrubbed_from_the_error() {
     let dir = TempDir::new().expect("temp dir");
     let token = workload_jwt("echoed");
     let path = write(&dir, "token", &token);
-    let cases = [
-        (
-            json!({"client_assertion": file(&path), "client_id": CLIENT_ID, "client_auth": "client_assertion"}),
-            401,
-            "invalid_client",
-        ),
-        (
-            json!({
-                "client_assertion": {"command": ["printf", "%s", token]},
-                "client_id": CLIENT_ID,
-                "client_auth": "client_assertion",
-            }),
-            401,
-            "invalid_client",
-        ),
-        (
-            json!({"grant_type": "jwt_bearer", "assertion": file(&path)}),
-            400,
-            "invalid_grant",
-        ),
-        (
-            json!({
-                "grant_type": "token_exchange",
-                "subject_token": file(&path),
-                "client_id": CLIENT_ID,
-                "client_auth": "none",
-            }),
-            400,
-            "invalid_request",
-        ),
+    let answers = [
+        (401, "invalid_client"),
+        (401, "invalid_client"),
+        (400, "invalid_grant"),
+        (400, "invalid_request"),
     ];
-    for (mut config, status, code) in cases {
+    for (client, (status, code)) in clients_sending(&token, &path).into_iter().zip(answers) {
         let server = MockServer::start_async().await;
         let received = Received::default();
         let description = format!("bad assertion {token}");
@@ -805,8 +725,8 @@ async fn a_token_the_server_echoes_is_scrubbed_from_the_error() {
                 .json_body(json!({"error": code, "error_description": description}));
         })
         .await;
-        config["token_url"] = server.url(PATH).into();
-        let error = source(config).fetch_token().await.expect_err("refused");
+        let client = with(client, json!({"token_url": server.url(PATH)}));
+        let error = source(client).fetch_token().await.expect_err("refused");
         assert_eq!(error.status(), Some(status));
         assert_eq!(error.oauth_code(), Some(code));
         assert_eq!(error.oauth_description(), Some("bad assertion [redacted]"));
@@ -819,7 +739,7 @@ async fn a_token_the_server_echoes_is_scrubbed_from_the_error() {
 async fn a_failing_source_s_error_does_not_quote_the_token() {
     let dir = TempDir::new().expect("temp dir");
     let token = workload_jwt("failing");
-    let expired = jwt_expiring_at("expired", now() - 60);
+    let expired = workload_jwt_for("expired", -60);
     let path = write(&dir, "expired", &expired);
     let cases = [
         (
@@ -832,15 +752,14 @@ async fn a_failing_source_s_error_does_not_quote_the_token() {
         let server = MockServer::start_async().await;
         let received = Received::default();
         let mock = token_endpoint(&server, &received, None, issued).await;
-        let error = source(json!({
-            "token_url": server.url(PATH),
-            "client_id": CLIENT_ID,
-            "client_auth": "client_assertion",
-            "client_assertion": assertion,
-        }))
-        .fetch_token()
-        .await
-        .expect_err("no assertion to send");
+        let client = with(
+            client_assertion_client(assertion),
+            json!({"token_url": server.url(PATH)}),
+        );
+        let error = source(client)
+            .fetch_token()
+            .await
+            .expect_err("no assertion to send");
         assert_eq!(mock.calls_async().await, 0, "nothing sent");
         assert!(
             error.to_string().starts_with("client_assertion: "),
