@@ -262,7 +262,7 @@ fn build_error(extra: Value) -> String {
 fn configuration_errors_name_the_key_and_never_quote_it() {
     assert_eq!(
         build_error(json!({})),
-        r#"client_secret: required with client_auth = "post"; or authenticate without one: client_auth = "private_key_jwt" or client_auth = "client_assertion""#
+        r#"client_secret: required with client_auth = "post" (the default); or authenticate without one: client_auth = "private_key_jwt" or client_auth = "client_assertion""#
     );
     assert_eq!(
         build_error(json!({"client_auth": "private_key_jwt"})),
@@ -277,7 +277,7 @@ fn configuration_errors_name_the_key_and_never_quote_it() {
     );
     assert_eq!(
         build_error(json!({"client_secret": "s", "client_assertion_kid": "k"})),
-        r#"client_assertion_kid: only used with client_auth = "private_key_jwt", not client_auth = "post""#
+        r#"client_assertion_kid: only used with client_auth = "private_key_jwt", not client_auth = "post" (the default)"#
     );
     assert_eq!(
         build_error(json!({

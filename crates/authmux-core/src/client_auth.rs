@@ -660,7 +660,10 @@ impl ClientCredentials {
     /// An external assertion is not read here but for each request.
     pub fn credential(&self, default_audience: &str) -> Result<Credential, Error> {
         let config = &self.config;
-        let method = format!("client_auth = {:?}", self.auth.as_str());
+        let method = match self.config.client_auth {
+            Some(_) => format!("client_auth = {:?}", self.auth.as_str()),
+            None => format!("client_auth = {:?} (the default)", self.auth.as_str()),
+        };
         if self.auth != ClientAuth::None {
             require("client_id", &self.client_id)?;
         }

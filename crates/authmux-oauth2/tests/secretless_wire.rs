@@ -616,7 +616,7 @@ fn a_client_assertion_needs_its_method() {
             "client_id": CLIENT_ID,
             "client_assertion": {"file": "/run/token"},
         })),
-        "client_assertion: only used with client_auth = \"client_assertion\", not client_auth = \"basic\""
+        "client_assertion: only used with client_auth = \"client_assertion\", not client_auth = \"basic\" (the default)"
     );
     assert_eq!(
         build_error(json!({
@@ -639,7 +639,7 @@ fn extra_params_do_not_take_what_has_a_key_of_its_own() {
             "client_secret": SECRET,
             "extra_params": {"subject_token": "pasted"},
         })),
-        "extra_params.subject_token: sent by the provider itself; set it as a key of its own"
+        "extra_params.subject_token: sent by the provider itself; set subject_token instead"
     );
     assert_eq!(
         build_error(json!({

@@ -231,7 +231,7 @@ fn every_problem_of_one_client_is_reported() {
     assert_eq!(
         self::problems(Registry::from_config(&config)),
         [
-            r#"clients.api.client_secret: required with client_auth = "post"; or authenticate without one: client_auth = "private_key_jwt" or client_auth = "client_assertion""#
+            r#"clients.api.client_secret: required with client_auth = "post" (the default); or authenticate without one: client_auth = "private_key_jwt" or client_auth = "client_assertion""#
         ]
     );
 }
