@@ -1,6 +1,7 @@
 //! [Auth0](https://auth0.com) machine-to-machine access tokens for
 //! [authmux]: the client credentials exchange at `/oauth/token`, with
-//! `audience`, `resource`, `organization` and an optional DPoP proof.
+//! `audience`, `resource`, `organization` and an optional DPoP proof, and
+//! Auth0's [Custom Token Exchange](#custom-token-exchange).
 //!
 //! # The exchange
 //!
@@ -46,6 +47,84 @@
 //! (epoch seconds). Every issued token counts against the tenant's monthly
 //! quota, which is why a [`ManagedToken`](authmux_core::ManagedToken) in
 //! front of this provider matters.
+//!
+//! # Custom Token Exchange
+//!
+//! Auth0's profile of RFC 8693 trades a token (the `subject_token`) for an
+//! Auth0 access token at the same `/oauth/token`, after an Action the
+//! tenant attaches to a Custom Token Exchange Profile has validated it. The
+//! profile is chosen by `subject_token_type`, a URI of the customer's own,
+//! so it has no default here. As Auth0's pages "Call Your API Using the
+//! Custom Token Exchange Flow" and the Authentication API's "Custom Token
+//! Exchange: Get Token" describe it:
+//!
+//! ```text
+//! POST https://tenant.eu.auth0.com/oauth/token
+//! content-type: application/json
+//! accept: application/json
+//!
+//! {"grant_type":"urn:ietf:params:oauth:grant-type:token-exchange",
+//!  "subject_token":"<token>","subject_token_type":"urn:acme:legacy-token",
+//!  "client_id":"<id>","client_secret":"<secret>","audience":"https://api.example.com",
+//!  "scope":"openid read:data","organization":"org_123"}
+//! ```
+//!
+//! `audience` is optional there (the tenant's default audience is used
+//! without it), and so is `resource` in its place; `scope` and
+//! `organization` are sent only when set; `actor_token` and
+//! `actor_token_type` go together, for a principal acting for the subject
+//! (Auth0 then issues no refresh token). The client authenticates as for
+//! client credentials (`post`, `basic`, `private_key_jwt`), or, for a
+//! public application whose token endpoint authentication method is
+//! `none`, not at all (`client_auth = "none"`: only `client_id` is sent).
+//! The subject and actor tokens are read anew for every request; neither
+//! appears in a `Debug`, a log line or an error. The answer:
+//!
+//! ```text
+//! HTTP/1.1 200 OK
+//!
+//! {"access_token":"eyJhbGciOi...","id_token":"eyJhbGciOi...","scope":"openid read:data",
+//!  "expires_in":86400,"token_type":"Bearer",
+//!  "issued_token_type":"urn:ietf:params:oauth:token-type:access_token"}
+//! ```
+//!
+//! `id_token` comes with the `openid` scope and `refresh_token` with
+//! `offline_access`; only the access token is used. `scope` is in the
+//! answer only when Auth0 granted other scopes than asked for. An Action
+//! that rejects the subject answers 400
+//! `{"error":"invalid_request","error_description":"Invalid subject_token"}`,
+//! which is [`ErrorKind::Refused`]; too many rejected subjects from one IP
+//! answer 429 `too_many_attempts`.
+//!
+//! Auth0's reference declares the body form-encoded, as it does for client
+//! credentials, whose guides send JSON: the body stays JSON unless
+//! `body = "form"`. Its guide's sample request spells the scope parameter
+//! `scopes`; its parameter table and reference say `scope`, which is sent.
+//!
+//! What the Auth0 provider refuses when building, naming the key:
+//!
+//! * `subject_token_type` unset, or in a namespace Auth0 reserves
+//!   ([`RESERVED_TOKEN_TYPE_NAMESPACES`]: `http(s)://auth0.com`,
+//!   `http(s)://okta.com`, `urn:ietf`, `urn:auth0`, `urn:okta`), such as
+//!   RFC 8693's own `urn:ietf:params:oauth:token-type:jwt`. Auth0's pages
+//!   do not say how a namespace is matched; here a type is in one when it
+//!   is the namespace or continues it after `/`, `:`, `?` or `#`, case
+//!   aside.
+//! * `actor_token` without `actor_token_type`, or an `actor_token_type` in
+//!   a reserved namespace other than [`ID_TOKEN_TYPE`] (an Auth0 ID token
+//!   of the same tenant, which Auth0 validates itself).
+//! * `requested_token_type`: not part of the Custom Token Exchange request.
+//!   (Auth0's On-Behalf-Of exchange takes it, with an Auth0 access token as
+//!   the subject; this provider does not send that exchange.)
+//! * `grant_type = "jwt_bearer"` and `assertion`: Auth0 takes the JWT-bearer
+//!   grant only for Cross App Access (an enterprise IdP's ID-JAG), which
+//!   this provider does not send.
+//! * `client_auth = "client_assertion"`: Auth0 authenticates an assertion
+//!   only as `private_key_jwt`, signed with a key registered to the
+//!   application; a token another party issued is no client credential
+//!   there.
+//! * `client_auth = "none"` and `scopes` with client credentials, whose
+//!   request takes neither.
 //!
 //! # Example
 //!
@@ -93,6 +172,53 @@
 //! # client_assertion_alg = "PS256"     # RS256, PS256 or ES256; default from the key
 //! # client_assertion_kid = "key-1"
 //! # client_assertion_audience = "https://tenant.eu.auth0.com/"
+//! ```
+//!
+//! A Custom Token Exchange, trading a token read from a file (or `{ env }`,
+//! `{ command }`, or `{ client = "name" }`: another configured client's
+//! access token, which the facade builds first):
+//!
+//! ```toml
+//! [clients.legacy]
+//! provider = "auth0"
+//! domain = "tenant.eu.auth0.com"
+//! client_id = "my-client-id"
+//! client_secret = { env = "AUTH0_CLIENT_SECRET" }
+//! grant_type = "token_exchange"
+//! subject_token = { file = "/run/legacy/token" }
+//! subject_token_type = "urn:acme:legacy-token"  # your profile's; required
+//! audience = "https://api.example.com"          # optional: the tenant's default
+//! # scopes = ["openid", "read:data"]
+//! # organization = "org_123"
+//! # actor_token = { client = "agent" }
+//! # actor_token_type = "urn:acme:agent-token"   # required with actor_token
+//! ```
+//!
+//! In code, the same with [`Auth0Builder::grant`] (and
+//! [`Auth0Builder::client_token`] to offer a `{ client = "name" }` token):
+//!
+//! ```no_run
+//! use authmux_auth0::Auth0Provider;
+//! use authmux_core::grant::{GrantConfig, GrantType, TokenInput};
+//! use authmux_core::{ClientSecret, ExternalSource};
+//!
+//! # fn run() -> Result<(), authmux_core::Error> {
+//! let exchange = GrantConfig {
+//!     grant_type: Some(GrantType::TokenExchange),
+//!     subject_token: Some(TokenInput::External(ExternalSource::File(
+//!         "/run/legacy/token".into(),
+//!     ))),
+//!     subject_token_type: Some("urn:acme:legacy-token".into()),
+//!     ..GrantConfig::default()
+//! };
+//! let provider = Auth0Provider::builder("tenant.eu.auth0.com", "my-client-id", ClientSecret::Env {
+//!     env: "AUTH0_CLIENT_SECRET".into(),
+//! })
+//! .audience("https://api.example.com")
+//! .grant(exchange)
+//! .build()?;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! [authmux]: https://github.com/authmux/authmux
@@ -649,6 +775,87 @@ mod tests {
             "a Basic client id still counts"
         );
         assert!(!format!("{basic:?}").contains("s3cr3t-value"));
+    }
+
+    fn exchange(subject: &str, subject_type: &str) -> GrantConfig {
+        GrantConfig {
+            grant_type: Some(GrantType::TokenExchange),
+            subject_token: Some(authmux_core::grant::TokenInput::External(
+                authmux_core::ExternalSource::File(subject.into()),
+            )),
+            subject_token_type: Some(subject_type.into()),
+            ..GrantConfig::default()
+        }
+    }
+
+    #[test]
+    fn identity_covers_the_grant() {
+        let identity = |grant: GrantConfig| {
+            builder()
+                .audience("https://a")
+                .grant(grant)
+                .build()
+                .expect("valid")
+                .identity()
+        };
+        let credentials = identity(GrantConfig::default());
+        let exchanged = identity(exchange("/run/a", "urn:acme:legacy"));
+        assert_eq!(
+            exchanged.get("grant_type"),
+            Some(authmux_core::grant::TOKEN_EXCHANGE_GRANT)
+        );
+        assert_eq!(exchanged.get("subject_token_type"), Some("urn:acme:legacy"));
+        assert_eq!(exchanged.get("subject_token.source"), Some("file:/run/a"));
+        for other in [
+            &credentials,
+            &identity(exchange("/run/b", "urn:acme:legacy")),
+            &identity(exchange("/run/a", "urn:acme:other")),
+        ] {
+            assert_ne!(&exchanged, other);
+        }
+        let scoped = builder()
+            .audience("https://a")
+            .grant(exchange("/run/a", "urn:acme:legacy"))
+            .scopes(["read", "openid", "read"])
+            .build()
+            .expect("valid")
+            .identity();
+        assert_eq!(scoped.get("scope"), Some("openid read"), "sorted, once");
+    }
+
+    #[test]
+    fn a_token_exchange_needs_no_audience() {
+        let provider = builder()
+            .grant(exchange("/run/a", "urn:acme:legacy"))
+            .build()
+            .expect("the tenant's default audience");
+        assert_eq!(provider.identity().get("audience"), None);
+    }
+
+    #[test]
+    fn reserved_namespaces_are_matched_by_segment() {
+        for reserved in [
+            "urn:ietf:params:oauth:token-type:jwt",
+            "URN:IETF:params:oauth:token-type:access_token",
+            "urn:auth0",
+            "urn:okta:x",
+            "https://auth0.com/token",
+            "http://auth0.com",
+            "https://Okta.com:443/x",
+            "https://auth0.com?x",
+        ] {
+            assert!(reserved_namespace(reserved).is_some(), "{reserved}");
+        }
+        for own in [
+            "urn:acme:legacy-token",
+            "urn:ietfx:token",
+            "https://auth0.company.com/token",
+            "https://tenant.auth0.com.example/token",
+            "http://acme.com/legacy-token",
+            "urn:auth",
+        ] {
+            assert_eq!(reserved_namespace(own), None, "{own}");
+        }
     }
 
     #[test]
