@@ -9,11 +9,11 @@ use authmux_auth0::{Auth0Config, Auth0Provider};
 use authmux_core::grant::TOKEN_EXCHANGE_GRANT;
 use authmux_core::wire::HttpClient;
 use authmux_core::{
-    BuildContext, ClientSecret, ErrorKind, ExposeSecret as _, ManagedToken, Provider as _,
-    TokenSource as _,
+    BuildContext, ClientSecret, Error, ErrorKind, ExposeSecret as _, ManagedToken, Provider as _,
+    Token, TokenSource as _,
 };
 use httpmock::Method::POST;
-use httpmock::MockServer;
+use httpmock::{MockServer, When};
 use serde_json::{Value, json};
 
 const SECRET: &str = "auth0-secret-5e21";
@@ -63,46 +63,56 @@ fn config(server: &MockServer, overrides: Value) -> Auth0Config {
     serde_json::from_value(table).expect("valid config")
 }
 
+/// The request line and headers of every exchange here: no Basic header,
+/// no DPoP proof.
+fn exchange_request(when: When, content_type: &str) -> When {
+    when.method(POST)
+        .path("/oauth/token")
+        .header("content-type", content_type)
+        .header("accept", "application/json")
+        .header_missing("authorization")
+        .header_missing("dpop")
+}
+
+/// Builds the exchange `overrides` describe and fetches a token once.
+async fn fetch(server: &MockServer, overrides: Value) -> Result<Token, Error> {
+    config(server, overrides)
+        .builder()
+        .build()
+        .expect("valid")
+        .fetch_token()
+        .await
+}
+
 #[tokio::test]
 async fn replays_the_documented_exchange_with_the_subject_read_from_a_file() {
     let server = MockServer::start_async().await;
     let file = subject_file();
     let mock = server
         .mock_async(|when, then| {
-            when.method(POST)
-                .path("/oauth/token")
-                .header("content-type", "application/json")
-                .header("accept", "application/json")
-                .header_missing("authorization")
-                .header_missing("dpop")
-                .json_body(json!({
-                    "grant_type": TOKEN_EXCHANGE_GRANT,
-                    "subject_token": SUBJECT,
-                    "subject_token_type": SUBJECT_TYPE,
-                    "audience": "https://api.example.com",
-                    "client_id": "my-client-id",
-                    "client_secret": SECRET,
-                    "scope": "openid read:data write:data",
-                    "organization": "org_123",
-                }));
+            exchange_request(when, "application/json").json_body(json!({
+                "grant_type": TOKEN_EXCHANGE_GRANT,
+                "subject_token": SUBJECT,
+                "subject_token_type": SUBJECT_TYPE,
+                "audience": "https://api.example.com",
+                "client_id": "my-client-id",
+                "client_secret": SECRET,
+                "scope": "openid read:data write:data",
+                "organization": "org_123",
+            }));
             then.status(200).json_body(exchanged());
         })
         .await;
-    let config = config(
+    let token = fetch(
         &server,
         json!({
             "subject_token": {"file": file.path()},
             "scopes": ["openid", "read:data", "write:data"],
             "organization": "org_123",
         }),
-    );
-    let token = config
-        .builder()
-        .build()
-        .expect("valid")
-        .fetch_token()
-        .await
-        .expect("exchanged");
+    )
+    .await
+    .expect("exchanged");
     mock.assert_async().await;
     assert_eq!(
         token.secret().expose_secret(),
@@ -117,11 +127,7 @@ async fn the_same_exchange_form_encoded() {
     let file = subject_file();
     let mock = server
         .mock_async(|when, then| {
-            when.method(POST)
-                .path("/oauth/token")
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("accept", "application/json")
-                .header_missing("authorization")
+            exchange_request(when, "application/x-www-form-urlencoded")
                 .form_urlencoded_tuple("grant_type", TOKEN_EXCHANGE_GRANT)
                 .form_urlencoded_tuple("subject_token", SUBJECT)
                 .form_urlencoded_tuple("subject_token_type", SUBJECT_TYPE)
@@ -132,14 +138,10 @@ async fn the_same_exchange_form_encoded() {
             then.status(200).json_body(exchanged());
         })
         .await;
-    config(
+    fetch(
         &server,
         json!({"subject_token": {"file": file.path()}, "body": "form"}),
     )
-    .builder()
-    .build()
-    .expect("valid")
-    .fetch_token()
     .await
     .expect("exchanged");
     mock.assert_async().await;
@@ -226,31 +228,24 @@ async fn a_public_application_sends_only_its_client_id() {
     let file = subject_file();
     let mock = server
         .mock_async(|when, then| {
-            when.method(POST)
-                .path("/oauth/token")
-                .header_missing("authorization")
-                .json_body(json!({
-                    "grant_type": TOKEN_EXCHANGE_GRANT,
-                    "subject_token": SUBJECT,
-                    "subject_token_type": SUBJECT_TYPE,
-                    "client_id": "my-client-id",
-                }));
+            exchange_request(when, "application/json").json_body(json!({
+                "grant_type": TOKEN_EXCHANGE_GRANT,
+                "subject_token": SUBJECT,
+                "subject_token_type": SUBJECT_TYPE,
+                "client_id": "my-client-id",
+            }));
             then.status(200).json_body(exchanged());
         })
         .await;
-    config(
+    fetch(
         &server,
         json!({
             "subject_token": {"file": file.path()},
             "client_auth": "none", "client_secret": null, "audience": null,
         }),
     )
-    .builder()
-    .build()
-    .expect("a public application, the tenant's default audience")
-    .fetch_token()
     .await
-    .expect("exchanged");
+    .expect("a public application, the tenant's default audience");
     mock.assert_async().await;
 }
 
@@ -383,7 +378,7 @@ fn what_auth0_does_not_take_is_refused_naming_the_key() {
 }
 
 /// A fetch whose answer is `status` with `body`.
-async fn answered(status: u16, body: Value) -> authmux_core::Error {
+async fn answered(status: u16, body: Value) -> Error {
     let server = MockServer::start_async().await;
     let file = subject_file();
     server
@@ -392,11 +387,7 @@ async fn answered(status: u16, body: Value) -> authmux_core::Error {
             then.status(status).json_body(body);
         })
         .await;
-    let error = config(&server, json!({"subject_token": {"file": file.path()}}))
-        .builder()
-        .build()
-        .expect("valid")
-        .fetch_token()
+    let error = fetch(&server, json!({"subject_token": {"file": file.path()}}))
         .await
         .expect_err("refused");
     assert!(!format!("{error} {error:?}").contains(SUBJECT), "{error:?}");
