@@ -84,36 +84,43 @@ async fn fetch(server: &MockServer, overrides: Value) -> Result<Token, Error> {
         .await
 }
 
-#[tokio::test]
-async fn replays_the_documented_exchange_with_the_subject_read_from_a_file() {
+/// Fetches once with the subject read from a file and `overrides`, and
+/// checks that the JSON body was exactly `body`.
+async fn replay(body: Value, overrides: Value) -> Token {
     let server = MockServer::start_async().await;
     let file = subject_file();
     let mock = server
         .mock_async(|when, then| {
-            exchange_request(when, "application/json").json_body(json!({
-                "grant_type": TOKEN_EXCHANGE_GRANT,
-                "subject_token": SUBJECT,
-                "subject_token_type": SUBJECT_TYPE,
-                "audience": "https://api.example.com",
-                "client_id": "my-client-id",
-                "client_secret": SECRET,
-                "scope": "openid read:data write:data",
-                "organization": "org_123",
-            }));
+            exchange_request(when, "application/json").json_body(body);
             then.status(200).json_body(exchanged());
         })
         .await;
-    let token = fetch(
-        &server,
+    let mut overrides = overrides;
+    overrides["subject_token"] = json!({"file": file.path()});
+    let token = fetch(&server, overrides).await.expect("exchanged");
+    mock.assert_async().await;
+    token
+}
+
+#[tokio::test]
+async fn replays_the_documented_exchange_with_the_subject_read_from_a_file() {
+    let token = replay(
         json!({
-            "subject_token": {"file": file.path()},
-            "scopes": ["openid", "read:data", "write:data"],
+            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "subject_token": SUBJECT,
+            "subject_token_type": SUBJECT_TYPE,
+            "audience": "https://api.example.com",
+            "client_id": "my-client-id",
+            "client_secret": SECRET,
+            "scope": "openid read:data write:data",
+            "organization": "org_123",
+        }),
+        json!({
+            "scopes": ["write:data", "openid", "read:data"],
             "organization": "org_123",
         }),
     )
-    .await
-    .expect("exchanged");
-    mock.assert_async().await;
+    .await;
     assert_eq!(
         token.secret().expose_secret(),
         "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.exchanged"
@@ -224,29 +231,16 @@ async fn the_subject_and_actor_may_be_other_clients_tokens() {
 
 #[tokio::test]
 async fn a_public_application_sends_only_its_client_id() {
-    let server = MockServer::start_async().await;
-    let file = subject_file();
-    let mock = server
-        .mock_async(|when, then| {
-            exchange_request(when, "application/json").json_body(json!({
-                "grant_type": TOKEN_EXCHANGE_GRANT,
-                "subject_token": SUBJECT,
-                "subject_token_type": SUBJECT_TYPE,
-                "client_id": "my-client-id",
-            }));
-            then.status(200).json_body(exchanged());
-        })
-        .await;
-    fetch(
-        &server,
+    replay(
         json!({
-            "subject_token": {"file": file.path()},
-            "client_auth": "none", "client_secret": null, "audience": null,
+            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "subject_token": SUBJECT,
+            "subject_token_type": SUBJECT_TYPE,
+            "client_id": "my-client-id",
         }),
+        json!({"client_auth": "none", "client_secret": null, "audience": null}),
     )
-    .await
-    .expect("a public application, the tenant's default audience");
-    mock.assert_async().await;
+    .await;
 }
 
 /// The message of the config error that `overrides` make.
