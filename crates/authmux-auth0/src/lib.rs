@@ -78,7 +78,8 @@
 //! public application whose token endpoint authentication method is
 //! `none`, not at all (`client_auth = "none"`: only `client_id` is sent).
 //! The subject and actor tokens are read anew for every request; neither
-//! appears in a `Debug`, a log line or an error. The answer:
+//! appears in a `Debug` or an error (a server's echo of one is scrubbed).
+//! The answer:
 //!
 //! ```text
 //! HTTP/1.1 200 OK
@@ -294,7 +295,8 @@ pub struct Auth0Config {
     #[serde(default = "json")]
     pub body: BodyEncoding,
     /// How the application authenticates: `client_auth` (`"post"` unless
-    /// set: credentials in the body; `"basic"`, `"private_key_jwt"`), its
+    /// set: credentials in the body; `"basic"`, `"private_key_jwt"`, or
+    /// `"none"` for a public application's token exchange), its
     /// secret or key; see [`ClientAuthConfig`]. The assertion's `aud` is
     /// `https://{domain}/` unless `client_assertion_audience` is set. These
     /// keys sit flat in the client's table.
