@@ -1,6 +1,7 @@
 //! [Auth0](https://auth0.com) machine-to-machine access tokens for
 //! [authmux]: the client credentials exchange at `/oauth/token`, with
-//! `audience`, `resource`, `organization` and an optional DPoP proof.
+//! `audience`, `resource`, `organization` and an optional DPoP proof, and
+//! Auth0's [Custom Token Exchange](#custom-token-exchange).
 //!
 //! # The exchange
 //!
@@ -46,6 +47,85 @@
 //! (epoch seconds). Every issued token counts against the tenant's monthly
 //! quota, which is why a [`ManagedToken`](authmux_core::ManagedToken) in
 //! front of this provider matters.
+//!
+//! # Custom Token Exchange
+//!
+//! Auth0's profile of RFC 8693 trades a token (the `subject_token`) for an
+//! Auth0 access token at the same `/oauth/token`, after an Action the
+//! tenant attaches to a Custom Token Exchange Profile has validated it. The
+//! profile is chosen by `subject_token_type`, a URI of the customer's own,
+//! so it has no default here. As Auth0's pages "Call Your API Using the
+//! Custom Token Exchange Flow" and the Authentication API's "Custom Token
+//! Exchange: Get Token" describe it:
+//!
+//! ```text
+//! POST https://tenant.eu.auth0.com/oauth/token
+//! content-type: application/json
+//! accept: application/json
+//!
+//! {"grant_type":"urn:ietf:params:oauth:grant-type:token-exchange",
+//!  "subject_token":"<token>","subject_token_type":"urn:acme:legacy-token",
+//!  "client_id":"<id>","client_secret":"<secret>","audience":"https://api.example.com",
+//!  "scope":"openid read:data","organization":"org_123"}
+//! ```
+//!
+//! `audience` is optional there (the tenant's default audience is used
+//! without it), and so is `resource` in its place; `scope` and
+//! `organization` are sent only when set; `actor_token` and
+//! `actor_token_type` go together, for a principal acting for the subject
+//! (Auth0 then issues no refresh token). The client authenticates as for
+//! client credentials (`post`, `basic`, `private_key_jwt`), or, for a
+//! public application whose token endpoint authentication method is
+//! `none`, not at all (`client_auth = "none"`: only `client_id` is sent).
+//! The subject and actor tokens are read anew for every request; neither
+//! appears in a `Debug` or an error (a server's echo of one is scrubbed).
+//! The answer:
+//!
+//! ```text
+//! HTTP/1.1 200 OK
+//!
+//! {"access_token":"eyJhbGciOi...","id_token":"eyJhbGciOi...","scope":"openid read:data",
+//!  "expires_in":86400,"token_type":"Bearer",
+//!  "issued_token_type":"urn:ietf:params:oauth:token-type:access_token"}
+//! ```
+//!
+//! `id_token` comes with the `openid` scope and `refresh_token` with
+//! `offline_access`; only the access token is used. `scope` is in the
+//! answer only when Auth0 granted other scopes than asked for. An Action
+//! that rejects the subject answers 400
+//! `{"error":"invalid_request","error_description":"Invalid subject_token"}`,
+//! which is [`ErrorKind::Refused`]; too many rejected subjects from one IP
+//! answer 429 `too_many_attempts`.
+//!
+//! Auth0's reference declares the body form-encoded, as it does for client
+//! credentials, whose guides send JSON: the body stays JSON unless
+//! `body = "form"`. Its guide's sample request spells the scope parameter
+//! `scopes`; its parameter table and reference say `scope`, which is sent.
+//!
+//! What the Auth0 provider refuses when building, naming the key:
+//!
+//! * `subject_token_type` unset, or in a namespace Auth0 reserves
+//!   ([`RESERVED_TOKEN_TYPE_NAMESPACES`]: `http(s)://auth0.com`,
+//!   `http(s)://okta.com`, `urn:ietf`, `urn:auth0`, `urn:okta`), such as
+//!   RFC 8693's own `urn:ietf:params:oauth:token-type:jwt`. Auth0's pages
+//!   do not say how a namespace is matched; here a type is in one when it
+//!   is the namespace or continues it after `/`, `:`, `?` or `#`, case
+//!   aside.
+//! * `actor_token` without `actor_token_type`, or an `actor_token_type` in
+//!   a reserved namespace other than [`ID_TOKEN_TYPE`] (an Auth0 ID token
+//!   of the same tenant, which Auth0 validates itself).
+//! * `requested_token_type`: not part of the Custom Token Exchange request.
+//!   (Auth0's On-Behalf-Of exchange takes it, with an Auth0 access token as
+//!   the subject; this provider does not send that exchange.)
+//! * `grant_type = "jwt_bearer"` and `assertion`: Auth0 takes the JWT-bearer
+//!   grant only for Cross App Access (an enterprise IdP's ID-JAG), which
+//!   this provider does not send.
+//! * `client_auth = "client_assertion"`: Auth0 authenticates an assertion
+//!   only as `private_key_jwt`, signed with a key registered to the
+//!   application; a token another party issued is no client credential
+//!   there.
+//! * `client_auth = "none"` and `scopes` with client credentials, whose
+//!   request takes neither.
 //!
 //! # Example
 //!
@@ -95,11 +175,63 @@
 //! # client_assertion_audience = "https://tenant.eu.auth0.com/"
 //! ```
 //!
+//! A Custom Token Exchange, trading a token read from a file (or `{ env }`,
+//! `{ command }`, or `{ client = "name" }`: another configured client's
+//! access token, which the facade builds first):
+//!
+//! ```toml
+//! [clients.legacy]
+//! provider = "auth0"
+//! domain = "tenant.eu.auth0.com"
+//! client_id = "my-client-id"
+//! client_secret = { env = "AUTH0_CLIENT_SECRET" }
+//! grant_type = "token_exchange"
+//! subject_token = { file = "/run/legacy/token" }
+//! subject_token_type = "urn:acme:legacy-token"  # your profile's; required
+//! audience = "https://api.example.com"          # optional: the tenant's default
+//! # scopes = ["openid", "read:data"]
+//! # organization = "org_123"
+//! # actor_token = { client = "agent" }
+//! # actor_token_type = "urn:acme:agent-token"   # required with actor_token
+//! ```
+//!
+//! In code, the same with [`Auth0Builder::grant`] (and
+//! [`Auth0Builder::client_token`] to offer a `{ client = "name" }` token):
+//!
+//! ```no_run
+//! use authmux_auth0::Auth0Provider;
+//! use authmux_core::grant::{GrantConfig, GrantType, TokenInput};
+//! use authmux_core::{ClientSecret, ExternalSource};
+//!
+//! # fn run() -> Result<(), authmux_core::Error> {
+//! let exchange = GrantConfig {
+//!     grant_type: Some(GrantType::TokenExchange),
+//!     subject_token: Some(TokenInput::External(ExternalSource::File(
+//!         "/run/legacy/token".into(),
+//!     ))),
+//!     subject_token_type: Some("urn:acme:legacy-token".into()),
+//!     ..GrantConfig::default()
+//! };
+//! let provider = Auth0Provider::builder("tenant.eu.auth0.com", "my-client-id", ClientSecret::Env {
+//!     env: "AUTH0_CLIENT_SECRET".into(),
+//! })
+//! .audience("https://api.example.com")
+//! .grant(exchange)
+//! .build()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! [authmux]: https://github.com/authmux/authmux
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use authmux_core::wire::{BodyEncoding, ClientAuth, RequestSource, TokenRequest, require};
+use std::sync::Arc;
+
+use authmux_core::grant::{GrantConfig, GrantContext, GrantType};
+use authmux_core::wire::{
+    BodyEncoding, ClientAuth, FreshValue, RequestSource, TokenRequest, require,
+};
 use authmux_core::{
     BuildContext, ClientAuthConfig, ClientCredentials, ClientSecret, Endpoint, Error, ErrorKind,
     Provider, SharedTokenSource,
@@ -114,6 +246,23 @@ pub const NAME: &str = "auth0";
 /// The token endpoint's path below the tenant's base URL.
 pub const TOKEN_PATH: &str = "/oauth/token";
 
+/// The namespaces Auth0 reserves: no Custom Token Exchange Profile, and so
+/// no `subject_token_type` (nor a custom `actor_token_type`), may be in
+/// them.
+pub const RESERVED_TOKEN_TYPE_NAMESPACES: &[&str] = &[
+    "http://auth0.com",
+    "https://auth0.com",
+    "http://okta.com",
+    "https://okta.com",
+    "urn:ietf",
+    "urn:auth0",
+    "urn:okta",
+];
+
+/// The `actor_token_type` of an Auth0 ID token of the same tenant, which
+/// Auth0 validates itself: the one reserved URI an actor may carry.
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+
 /// The longest wait taken from `X-RateLimit-Reset`.
 const MAX_RESET_WAIT: Duration = Duration::from_secs(3600);
 
@@ -127,7 +276,9 @@ pub struct Auth0Config {
     pub domain: String,
     /// The application's client id.
     pub client_id: String,
-    /// The API identifier; required unless `resource` is set.
+    /// The API identifier; required unless `resource` is set, or the
+    /// grant is a token exchange (Auth0 then uses the tenant's default
+    /// audience).
     #[serde(default)]
     pub audience: Option<String>,
     /// The API identifier, for tenants in the `compatibility` profile.
@@ -136,16 +287,28 @@ pub struct Auth0Config {
     /// The organization name or id; the token then carries `org_id`.
     #[serde(default)]
     pub organization: Option<String>,
+    /// The scopes a token exchange asks for, sent space-separated as
+    /// `scope`. Auth0's client credentials request takes none.
+    #[serde(default)]
+    pub scopes: Vec<String>,
     /// `json` (default) or `form`.
     #[serde(default = "json")]
     pub body: BodyEncoding,
     /// How the application authenticates: `client_auth` (`"post"` unless
-    /// set: credentials in the body; `"basic"`, `"private_key_jwt"`), its
+    /// set: credentials in the body; `"basic"`, `"private_key_jwt"`, or
+    /// `"none"` for a public application's token exchange), its
     /// secret or key; see [`ClientAuthConfig`]. The assertion's `aud` is
     /// `https://{domain}/` unless `client_assertion_audience` is set. These
     /// keys sit flat in the client's table.
     #[serde(skip)]
     pub auth: ClientAuthConfig,
+    /// The grant: `grant_type` (`"client_credentials"` unless set, or
+    /// `"token_exchange"`), `subject_token`, `subject_token_type`,
+    /// `actor_token` and `actor_token_type`; see [`GrantConfig`] and the
+    /// [crate docs](crate#custom-token-exchange) for what Auth0 takes.
+    /// These keys sit flat in the client's table.
+    #[serde(skip)]
+    pub grant: GrantConfig,
     /// Allows plain `http` to a non-loopback host.
     #[serde(default)]
     pub allow_insecure_http: bool,
@@ -165,7 +328,7 @@ fn json() -> BodyEncoding {
 /// Auth0's documented default: the credentials in the body.
 const DEFAULT_CLIENT_AUTH: ClientAuth = ClientAuth::Body;
 
-authmux_core::with_client_auth!(Auth0Config, auth);
+authmux_core::with_client_auth!(Auth0Config, auth, grant);
 
 impl Auth0Config {
     /// How the application authenticates: the configured method or the
@@ -179,6 +342,7 @@ impl Auth0Config {
         Auth0Builder {
             endpoint: Endpoint::new(None, self.allow_insecure_http),
             config: self.clone(),
+            clients: BuildContext::new(),
         }
     }
 }
@@ -190,6 +354,8 @@ impl Auth0Config {
 pub struct Auth0Builder {
     config: Auth0Config,
     endpoint: Endpoint,
+    /// The other clients whose tokens a token exchange may carry.
+    clients: BuildContext,
 }
 
 impl EndpointBuilder for Auth0Builder {
@@ -229,12 +395,39 @@ impl Auth0Builder {
         self
     }
 
+    /// The scopes a token exchange asks for, replacing any set before.
+    pub fn scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.config.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The grant and what it carries; client credentials unless set.
+    pub fn grant(mut self, grant: GrantConfig) -> Self {
+        self.config.grant = grant;
+        self
+    }
+
+    /// Offers `token` as the access tokens of the client `name`, for a
+    /// token exchange whose `subject_token` or `actor_token` is `{ client =
+    /// "name" }`: a [`ManagedToken`](authmux_core::ManagedToken), say.
+    pub fn client_token(mut self, name: impl Into<String>, token: Arc<dyn FreshValue>) -> Self {
+        self.clients = self.clients.with_client_token(name, token);
+        self
+    }
+
     /// Validates the settings, reads the secret and builds the source.
     pub fn build(self) -> Result<RequestSource, Error> {
-        let config = self.config;
+        let Self {
+            config,
+            endpoint,
+            clients,
+        } = self;
         require("domain", &config.domain)?;
         require("client_id", &config.client_id)?;
+        let grant = checked_grant(&config.grant)?;
+        checked_client_auth(config.client_auth(), grant)?;
         match (&config.audience, &config.resource) {
+            (None, None) if grant == GrantType::TokenExchange => {}
             (None, None) => {
                 return Err(Error::config("audience: required unless resource is set"));
             }
@@ -246,6 +439,7 @@ impl Auth0Builder {
             (Some(value), None) => require("audience", value)?,
             (None, Some(value)) => require("resource", value)?,
         }
+        let scope = scope(&config.scopes, grant)?;
         let domain = config.domain.trim();
         let base = if domain.contains("://") {
             domain.to_owned()
@@ -253,33 +447,156 @@ impl Auth0Builder {
             format!("https://{domain}")
         };
         let (url, field) =
-            self.endpoint
-                .token_url(Some(("domain", &base)), TOKEN_PATH, "domain: required")?;
+            endpoint.token_url(Some(("domain", &base)), TOKEN_PATH, "domain: required")?;
         // Auth0 wants the tenant's own URL, with its trailing slash, as the
         // assertion's audience.
-        let tenant = url.strip_suffix(TOKEN_PATH).unwrap_or(&url);
+        let tenant = format!("{}/", url.strip_suffix(TOKEN_PATH).unwrap_or(&url));
+        let client_token = |name: &str| clients.client_token(name);
+        let context = GrantContext {
+            client_id: config.client_id.trim(),
+            audience: &tenant,
+            clients: &client_token,
+        };
+        let request = config.grant.apply(
+            TokenRequest::builder(url.as_str()).encoding(config.body),
+            &context,
+        )?;
         let credentials =
-            ClientCredentials::from_config(config.client_id, config.auth, DEFAULT_CLIENT_AUTH)
-                .default_audience(format!("{tenant}/"));
-        let client_auth = credentials.auth;
+            ClientCredentials::from_config(&config.client_id, config.auth, DEFAULT_CLIENT_AUTH)
+                .default_audience(tenant.as_str());
         let request = credentials
-            .apply(
-                TokenRequest::builder(url)
-                    .encoding(config.body)
-                    .param("grant_type", "client_credentials"),
-            )?
+            .apply(request)?
             .param_opt("audience", config.audience)
             .param_opt("resource", config.resource)
+            .param_opt("scope", scope)
             .param_opt("organization", config.organization);
-        let mut endpoint = self.endpoint;
+        let mut endpoint = endpoint;
         if endpoint.dpop.is_none() {
             endpoint.dpop = config.dpop.dpop(config.accept_bearer_downgrade)?;
         }
         Ok(endpoint
             .source(NAME, field, request)?
-            .with_identity_field("client_auth", client_auth.as_str())
+            .with_identity_field("client_auth", credentials.auth.as_str())
             .with_error_map(retry_after_from_reset))
     }
+}
+
+/// The grant, once it is one Auth0 takes: client credentials, or a Custom
+/// Token Exchange whose token types are the customer's own.
+fn checked_grant(grant: &GrantConfig) -> Result<GrantType, Error> {
+    if grant.grant() == GrantType::JwtBearer {
+        return Err(Error::config(
+            "grant_type: \"jwt_bearer\" is not taken by the Auth0 provider (Auth0's JWT-bearer \
+             grant is Cross App Access, for an enterprise IdP's ID-JAG); use \"client_credentials\" \
+             or \"token_exchange\"",
+        ));
+    }
+    if grant.assertion.is_some() {
+        return Err(Error::config(
+            "assertion: not taken by the Auth0 provider, which sends no JWT-bearer grant; remove it",
+        ));
+    }
+    if grant.requested_token_type.is_some() {
+        return Err(Error::config(
+            "requested_token_type: not part of Auth0's Custom Token Exchange request; remove it",
+        ));
+    }
+    grant.check()?;
+    if grant.grant() != GrantType::TokenExchange {
+        return Ok(grant.grant());
+    }
+    let Some(subject_type) = grant.subject_token_type.as_deref().map(str::trim) else {
+        return Err(Error::config(
+            "subject_token_type: required with grant_type = \"token_exchange\" for Auth0: the URI \
+             of your Custom Token Exchange Profile, such as \"urn:acme:legacy-token\"",
+        ));
+    };
+    if let Some(namespace) = reserved_namespace(subject_type) {
+        return Err(Error::config(format!(
+            "subject_token_type: {subject_type:?} is in {namespace}, a namespace Auth0 reserves; \
+             use your own profile's URI, such as \"urn:acme:legacy-token\""
+        )));
+    }
+    const ACTOR_TYPES: &str =
+        "\"urn:ietf:params:oauth:token-type:id_token\" for an Auth0 ID token, else your own URI";
+    match grant.actor_token_type.as_deref().map(str::trim) {
+        None if grant.actor_token.is_some() => Err(Error::config(format!(
+            "actor_token_type: required with actor_token for Auth0: {ACTOR_TYPES}"
+        ))),
+        Some(actor_type) if actor_type != ID_TOKEN_TYPE => match reserved_namespace(actor_type) {
+            Some(namespace) => Err(Error::config(format!(
+                "actor_token_type: {actor_type:?} is in {namespace}, a namespace Auth0 reserves; \
+                 use {ACTOR_TYPES}"
+            ))),
+            None => Ok(GrantType::TokenExchange),
+        },
+        _ => Ok(GrantType::TokenExchange),
+    }
+}
+
+/// The reserved namespace `token_type` is in, if any: the namespace
+/// itself, or it followed by a path, a port or a further URN segment
+/// (`urn:ietf:…`, but not `urn:ietfx:…`, and `https://auth0.com/…`, but
+/// not `https://auth0.company.com/…`). Scheme, host and URN namespace are
+/// compared without regard to case, as URIs define them.
+fn reserved_namespace(token_type: &str) -> Option<&'static str> {
+    RESERVED_TOKEN_TYPE_NAMESPACES
+        .iter()
+        .copied()
+        .find(|namespace| {
+            let Some(head) = token_type.get(..namespace.len()) else {
+                return false;
+            };
+            let rest = &token_type[namespace.len()..];
+            head.eq_ignore_ascii_case(namespace)
+                && rest
+                    .chars()
+                    .next()
+                    .is_none_or(|next| matches!(next, '/' | ':' | '?' | '#'))
+        })
+}
+
+/// Auth0 takes no assertion issued by another party as a client credential,
+/// and a client that does not authenticate only for a token exchange.
+fn checked_client_auth(client_auth: ClientAuth, grant: GrantType) -> Result<(), Error> {
+    match client_auth {
+        ClientAuth::ClientAssertion => Err(Error::config(
+            "client_auth: Auth0 does not take \"client_assertion\" (a token another party issued \
+             is no client credential there); use \"private_key_jwt\" with a key registered to \
+             the application",
+        )),
+        ClientAuth::None if grant != GrantType::TokenExchange => Err(Error::config(
+            "client_auth: \"none\" is only for grant_type = \"token_exchange\" (a public \
+             application); client credentials need \"post\", \"basic\" or \"private_key_jwt\"",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The `scope` to send: each scope once, in name order, so that neither
+/// repeats nor order split the token cache.
+fn scope(scopes: &[String], grant: GrantType) -> Result<Option<String>, Error> {
+    if scopes.is_empty() {
+        return Ok(None);
+    }
+    if grant != GrantType::TokenExchange {
+        return Err(Error::config(
+            "scopes: only used with grant_type = \"token_exchange\"; Auth0's client credentials \
+             request takes no scope (the application gets what its client grant allows)",
+        ));
+    }
+    if let Some(bad) = scopes
+        .iter()
+        .find(|scope| scope.is_empty() || scope.chars().any(char::is_whitespace))
+    {
+        return Err(Error::config(format!(
+            "scopes: {bad:?} is not one scope; list each scope separately"
+        )));
+    }
+    let mut sorted: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    Ok(Some(sorted.join(" ")))
 }
 
 /// The Auth0 provider: [`Auth0Provider::builder`] in code, or
@@ -324,11 +641,13 @@ impl Auth0Provider {
             audience: None,
             resource: None,
             organization: None,
+            scopes: Vec::new(),
             body: BodyEncoding::Json,
             auth: ClientAuthConfig {
                 client_secret,
                 ..ClientAuthConfig::default()
             },
+            grant: GrantConfig::default(),
             allow_insecure_http: false,
             dpop: DpopConfig::Disabled,
             accept_bearer_downgrade: false,
@@ -340,8 +659,12 @@ impl Provider for Auth0Provider {
     const NAME: &'static str = NAME;
     type Config = Auth0Config;
 
+    /// Builds the source; a token exchange takes the other clients'
+    /// tokens from `context`.
     fn build(config: Auth0Config, context: &BuildContext) -> Result<SharedTokenSource, Error> {
-        Ok(config.builder().context(context).build()?.into())
+        let mut builder = config.builder().context(context);
+        builder.clients = context.clone();
+        Ok(builder.build()?.into())
     }
 }
 
@@ -454,6 +777,87 @@ mod tests {
             "a Basic client id still counts"
         );
         assert!(!format!("{basic:?}").contains("s3cr3t-value"));
+    }
+
+    fn exchange(subject: &str, subject_type: &str) -> GrantConfig {
+        GrantConfig {
+            grant_type: Some(GrantType::TokenExchange),
+            subject_token: Some(authmux_core::grant::TokenInput::External(
+                authmux_core::ExternalSource::File(subject.into()),
+            )),
+            subject_token_type: Some(subject_type.into()),
+            ..GrantConfig::default()
+        }
+    }
+
+    #[test]
+    fn identity_covers_the_grant() {
+        let identity = |grant: GrantConfig| {
+            builder()
+                .audience("https://a")
+                .grant(grant)
+                .build()
+                .expect("valid")
+                .identity()
+        };
+        let credentials = identity(GrantConfig::default());
+        let exchanged = identity(exchange("/run/a", "urn:acme:legacy"));
+        assert_eq!(
+            exchanged.get("grant_type"),
+            Some(authmux_core::grant::TOKEN_EXCHANGE_GRANT)
+        );
+        assert_eq!(exchanged.get("subject_token_type"), Some("urn:acme:legacy"));
+        assert_eq!(exchanged.get("subject_token.source"), Some("file:/run/a"));
+        for other in [
+            &credentials,
+            &identity(exchange("/run/b", "urn:acme:legacy")),
+            &identity(exchange("/run/a", "urn:acme:other")),
+        ] {
+            assert_ne!(&exchanged, other);
+        }
+        let scoped = builder()
+            .audience("https://a")
+            .grant(exchange("/run/a", "urn:acme:legacy"))
+            .scopes(["read", "openid", "read"])
+            .build()
+            .expect("valid")
+            .identity();
+        assert_eq!(scoped.get("scope"), Some("openid read"), "sorted, once");
+    }
+
+    #[test]
+    fn a_token_exchange_needs_no_audience() {
+        let provider = builder()
+            .grant(exchange("/run/a", "urn:acme:legacy"))
+            .build()
+            .expect("the tenant's default audience");
+        assert_eq!(provider.identity().get("audience"), None);
+    }
+
+    #[test]
+    fn reserved_namespaces_are_matched_by_segment() {
+        for reserved in [
+            "urn:ietf:params:oauth:token-type:jwt",
+            "URN:IETF:params:oauth:token-type:access_token",
+            "urn:auth0",
+            "urn:okta:x",
+            "https://auth0.com/token",
+            "http://auth0.com",
+            "https://Okta.com:443/x",
+            "https://auth0.com?x",
+        ] {
+            assert!(reserved_namespace(reserved).is_some(), "{reserved}");
+        }
+        for own in [
+            "urn:acme:legacy-token",
+            "urn:ietfx:token",
+            "https://auth0.company.com/token",
+            "https://tenant.auth0.com.example/token",
+            "http://acme.com/legacy-token",
+            "urn:auth",
+        ] {
+            assert_eq!(reserved_namespace(own), None, "{own}");
+        }
     }
 
     #[test]
