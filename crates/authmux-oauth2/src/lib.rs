@@ -733,8 +733,13 @@ fn check_extra_params(params: &BTreeMap<String, String>) -> Result<(), Error> {
     for name in params.keys() {
         let fix = match name.as_str() {
             "" => return Err(Error::config("extra_params: a name must not be empty")),
-            "grant_type" | "assertion" | "subject_token" | "subject_token_type" | "actor_token"
-            | "actor_token_type" | "requested_token_type" => format!("set {name} instead"),
+            "grant_type"
+            | "assertion"
+            | "subject_token"
+            | "subject_token_type"
+            | "actor_token"
+            | "actor_token_type"
+            | "requested_token_type" => format!("set {name} instead"),
             "scope" => "set scopes instead".to_owned(),
             "client_id" | "client_secret" | "client_assertion" | "client_assertion_type" => {
                 "set client_id and client_auth with its secret or key instead".to_owned()
