@@ -300,51 +300,38 @@ pub trait WithClientAuth<'de>: Sized + 'static {
 #[macro_export]
 macro_rules! with_client_auth {
     ($config:ty, $field:ident) => {
-        impl<'de> ::serde::Deserialize<'de> for $config {
-            fn deserialize<D: ::serde::Deserializer<'de>>(
-                deserializer: D,
-            ) -> ::std::result::Result<Self, D::Error> {
-                $crate::client_auth::deserialize(deserializer)
-            }
-        }
-
-        impl<'de> $crate::client_auth::WithClientAuth<'de> for $config {
-            fn deserialize_own<D: ::serde::Deserializer<'de>>(
-                deserializer: D,
-            ) -> ::std::result::Result<Self, D::Error> {
-                Self::deserialize(deserializer)
-            }
-
-            fn client_auth_mut(&mut self) -> &mut $crate::client_auth::ClientAuthConfig {
-                &mut self.$field
-            }
-        }
+        $crate::with_client_auth!(@impl $config, $field, {});
     };
     ($config:ty, $field:ident, $grant:ident) => {
-        impl<'de> ::serde::Deserialize<'de> for $config {
-            fn deserialize<D: ::serde::Deserializer<'de>>(
-                deserializer: D,
-            ) -> ::std::result::Result<Self, D::Error> {
-                $crate::client_auth::deserialize(deserializer)
-            }
-        }
-
-        impl<'de> $crate::client_auth::WithClientAuth<'de> for $config {
-            fn deserialize_own<D: ::serde::Deserializer<'de>>(
-                deserializer: D,
-            ) -> ::std::result::Result<Self, D::Error> {
-                Self::deserialize(deserializer)
-            }
-
-            fn client_auth_mut(&mut self) -> &mut $crate::client_auth::ClientAuthConfig {
-                &mut self.$field
-            }
-
+        $crate::with_client_auth!(@impl $config, $field, {
             const GRANTS: bool = true;
 
             fn grant_mut(&mut self) -> ::std::option::Option<&mut $crate::grant::GrantConfig> {
                 ::std::option::Option::Some(&mut self.$grant)
             }
+        });
+    };
+    (@impl $config:ty, $field:ident, { $($grant:tt)* }) => {
+        impl<'de> ::serde::Deserialize<'de> for $config {
+            fn deserialize<D: ::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> ::std::result::Result<Self, D::Error> {
+                $crate::client_auth::deserialize(deserializer)
+            }
+        }
+
+        impl<'de> $crate::client_auth::WithClientAuth<'de> for $config {
+            fn deserialize_own<D: ::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> ::std::result::Result<Self, D::Error> {
+                Self::deserialize(deserializer)
+            }
+
+            fn client_auth_mut(&mut self) -> &mut $crate::client_auth::ClientAuthConfig {
+                &mut self.$field
+            }
+
+            $($grant)*
         }
     };
 }
