@@ -805,6 +805,7 @@ fn example_check(scratch: &Scratch, json: bool) -> Command {
         .arg("--config")
         .arg(&config)
         .env("MENTION_ME_CLIENT_SECRET", SECRET)
+        .env("EXCHANGER_SECRET", SECRET)
         .env("TOKEN_STORE_KEY", STORE_KEY)
         .env("AUTHMUX_CLIENTS__LEARNING__CLIENT_SECRET__FILE", &learning)
         .env_remove("AUTH0_CLIENT_SECRET");
@@ -836,6 +837,31 @@ async fn check_shows_every_client_the_file_and_the_store_beside_one_broken_clien
         [
             vec!["file", config.to_str().expect("UTF-8 path")],
             [vec!["api", "auth0"], problem].concat(),
+            vec!["ci", "oauth2", "https://idp.example.com/oauth2/token"],
+            vec!["grant", "jwt_bearer,", "assertion:", "file", "/run/ci/oidc-token"],
+            vec!["downstream", "oauth2", "https://sts.example.com/token"],
+            vec![
+                "grant",
+                "token_exchange,",
+                "subject_token:",
+                "client",
+                "entra",
+                "(client_assertion:",
+                "file",
+                "/var/run/secrets/azure/tokens/azure-identity-token)"
+            ],
+            vec![
+                "entra",
+                "oauth2",
+                "https://login.microsoftonline.com/TENANT/oauth2/v2.0/token"
+            ],
+            vec![
+                "grant",
+                "client_credentials,",
+                "client_assertion:",
+                "file",
+                "/var/run/secrets/azure/tokens/azure-identity-token"
+            ],
             vec![
                 "learning",
                 "360learning",
@@ -872,6 +898,17 @@ async fn check_shows_every_client_the_file_and_the_store_beside_one_broken_clien
         found["clients"],
         json!([
             {"name": "api", "provider": "auth0", "grant_type": "client_credentials", "token_url": null, "problems": [missing]},
+            {"name": "ci", "provider": "oauth2", "grant_type": "jwt_bearer",
+             "token_url": "https://idp.example.com/oauth2/token",
+             "inputs": ["assertion: file /run/ci/oidc-token"], "problems": []},
+            {"name": "downstream", "provider": "oauth2", "grant_type": "token_exchange",
+             "token_url": "https://sts.example.com/token",
+             "inputs": ["subject_token: client entra (client_assertion: file /var/run/secrets/azure/tokens/azure-identity-token)"],
+             "problems": []},
+            {"name": "entra", "provider": "oauth2", "grant_type": "client_credentials",
+             "token_url": "https://login.microsoftonline.com/TENANT/oauth2/v2.0/token",
+             "inputs": ["client_assertion: file /var/run/secrets/azure/tokens/azure-identity-token"],
+             "problems": []},
             {"name": "learning", "provider": "360learning", "grant_type": "client_credentials",
              "token_url": "https://app.360learning.com/api/v2/oauth2/token", "problems": []},
             {"name": "okta", "provider": "oauth2", "grant_type": "client_credentials",
