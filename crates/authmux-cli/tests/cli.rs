@@ -838,7 +838,13 @@ async fn check_shows_every_client_the_file_and_the_store_beside_one_broken_clien
             vec!["file", config.to_str().expect("UTF-8 path")],
             [vec!["api", "auth0"], problem].concat(),
             vec!["ci", "oauth2", "https://idp.example.com/oauth2/token"],
-            vec!["grant", "jwt_bearer,", "assertion:", "file", "/run/ci/oidc-token"],
+            vec![
+                "grant",
+                "jwt_bearer,",
+                "assertion:",
+                "file",
+                "/run/ci/oidc-token"
+            ],
             vec!["downstream", "oauth2", "https://sts.example.com/token"],
             vec![
                 "grant",
