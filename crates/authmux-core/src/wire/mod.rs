@@ -54,8 +54,9 @@ struct HttpClientInner {
     client_certificate: bool,
 }
 
-/// Settings for an [`HttpClient`].
-#[derive(Clone, Debug)]
+/// Settings for an [`HttpClient`]. Equal settings make equal clients,
+/// which is how a registry shares one among the clients that have them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct HttpConfig {
     /// How long to wait for a connection (default 10 s).
