@@ -586,3 +586,25 @@ fn build_source(
     };
     build(client, context)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_share_an_http_client_only_with_the_same_tls_and_proxy() {
+        let mut pool = HashMap::new();
+        let plain = Settings::default();
+        shared_http(&mut pool, &plain).expect("plain");
+        shared_http(&mut pool, &plain.clone()).expect("the same");
+        assert_eq!(pool.len(), 1);
+        let mut proxied = plain.clone();
+        proxied.proxy = Some("http://proxy.corp:3128".to_owned());
+        shared_http(&mut pool, &proxied).expect("proxied");
+        assert_eq!(pool.len(), 2);
+        let mut other_proxy = proxied.clone();
+        other_proxy.proxy = Some("http://proxy.corp:8080".to_owned());
+        shared_http(&mut pool, &other_proxy).expect("another proxy");
+        assert_eq!(pool.len(), 3);
+    }
+}

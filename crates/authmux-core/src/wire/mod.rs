@@ -151,12 +151,17 @@ impl HttpClient {
         }
         let client = builder.build().map_err(|error| {
             // The cause (a rustls error) names what is wrong, never a key.
-            let (cause, _) = root_cause(&error);
-            Error::new(
-                ErrorKind::Config,
-                join("cannot build the HTTP client", &cause),
-            )
-            .with_source(error.without_url())
+            let (cause, tls) = root_cause(&error);
+            let message = match (tls, &config.tls.client_key) {
+                (Some(rustls::Error::InconsistentKeys(_)), Some(_)) => {
+                    "tls_client_key: not the key of tls_client_certificate".to_owned()
+                }
+                (Some(rustls::Error::InconsistentKeys(_)), None) => {
+                    "tls_client_certificate: its private key is not the certificate's".to_owned()
+                }
+                _ => join("cannot build the HTTP client", &cause),
+            };
+            Error::new(ErrorKind::Config, message).with_source(error.without_url())
         })?;
         Ok(Self {
             inner: Arc::new(HttpClientInner {
@@ -361,7 +366,7 @@ fn body_too_large(status: u16, max_body: usize) -> Error {
 /// could not reach https://tenant.auth0.com: dns error: failed to lookup address information: …
 /// could not reach http://127.0.0.1:8080: tcp connect error: Connection refused (os error 111)
 /// could not reach https://tenant.auth0.com: TLS error: invalid peer certificate: UnknownIssuer
-/// the server refused the client certificate: TLS alert certificate_required
+/// the token endpoint refused the request: TLS alert certificate_required: the server does not accept the client certificate
 /// ```
 ///
 /// A TLS alert about the client's certificate (`bad_certificate`,
@@ -376,7 +381,7 @@ pub fn transport_error(error: reqwest::Error) -> Error {
     let (kind, message) = if let Some(alert) = tls.and_then(refusal) {
         (
             ErrorKind::Refused,
-            format!("the server refused the client certificate: TLS alert {alert}"),
+            format!("TLS alert {alert}: the server does not accept the client certificate"),
         )
     } else if error.is_timeout() {
         (
