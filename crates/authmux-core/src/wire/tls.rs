@@ -315,6 +315,28 @@ mod tests {
     }
 
     #[test]
+    fn refusing_alerts_are_named_as_the_rfc_names_them() {
+        use rustls::AlertDescription as Alert;
+        let named = |alert| super::super::refusal(&rustls::Error::AlertReceived(alert));
+        assert_eq!(named(Alert::UnknownCA).as_deref(), Some("unknown_ca"));
+        assert_eq!(
+            named(Alert::CertificateRequired).as_deref(),
+            Some("certificate_required")
+        );
+        assert_eq!(
+            named(Alert::BadCertificate).as_deref(),
+            Some("bad_certificate")
+        );
+        assert_eq!(named(Alert::ProtocolVersion), None);
+        assert_eq!(
+            super::super::refusal(&rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            )),
+            None
+        );
+    }
+
+    #[test]
     fn a_proxy_password_is_not_shown() {
         let proxy = ProxyUrl::parse("http://user:pa55w0rd@proxy.corp:3128").expect("valid");
         let debug = format!("{proxy:?}");
