@@ -471,6 +471,63 @@ base_url = "http://127.0.0.1:{port}"
 }
 
 #[tokio::test]
+async fn a_refused_client_certificate_exits_3_and_an_untrusted_ca_exits_4() {
+    use authmux_testkit::tls::{TestCa, TlsTokenEndpoint};
+    let server_ca = TestCa::new("authmux server CA");
+    let client_ca = TestCa::new("authmux client CA");
+    let endpoint = TlsTokenEndpoint::start(
+        &server_ca.server_certificate(),
+        &[client_ca.certificate().clone()],
+    )
+    .await;
+    let other = TestCa::new("someone else").client_certificate("payments");
+    let scratch = Scratch::new();
+    let ca_file = scratch.dir.join("ca.pem");
+    std::fs::write(&ca_file, server_ca.pem()).expect("write the CA");
+    let certificate_file = scratch.dir.join("client.pem");
+    std::fs::write(&certificate_file, other.combined_pem()).expect("write the certificate");
+    let client = |tls_ca: &str| {
+        format!(
+            r#"
+[defaults]
+max_attempts = 1
+
+[clients.bank]
+provider = "oauth2"
+token_url = "{}"
+client_id = "payments"
+client_auth = "tls_client_auth"
+tls_client_certificate = {{ file = {:?} }}
+{tls_ca}
+"#,
+            endpoint.token_url(),
+            certificate_file.display()
+        )
+    };
+
+    let refused = scratch.config(&client(&format!(
+        "tls_ca = {{ file = {:?} }}",
+        ca_file.display()
+    )));
+    let refused = refused.to_str().expect("UTF-8 path");
+    let output = run(&scratch.dir, &["token", "bank", "--config", refused]).await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(3), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("TLS alert "), "{stderr}");
+    assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+
+    let untrusted = scratch.config(&client(""));
+    let untrusted = untrusted.to_str().expect("UTF-8 path");
+    let output = run(&scratch.dir, &["token", "bank", "--config", untrusted]).await;
+    let (code, _, stderr) = parts(&output);
+    assert_eq!(code, Some(4), "stderr: {stderr}");
+    assert!(stderr.contains("TLS error"), "{stderr}");
+    assert!(endpoint.requests().is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
 async fn the_config_comes_from_authmux_config_and_variables_override_it() {
     let server = MockServer::start_async().await;
     let mock = server
