@@ -510,7 +510,7 @@ impl Config {
     /// with `__` between keys (`AUTHMUX_CLIENTS__API__CLIENT_SECRET`). A
     /// variable that sets any part of a secret's source (`client_secret`,
     /// `client_assertion_key`, `[store] encryption_key` or `password`: every
-    /// key whose type is a [`ClientSecret`](authmux_core::ClientSecret))
+    /// key whose type is a [`ClientSecret`])
     /// replaces the file's whole source. A variable's client is the file's
     /// client of that name in any case: `AUTHMUX_CLIENTS__BILLING__…` sets
     /// `[clients.Billing]`.
