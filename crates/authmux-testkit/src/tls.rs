@@ -155,8 +155,28 @@ impl fmt::Debug for TestCertificate {
 /// Requests recorded by a server or proxy, one entry per request.
 type Seen = Arc<Mutex<Vec<String>>>;
 
-fn seen(seen: &Seen) -> Vec<String> {
-    seen.lock().unwrap_or_else(PoisonError::into_inner).clone()
+/// A loopback listener, its connections' record, and the task accepting
+/// them, stopped when dropped.
+#[derive(Debug)]
+struct Listening {
+    port: u16,
+    seen: Seen,
+    task: JoinHandle<()>,
+}
+
+impl Listening {
+    fn requests(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -170,9 +190,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// dropped.
 #[derive(Debug)]
 pub struct TlsTokenEndpoint {
-    port: u16,
-    seen: Seen,
-    task: JoinHandle<()>,
+    listening: Listening,
 }
 
 impl TlsTokenEndpoint {
@@ -202,57 +220,64 @@ impl TlsTokenEndpoint {
             )
             .expect("the server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("the address").port();
-        let seen = Seen::default();
-        let record = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                let record = record.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let Some(request) = read_request(&mut tls).await else {
-                        return;
-                    };
-                    record
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(request);
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{TLS_TOKEN_RESPONSE}",
-                        TLS_TOKEN_RESPONSE.len()
-                    );
-                    let _ = tls.write_all(response.as_bytes()).await;
-                    let _ = tls.shutdown().await;
-                });
+        let listening = listen(move |stream, record| {
+            let acceptor = acceptor.clone();
+            async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Some(request) = read_request(&mut tls).await else {
+                    return;
+                };
+                record
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(request);
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{TLS_TOKEN_RESPONSE}",
+                    TLS_TOKEN_RESPONSE.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
             }
-        });
-        Self { port, seen, task }
+        })
+        .await;
+        Self { listening }
     }
 
     /// The loopback port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.listening.port
     }
 
     /// `https://127.0.0.1:{port}/token`.
     pub fn token_url(&self) -> String {
-        format!("https://127.0.0.1:{}/token", self.port)
+        format!("https://127.0.0.1:{}/token", self.port())
     }
 
     /// Every request read so far, head and body, as text.
     pub fn requests(&self) -> Vec<String> {
-        seen(&self.seen)
+        self.listening.requests()
     }
 }
 
-impl Drop for TlsTokenEndpoint {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// Listens on a loopback port and runs `connection` for each connection
+/// in a task of its own, with the list it records requests in.
+async fn listen<F, Fut>(connection: F) -> Listening
+where
+    F: Fn(TcpStream, Seen) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("the address").port();
+    let seen = Seen::default();
+    let record = seen.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(connection(stream, record.clone()));
+        }
+    });
+    Listening { port, seen, task }
 }
 
 /// The body of a request [`TlsTokenEndpoint::requests`] recorded.
@@ -291,62 +316,46 @@ async fn read_request(stream: &mut (impl AsyncRead + Unpin)) -> Option<String> {
 /// (`CONNECT 127.0.0.1:443 HTTP/1.1`) and tunnels it. Stops when dropped.
 #[derive(Debug)]
 pub struct ConnectProxy {
-    port: u16,
-    seen: Seen,
-    task: JoinHandle<()>,
+    listening: Listening,
 }
 
 impl ConnectProxy {
     /// Starts the proxy.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("the address").port();
-        let seen = Seen::default();
-        let record = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let record = record.clone();
-                tokio::spawn(async move {
-                    let Some(request) = read_request(&mut client).await else {
-                        return;
-                    };
-                    let line = request.lines().next().unwrap_or_default().to_owned();
-                    record
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(line.clone());
-                    let Some(target) = line
-                        .strip_prefix("CONNECT ")
-                        .and_then(|rest| rest.split(' ').next())
-                    else {
-                        return;
-                    };
-                    let Ok(mut upstream) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let _ = client
-                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                        .await;
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                });
-            }
-        });
-        Self { port, seen, task }
+        let listening = listen(|mut client, record| async move {
+            let Some(request) = read_request(&mut client).await else {
+                return;
+            };
+            let line = request.lines().next().unwrap_or_default().to_owned();
+            record
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(line.clone());
+            let Some(target) = line
+                .strip_prefix("CONNECT ")
+                .and_then(|rest| rest.split(' ').next())
+            else {
+                return;
+            };
+            let Ok(mut upstream) = TcpStream::connect(target).await else {
+                return;
+            };
+            let _ = client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await;
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        })
+        .await;
+        Self { listening }
     }
 
     /// `http://127.0.0.1:{port}`, for `proxy`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.listening.port)
     }
 
     /// Every request line received so far.
     pub fn requests(&self) -> Vec<String> {
-        seen(&self.seen)
-    }
-}
-
-impl Drop for ConnectProxy {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.listening.requests()
     }
 }

@@ -283,34 +283,25 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("x.pem");
         std::fs::write(&path, "no PEM here\n").expect("write");
-        let tls =
-            TlsConfig::default().client_certificate(ClientSecret::File { file: path.clone() });
-        let error = tls
-            .apply(reqwest::Client::builder())
-            .expect_err("refused")
-            .to_string();
+        let refusal = |tls: TlsConfig| {
+            tls.apply(reqwest::Client::builder())
+                .expect_err("refused")
+                .to_string()
+        };
+        let file = ClientSecret::File { file: path.clone() };
         assert_eq!(
-            error,
+            refusal(TlsConfig::default().client_certificate(file.clone())),
             format!(
                 "tls_client_certificate: {}: no private key in it; add it, or set tls_client_key",
                 path.display()
             )
         );
-        let tls = TlsConfig::default().ca(ClientSecret::File { file: path.clone() });
-        let error = tls
-            .apply(reqwest::Client::builder())
-            .expect_err("refused")
-            .to_string();
         assert_eq!(
-            error,
+            refusal(TlsConfig::default().ca(file)),
             format!("tls_ca: {}: no certificate in it", path.display())
         );
-        let only = TlsConfig::default().ca_only(true);
         assert!(
-            only.apply(reqwest::Client::builder())
-                .expect_err("refused")
-                .to_string()
-                .starts_with("tls_ca_only: set tls_ca too")
+            refusal(TlsConfig::default().ca_only(true)).starts_with("tls_ca_only: set tls_ca too")
         );
     }
 
