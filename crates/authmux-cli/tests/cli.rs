@@ -471,7 +471,7 @@ base_url = "http://127.0.0.1:{port}"
 }
 
 #[tokio::test]
-async fn a_refused_client_certificate_exits_3_and_an_untrusted_ca_exits_4() {
+async fn a_refused_client_certificate_exits_3_an_untrusted_ca_exits_4_and_check_shows_it() {
     use authmux_testkit::tls::{TestCa, TlsTokenEndpoint};
     let server_ca = TestCa::new("authmux server CA");
     let client_ca = TestCa::new("authmux client CA");
@@ -517,6 +517,34 @@ tls_client_certificate = {{ file = {:?} }}
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains("TLS alert "), "{stderr}");
     assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+
+    // `check` shows the certificate, never its key.
+    let thumbprint = authmux::core::wire::thumbprint(other.certificate());
+    let output = run(&scratch.dir, &["check", "--no-store", "--config", refused]).await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let line = stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with("certificate "))
+        .unwrap_or_else(|| panic!("a certificate line: {stdout}"));
+    assert_eq!(
+        line.trim_start(),
+        format!(
+            "certificate CN=payments, issuer CN=someone else, x5t#S256 {thumbprint}, expires 4096-01-01T00:00:00Z"
+        )
+    );
+    let output = run(
+        &scratch.dir,
+        &["check", "--no-store", "--json", "--config", refused],
+    )
+    .await;
+    let found: Value = serde_json::from_str(&text(&output.stdout)).expect("one JSON object");
+    assert_eq!(
+        found["clients"][0]["certificate"],
+        json!({"subject": "CN=payments", "issuer": "CN=someone else", "thumbprint": thumbprint,
+               "expires": "4096-01-01T00:00:00Z", "expires_soon": false})
+    );
+    assert!(!text(&output.stdout).contains("PRIVATE KEY"));
 
     let untrusted = scratch.config(&client(""));
     let untrusted = untrusted.to_str().expect("UTF-8 path");

@@ -17,7 +17,7 @@ pub use request::{
     validate_url,
 };
 pub use response::{EndpointResponse, MIN_LIFETIME};
-pub use tls::{ProxyUrl, TlsConfig};
+pub use tls::{CertificateInfo, ProxyUrl, TlsConfig, thumbprint};
 
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 

@@ -3,6 +3,7 @@
 //! through.
 
 use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use rustls_pki_types::pem::{PemObject as _, SectionKind};
@@ -65,6 +66,25 @@ impl TlsConfig {
     pub fn client_key(mut self, key: impl Into<ClientSecret>) -> Self {
         self.client_key = Some(key.into());
         self
+    }
+
+    /// What the client certificate is, read from its source: `None`
+    /// without one. Errors are those of building the client.
+    pub fn client_certificate_info(&self) -> Result<Option<CertificateInfo>, Error> {
+        let Some(source) = &self.client_certificate else {
+            return Ok(None);
+        };
+        let pem = Pem::read(source, "tls_client_certificate", "certificate file", true)?;
+        let leaf = &pem.certificates()?[0];
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|_| pem.problem("the first certificate in it cannot be read"))?;
+        let not_after = u64::try_from(parsed.validity().not_after.timestamp()).unwrap_or(0);
+        Ok(Some(CertificateInfo {
+            subject: parsed.subject().to_string(),
+            issuer: parsed.issuer().to_string(),
+            thumbprint: thumbprint(leaf),
+            not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(not_after),
+        }))
     }
 
     /// Applies the settings to a reqwest client under construction,
@@ -135,6 +155,29 @@ impl TlsConfig {
             .map(Some)
             .map_err(|_| chain.problem("the certificate or its key cannot be used"))
     }
+}
+
+/// What `authmux check` shows of a client certificate (the leaf of the
+/// chain): never the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CertificateInfo {
+    /// The subject's distinguished name: `CN=payments, O=Acme`.
+    pub subject: String,
+    /// The issuer's distinguished name.
+    pub issuer: String,
+    /// The base64url SHA-256 of the DER certificate, as RFC 8705's
+    /// `cnf.x5t#S256` carries it.
+    pub thumbprint: String,
+    /// When it expires (`notAfter`).
+    pub not_after: SystemTime,
+}
+
+/// The base64url (unpadded) SHA-256 of a DER certificate: its RFC 8705
+/// `x5t#S256` thumbprint.
+pub fn thumbprint(der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
 /// Appends one PEM section.
@@ -324,6 +367,15 @@ mod tests {
                 rustls::CertificateError::UnknownIssuer
             )),
             None
+        );
+    }
+
+    #[test]
+    fn the_thumbprint_is_base64url_sha256() {
+        // SHA-256 of the empty input.
+        assert_eq!(
+            thumbprint(b""),
+            "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
         );
     }
 
