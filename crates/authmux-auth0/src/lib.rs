@@ -463,7 +463,8 @@ impl Auth0Builder {
         )?;
         let credentials =
             ClientCredentials::from_config(&config.client_id, config.auth, DEFAULT_CLIENT_AUTH)
-                .default_audience(tenant.as_str());
+                .default_audience(tenant.as_str())
+                .with_client_certificate(endpoint.has_client_certificate());
         let request = credentials
             .apply(request)?
             .param_opt("audience", config.audience)

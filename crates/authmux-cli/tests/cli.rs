@@ -471,6 +471,91 @@ base_url = "http://127.0.0.1:{port}"
 }
 
 #[tokio::test]
+async fn a_refused_client_certificate_exits_3_an_untrusted_ca_exits_4_and_check_shows_it() {
+    use authmux_testkit::tls::{TestCa, TlsTokenEndpoint};
+    let server_ca = TestCa::new("authmux server CA");
+    let client_ca = TestCa::new("authmux client CA");
+    let endpoint = TlsTokenEndpoint::start(
+        &server_ca.server_certificate(),
+        &[client_ca.certificate().clone()],
+    )
+    .await;
+    let other = TestCa::new("someone else").client_certificate("payments");
+    let scratch = Scratch::new();
+    let ca_file = scratch.dir.join("ca.pem");
+    std::fs::write(&ca_file, server_ca.pem()).expect("write the CA");
+    let certificate_file = scratch.dir.join("client.pem");
+    std::fs::write(&certificate_file, other.combined_pem()).expect("write the certificate");
+    let client = |tls_ca: &str| {
+        format!(
+            r#"
+[defaults]
+max_attempts = 1
+
+[clients.bank]
+provider = "oauth2"
+token_url = "{}"
+client_id = "payments"
+client_auth = "tls_client_auth"
+tls_client_certificate = {{ file = {:?} }}
+{tls_ca}
+"#,
+            endpoint.token_url(),
+            certificate_file.display()
+        )
+    };
+
+    let refused = scratch.config(&client(&format!(
+        "tls_ca = {{ file = {:?} }}",
+        ca_file.display()
+    )));
+    let refused = refused.to_str().expect("UTF-8 path");
+    let output = run(&scratch.dir, &["token", "bank", "--config", refused]).await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(3), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("TLS alert "), "{stderr}");
+    assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+
+    // `check` shows the certificate, never its key.
+    let thumbprint = authmux::core::wire::thumbprint(other.certificate());
+    let output = run(&scratch.dir, &["check", "--no-store", "--config", refused]).await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let line = stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with("certificate "))
+        .unwrap_or_else(|| panic!("a certificate line: {stdout}"));
+    assert_eq!(
+        line.trim_start(),
+        format!(
+            "certificate CN=payments, issuer CN=someone else, x5t#S256 {thumbprint}, expires 4096-01-01T00:00:00Z"
+        )
+    );
+    let output = run(
+        &scratch.dir,
+        &["check", "--no-store", "--json", "--config", refused],
+    )
+    .await;
+    let found: Value = serde_json::from_str(&text(&output.stdout)).expect("one JSON object");
+    assert_eq!(
+        found["clients"][0]["certificate"],
+        json!({"subject": "CN=payments", "issuer": "CN=someone else", "thumbprint": thumbprint,
+               "expires": "4096-01-01T00:00:00Z", "expires_soon": false})
+    );
+    assert!(!text(&output.stdout).contains("PRIVATE KEY"));
+
+    let untrusted = scratch.config(&client(""));
+    let untrusted = untrusted.to_str().expect("UTF-8 path");
+    let output = run(&scratch.dir, &["token", "bank", "--config", untrusted]).await;
+    let (code, _, stderr) = parts(&output);
+    assert_eq!(code, Some(4), "stderr: {stderr}");
+    assert!(stderr.contains("TLS error"), "{stderr}");
+    assert!(endpoint.requests().is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
 async fn the_config_comes_from_authmux_config_and_variables_override_it() {
     let server = MockServer::start_async().await;
     let mock = server

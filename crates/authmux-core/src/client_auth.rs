@@ -580,6 +580,9 @@ pub enum Credential {
     External(ExternalToken, String),
     /// Nothing: the client does not authenticate.
     None,
+    /// The client's TLS certificate (RFC 8705 §2): nothing in the request
+    /// but `client_id`; the HTTP client presents the certificate.
+    Certificate,
 }
 
 /// How a client proves who it is to the token endpoint: its id, its
@@ -593,6 +596,10 @@ pub struct ClientCredentials {
     pub auth: ClientAuth,
     /// The settings.
     pub config: ClientAuthConfig,
+    /// Whether the HTTP client presents a TLS client certificate, which
+    /// `tls_client_auth` and `self_signed_tls_client_auth` need; see
+    /// [`with_client_certificate`](Self::with_client_certificate).
+    pub client_certificate: bool,
 }
 
 const PRIVATE_KEY_JWT: &str = "client_auth = \"private_key_jwt\"";
@@ -623,7 +630,17 @@ impl ClientCredentials {
             client_id: client_id.into(),
             auth: config.client_auth.unwrap_or(default),
             config,
+            client_certificate: false,
         }
+    }
+
+    /// Tells whether the HTTP client the requests go through presents a
+    /// TLS client certificate: a provider builder passes
+    /// [`HttpClient::has_client_certificate`](crate::wire::HttpClient::has_client_certificate)
+    /// of its endpoint's client.
+    pub fn with_client_certificate(mut self, present: bool) -> Self {
+        self.client_certificate = present;
+        self
     }
 
     /// Sets the assertion's audience unless the settings already give one
@@ -709,6 +726,15 @@ impl ClientCredentials {
                 ))
             }
             ClientAuth::None => Ok(Credential::None),
+            ClientAuth::TlsClientAuth | ClientAuth::SelfSignedTlsClientAuth => {
+                if !self.client_certificate {
+                    return Err(Error::config(format!(
+                        "tls_client_certificate: required with {method}: the certificate \
+                         (and its key) the client authenticates with"
+                    )));
+                }
+                Ok(Credential::Certificate)
+            }
             _ => self.private_key_jwt(default_audience),
         }
     }
@@ -775,7 +801,7 @@ impl ClientCredentials {
                 Arc::new(assertion),
             ),
             Credential::None if self.client_id.trim().is_empty() => request,
-            Credential::None => request.client_id(self.client_id.clone()),
+            Credential::None | Credential::Certificate => request.client_id(self.client_id.clone()),
         })
     }
 }

@@ -162,6 +162,15 @@ impl Endpoint {
         )
     }
 
+    /// Whether the shared HTTP client presents a TLS client certificate
+    /// (a new default one presents none); see
+    /// [`ClientCredentials::with_client_certificate`](crate::ClientCredentials::with_client_certificate).
+    pub fn has_client_certificate(&self) -> bool {
+        self.http
+            .as_ref()
+            .is_some_and(HttpClient::has_client_certificate)
+    }
+
     /// The shared HTTP client, or a new default one.
     pub fn http_client(&self) -> Result<HttpClient, Error> {
         match &self.http {

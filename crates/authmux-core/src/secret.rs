@@ -141,6 +141,35 @@ impl From<SecretString> for ClientSecret {
     }
 }
 
+/// Two sources are equal when they name the same variable or file, or hold
+/// the same inline value: what tells apart the HTTP clients (and their
+/// connection pools) of clients with different TLS identities.
+impl PartialEq for ClientSecret {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret as _;
+        match (self, other) {
+            (Self::Inline(a), Self::Inline(b)) => a.expose_secret() == b.expose_secret(),
+            (Self::Env { env: a }, Self::Env { env: b }) => a == b,
+            (Self::File { file: a }, Self::File { file: b }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ClientSecret {}
+
+impl std::hash::Hash for ClientSecret {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        use secrecy::ExposeSecret as _;
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Self::Inline(secret) => secret.expose_secret().hash(state),
+            Self::Env { env } => env.hash(state),
+            Self::File { file } => file.hash(state),
+        }
+    }
+}
+
 impl fmt::Debug for ClientSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

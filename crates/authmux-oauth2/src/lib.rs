@@ -514,7 +514,9 @@ impl OAuth2Builder {
             )
             .map_err(|error| Error::config(format!("base_url: {}", error.message())))?;
         }
-        let credentials = config.client_credentials();
+        let credentials = config
+            .client_credentials()
+            .with_client_certificate(self.endpoint.has_client_certificate());
         let credential = credentials.credential(token_url.as_str())?;
         let scopes = checked_scopes(config.scopes.clone())?;
         check_extra_params(&config.extra_params)?;
@@ -608,7 +610,7 @@ impl OAuth2Builder {
             Credential::Secret(client_secret) => {
                 identity = identity.with_secret("client_secret", client_secret);
             }
-            Credential::External(..) | Credential::None => {}
+            Credential::External(..) | Credential::None | Credential::Certificate => {}
         }
         Ok(
             RequestSource::from_prepared(endpoint.http_client()?, request, identity, scrubber)

@@ -18,6 +18,10 @@
 //! The last three are secretless identity: the [`identity`] module says
 //! what they check and how they are refused.
 //!
+//! The [`tls`] module serves a TLS token endpoint that can require a client
+//! certificate, an HTTP `CONNECT` proxy, and certificates made on the spot,
+//! for `tls_ca`, `tls_client_auth` and `proxy` configs.
+//!
 //! [`METADATA_PATH`] serves RFC 8414 metadata naming the RFC 6749 endpoint,
 //! for clients configured with an `issuer` ([`TokenServer::issuer`]);
 //! [`serve_metadata`](TokenServer::serve_metadata) changes or removes it,
@@ -79,6 +83,7 @@ pub mod bench;
 pub mod conformance;
 pub mod identity;
 pub mod keys;
+pub mod tls;
 
 pub use bench::keep_alive_server;
 pub use identity::{ExternalIssuer, TokenInfo};

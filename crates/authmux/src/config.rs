@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use authmux_core::grant::{GrantAssertion, TokenInput};
-use authmux_core::{CachePolicy, Error};
+use authmux_core::wire::{HttpConfig, ProxyUrl, TlsConfig};
+use authmux_core::{CachePolicy, ClientSecret, Error};
 
 use crate::secret_keys;
 use crate::store::StoreConfig;
@@ -80,9 +81,12 @@ pub fn not_compiled_in(provider: &str) -> Option<String> {
     ))
 }
 
-/// Timing settings: the `[defaults]` table, each overridable per client.
+/// Timing, TLS and proxy settings: the `[defaults]` table, each
+/// overridable per client.
 ///
-/// Durations are humantime strings: `"30s"`, `"5m"`, `"1h 30m"`.
+/// Durations are humantime strings: `"30s"`, `"5m"`, `"1h 30m"`. PEM
+/// sources are inline, `{ env = "…" }` or `{ file = "…" }`, as a
+/// [`ClientSecret`] is; `Debug` never shows an inline one.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
@@ -112,6 +116,21 @@ pub struct Settings {
     /// reset (default 30 s, the cool-down maximum).
     #[serde(deserialize_with = "duration")]
     pub max_retry_after: Duration,
+    /// CA certificates (PEM) trusted for the token endpoint, as well as
+    /// the system's roots unless `tls_ca_only` is set.
+    pub tls_ca: Option<ClientSecret>,
+    /// Whether `tls_ca` replaces the system's roots (default `false`:
+    /// adding a private CA must not break the public endpoints).
+    #[serde(deserialize_with = "boolean")]
+    pub tls_ca_only: bool,
+    /// The client certificate chain (PEM), leaf first, and its private
+    /// key unless `tls_client_key` is set; presented on every request.
+    pub tls_client_certificate: Option<ClientSecret>,
+    /// The private key of `tls_client_certificate`, when apart from it.
+    pub tls_client_key: Option<ClientSecret>,
+    /// The proxy URL (`http://` or `https://`) for every request; unless
+    /// set, `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` are honoured.
+    pub proxy: Option<String>,
 }
 
 impl Default for Settings {
@@ -126,12 +145,17 @@ impl Default for Settings {
             fetch_deadline: policy.retry.deadline,
             default_lifetime: authmux_core::wire::DEFAULT_LIFETIME,
             max_retry_after: policy.max_retry_after.unwrap_or(policy.cooldown_max),
+            tls_ca: None,
+            tls_ca_only: false,
+            tls_client_certificate: None,
+            tls_client_key: None,
+            proxy: None,
         }
     }
 }
 
 /// The keys of [`Settings`], which a client table may also carry.
-const SETTING_KEYS: [&str; 8] = [
+pub(crate) const SETTING_KEYS: [&str; 13] = [
     "timeout",
     "connect_timeout",
     "refresh_window",
@@ -140,11 +164,39 @@ const SETTING_KEYS: [&str; 8] = [
     "fetch_deadline",
     "default_lifetime",
     "max_retry_after",
+    "tls_ca",
+    "tls_ca_only",
+    "tls_client_certificate",
+    "tls_client_key",
+    "proxy",
 ];
 
 /// Provider keys that are booleans. Environment variables arrive as text,
 /// so `"true"` and `"false"` are read as booleans for these keys only.
 const BOOLEAN_KEYS: [&str; 3] = ["allow_insecure_http", "dpop", "accept_bearer_downgrade"];
+
+/// `true` or `false`, written as a boolean or, from an environment
+/// variable, as text.
+fn boolean<'de, D: de::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    struct Boolean;
+    impl Visitor<'_> for Boolean {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("true or false")
+        }
+        fn visit_bool<E: de::Error>(self, value: bool) -> Result<bool, E> {
+            Ok(value)
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<bool, E> {
+            match text.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(E::invalid_value(Unexpected::Str(text), &self)),
+            }
+        }
+    }
+    deserializer.deserialize_any(Boolean)
+}
 
 /// A humantime duration: `"30s"`, `"5m"`, `"1h 30m"`.
 fn duration<'de, D: de::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -198,7 +250,31 @@ impl Settings {
         policy
     }
 
+    /// The HTTP client settings these give: timeouts, the assumed
+    /// lifetime, TLS and proxy. Errors name the key:
+    /// `proxy: must be an http:// or https:// URL…`.
+    pub fn http_config(&self) -> Result<HttpConfig, Error> {
+        let mut tls = TlsConfig::default().ca_only(self.tls_ca_only);
+        tls.ca = self.tls_ca.clone();
+        tls.client_certificate = self.tls_client_certificate.clone();
+        tls.client_key = self.tls_client_key.clone();
+        let mut http = HttpConfig::default()
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .default_lifetime(self.default_lifetime)
+            .tls(tls);
+        if let Some(proxy) = &self.proxy {
+            http = http.proxy(ProxyUrl::parse(proxy)?);
+        }
+        Ok(http)
+    }
+
     fn validate(&self, at: &str, problems: &mut Vec<String>) {
+        if let Some(proxy) = &self.proxy
+            && let Err(error) = ProxyUrl::parse(proxy)
+        {
+            problems.push(format!("{at}.{}", error.message()));
+        }
         let positive = [
             ("timeout", self.timeout),
             ("connect_timeout", self.connect_timeout),
@@ -434,7 +510,7 @@ impl Config {
     /// with `__` between keys (`AUTHMUX_CLIENTS__API__CLIENT_SECRET`). A
     /// variable that sets any part of a secret's source (`client_secret`,
     /// `client_assertion_key`, `[store] encryption_key` or `password`: every
-    /// key whose type is a [`ClientSecret`](authmux_core::ClientSecret))
+    /// key whose type is a [`ClientSecret`])
     /// replaces the file's whole source. A variable's client is the file's
     /// client of that name in any case: `AUTHMUX_CLIENTS__BILLING__…` sets
     /// `[clients.Billing]`.
@@ -691,6 +767,16 @@ struct Overrides {
     default_lifetime: Option<Duration>,
     #[serde(default, deserialize_with = "some_duration")]
     max_retry_after: Option<Duration>,
+    tls_ca: Option<ClientSecret>,
+    #[serde(default, deserialize_with = "some_boolean")]
+    tls_ca_only: Option<bool>,
+    tls_client_certificate: Option<ClientSecret>,
+    tls_client_key: Option<ClientSecret>,
+    proxy: Option<String>,
+}
+
+fn some_boolean<'de, D: de::Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    boolean(deserializer).map(Some)
 }
 
 pub(crate) fn some_duration<'de, D: de::Deserializer<'de>>(
@@ -717,6 +803,25 @@ impl Overrides {
         settings.fetch_deadline = pick(self.fetch_deadline, settings.fetch_deadline);
         settings.default_lifetime = pick(self.default_lifetime, settings.default_lifetime);
         settings.max_retry_after = pick(self.max_retry_after, settings.max_retry_after);
+        settings.tls_ca_only = self.tls_ca_only.unwrap_or(settings.tls_ca_only);
+        // A client's own certificate comes with its own key, or none: the
+        // default key of another certificate never pairs with it.
+        if self.tls_client_certificate.is_some() {
+            settings.tls_client_key = None;
+        }
+        for (own, slot) in [
+            (self.tls_ca, &mut settings.tls_ca),
+            (
+                self.tls_client_certificate,
+                &mut settings.tls_client_certificate,
+            ),
+            (self.tls_client_key, &mut settings.tls_client_key),
+        ] {
+            if own.is_some() {
+                *slot = own;
+            }
+        }
+        settings.proxy = self.proxy.or(settings.proxy);
         settings
     }
 }

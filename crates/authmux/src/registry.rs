@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use authmux_core::wire::{HeaderMap, HttpClient, HttpConfig};
 use authmux_core::{
@@ -222,7 +221,7 @@ impl Registry {
         store: Option<SharedTokenStore>,
     ) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
-        let mut http_clients: HashMap<(Duration, Duration, Duration), HttpClient> = HashMap::new();
+        let mut http_clients: HashMap<HttpConfig, HttpClient> = HashMap::new();
         let mut policies: HashMap<String, Arc<CachePolicy>> = HashMap::new();
         let mut built = Vec::new();
         let mut unavailable = BTreeMap::new();
@@ -241,7 +240,16 @@ impl Registry {
             let mut context = match shared_http(&mut http_clients, &client.settings) {
                 Ok(http) => BuildContext::new().with_http_client(http),
                 Err(error) => {
-                    problems.push(format!("{at}: {}", error.message()));
+                    // `tls_ca: /etc/ca.pem: no certificate in it` names its key.
+                    let message = error.message();
+                    let keyed = crate::config::SETTING_KEYS
+                        .iter()
+                        .any(|key| message.starts_with(&format!("{key}:")));
+                    problems.push(if keyed {
+                        format!("{at}.{message}")
+                    } else {
+                        format!("{at}: {message}")
+                    });
                     continue;
                 }
             };
@@ -532,26 +540,18 @@ fn unknown_client(name: &str, configured: &[&str]) -> String {
 }
 
 /// One HTTP client per distinct set of HTTP settings, shared by every
-/// client that uses them.
+/// client that uses them: clients with the same certificate, CA and proxy
+/// share a connection pool, and others never do.
 fn shared_http(
-    pool: &mut HashMap<(Duration, Duration, Duration), HttpClient>,
+    pool: &mut HashMap<HttpConfig, HttpClient>,
     settings: &Settings,
 ) -> Result<HttpClient, Error> {
-    let key = (
-        settings.timeout,
-        settings.connect_timeout,
-        settings.default_lifetime,
-    );
-    if let Some(http) = pool.get(&key) {
+    let config = settings.http_config()?;
+    if let Some(http) = pool.get(&config) {
         return Ok(http.clone());
     }
-    let http = HttpClient::with_config(
-        HttpConfig::default()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.connect_timeout)
-            .default_lifetime(settings.default_lifetime),
-    )?;
-    pool.insert(key, http.clone());
+    let http = HttpClient::with_config(config.clone())?;
+    pool.insert(config, http.clone());
     Ok(http)
 }
 
@@ -585,4 +585,26 @@ fn build_source(
         )]);
     };
     build(client, context)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_share_an_http_client_only_with_the_same_tls_and_proxy() {
+        let mut pool = HashMap::new();
+        let plain = Settings::default();
+        shared_http(&mut pool, &plain).expect("plain");
+        shared_http(&mut pool, &plain.clone()).expect("the same");
+        assert_eq!(pool.len(), 1);
+        let mut proxied = plain.clone();
+        proxied.proxy = Some("http://proxy.corp:3128".to_owned());
+        shared_http(&mut pool, &proxied).expect("proxied");
+        assert_eq!(pool.len(), 2);
+        let mut other_proxy = proxied.clone();
+        other_proxy.proxy = Some("http://proxy.corp:8080".to_owned());
+        shared_http(&mut pool, &other_proxy).expect("another proxy");
+        assert_eq!(pool.len(), 3);
+    }
 }

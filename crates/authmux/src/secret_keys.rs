@@ -16,12 +16,14 @@ use serde::{Deserialize, Deserializer, forward_to_deserialize_any};
 use crate::store::StoreConfig;
 
 /// The keys of a client table that take a secret's source, in the config
-/// of any compiled-in provider.
+/// of any compiled-in provider or among the [`Settings`](crate::Settings)
+/// every client carries (`tls_client_certificate`, `tls_client_key`…).
 pub(crate) fn in_clients() -> &'static BTreeSet<&'static str> {
     static KEYS: LazyLock<BTreeSet<&'static str>> = LazyLock::new(|| {
         crate::providers::TABLE
             .iter()
             .flat_map(|entry| (entry.secret_keys)())
+            .chain(of::<crate::Settings>())
             .collect()
     });
     &KEYS
@@ -197,6 +199,15 @@ mod tests {
     #[test]
     fn every_providers_secret_keys_are_found() {
         let keys: Vec<&str> = in_clients().iter().copied().collect();
-        assert_eq!(keys, ["client_assertion_key", "client_secret"]);
+        assert_eq!(
+            keys,
+            [
+                "client_assertion_key",
+                "client_secret",
+                "tls_ca",
+                "tls_client_certificate",
+                "tls_client_key"
+            ]
+        );
     }
 }

@@ -558,3 +558,74 @@ fn a_provider_not_compiled_in_fails_that_client_only() {
         [format!("clients.absent.provider: {why}")]
     );
 }
+
+#[cfg(feature = "oauth2")]
+#[test]
+fn tls_and_proxy_problems_name_the_key_and_never_show_the_key() {
+    let dir = std::env::temp_dir().join(format!("authmux-tls-problems-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let empty = dir.join("x.pem");
+    std::fs::write(&empty, "not a certificate\n").expect("write");
+    let toml = format!(
+        r#"
+        [defaults]
+        proxy = "socks5://proxy.corp:1080"
+
+        [clients.bank]
+        provider = "oauth2"
+        token_url = "https://as.bank.example/token"
+        client_id = "payments"
+        client_auth = "tls_client_auth"
+        tls_client_certificate = {{ file = "{}" }}
+
+        [clients.key]
+        provider = "oauth2"
+        token_url = "https://as.bank.example/token"
+        client_id = "payments"
+        client_auth = "self_signed_tls_client_auth"
+        tls_client_key = 123456789
+
+        [clients.secret]
+        provider = "oauth2"
+        token_url = "https://as.bank.example/token"
+        client_id = "payments"
+        client_auth = "tls_client_auth"
+        client_secret = "{SECRET}"
+        proxy = "http://proxy.corp:3128"
+        "#,
+        empty.display()
+    );
+    let found = problems(Config::from_toml_str(&toml));
+    assert_has(
+        &found,
+        r#"defaults.proxy: must be an http:// or https:// URL, such as "http://proxy.corp:3128""#,
+    );
+    assert_has(
+        &found,
+        r#"clients.key.tls_client_key: expected a string, { env = "VARIABLE" } or { file = "path" }, found integer"#,
+    );
+    assert!(!format!("{found:?}").contains("123456789"));
+
+    let toml = toml
+        .replace("socks5://proxy.corp:1080", "http://proxy.corp:3128")
+        .replace("tls_client_key = 123456789", "");
+    let config = Config::from_toml_str(&toml).expect("the settings are fine");
+    let found = problems(Registry::from_config(&config));
+    assert_has(
+        &found,
+        &format!(
+            "clients.bank.tls_client_certificate: {}: no private key in it; add it, or set tls_client_key",
+            empty.display()
+        ),
+    );
+    assert_has(
+        &found,
+        r#"clients.key.tls_client_certificate: required with client_auth = "self_signed_tls_client_auth": the certificate (and its key) the client authenticates with"#,
+    );
+    assert_has(
+        &found,
+        r#"clients.secret.client_secret: not used with client_auth = "tls_client_auth"; remove it"#,
+    );
+    assert!(!format!("{found:?}").contains(SECRET));
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

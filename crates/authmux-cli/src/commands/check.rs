@@ -4,8 +4,9 @@
 
 use std::io::{self, Write};
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
-use authmux::{Config, Registry};
+use authmux::{Config, Registry, Settings};
 use clap::Args;
 use serde::Serialize;
 
@@ -19,7 +20,9 @@ Examples:
   authmux check --json | jq '.clients[].name'
 
 The first line names the config file read. Each client follows, with its
-token endpoint or, if it cannot be used, why not; a client with another
+token endpoint or, if it cannot be used, why not, and the subject, issuer,
+x5t#S256 thumbprint and expiry of its TLS client certificate, if any
+(flagged when it expires within 7 days); a client with another
 grant, or whose requests carry a token from elsewhere (a workload identity
 file, another client's token to exchange), has a second line naming them,
 the chain of clients followed, never a token. A client configured with
@@ -72,8 +75,45 @@ struct ClientJson {
     /// (client_assertion: file /var/run/token)`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     inputs: Vec<String>,
+    /// The TLS client certificate it presents, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate: Option<CertificateJson>,
     /// What stops this client; empty when it is usable.
     problems: Vec<String>,
+}
+
+/// A client certificate as `check` shows it: never its key.
+#[derive(Debug, Serialize)]
+struct CertificateJson {
+    subject: String,
+    issuer: String,
+    /// base64url SHA-256 of the DER certificate, as `cnf.x5t#S256`.
+    thumbprint: String,
+    /// `notAfter`, RFC 3339.
+    expires: String,
+    /// Whether it expires within [`EXPIRES_SOON`].
+    expires_soon: bool,
+}
+
+/// How close to its expiry a client certificate is flagged.
+const EXPIRES_SOON: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The client certificate of a client with `settings`, if it has one that
+/// can be read (one that cannot is already a problem of the client).
+fn certificate(settings: &Settings) -> Option<CertificateJson> {
+    let info = settings
+        .http_config()
+        .ok()?
+        .tls
+        .client_certificate_info()
+        .ok()??;
+    Some(CertificateJson {
+        expires: humantime::format_rfc3339_seconds(info.not_after).to_string(),
+        expires_soon: info.not_after < SystemTime::now() + EXPIRES_SOON,
+        subject: info.subject,
+        issuer: info.issuer,
+        thumbprint: info.thumbprint,
+    })
 }
 
 /// `authmux check`. The outer error is a failure to write the output.
@@ -126,6 +166,7 @@ pub(crate) async fn check(
                     issuer: None,
                     grant_type,
                     inputs,
+                    certificate: None,
                     problems: found,
                 });
                 continue;
@@ -150,6 +191,7 @@ pub(crate) async fn check(
             issuer: client.issuer().map(str::to_owned),
             grant_type,
             inputs,
+            certificate: certificate(&loaded.clients[name].settings),
             problems: found,
         });
     }
@@ -263,6 +305,16 @@ fn report(
         .map(|client| client.provider.len())
         .max()
         .unwrap_or(0);
+    // A line of its own under the client, in the token endpoint's column.
+    let under = |stdout: &mut dyn Write, line: &str| -> io::Result<()> {
+        writeln!(
+            stdout,
+            "{:name_width$}  {:provider_width$}  {}",
+            "",
+            "",
+            one_line(line)
+        )
+    };
     for client in &found.clients {
         write!(
             stdout,
@@ -287,13 +339,22 @@ fn report(
                 line.push_str(", ");
                 line.push_str(input);
             }
-            writeln!(
-                stdout,
-                "{:name_width$}  {:provider_width$}  {}",
-                "",
-                "",
-                one_line(&line)
-            )?;
+            under(&mut *stdout, &line)?;
+        }
+        if let Some(certificate) = &client.certificate {
+            let line = format!(
+                "certificate {}, issuer {}, x5t#S256 {}, expires {}{}",
+                certificate.subject,
+                certificate.issuer,
+                certificate.thumbprint,
+                certificate.expires,
+                if certificate.expires_soon {
+                    " (within 7 days: renew it)"
+                } else {
+                    ""
+                }
+            );
+            under(&mut *stdout, &line)?;
         }
     }
     if let Some(store) = &found.store {

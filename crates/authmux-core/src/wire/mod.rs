@@ -7,6 +7,7 @@ mod fresh;
 mod prepared;
 mod request;
 mod response;
+mod tls;
 
 pub use challenge::www_authenticate_error;
 pub use fresh::FreshValue;
@@ -16,6 +17,7 @@ pub use request::{
     validate_url,
 };
 pub use response::{EndpointResponse, MIN_LIFETIME};
+pub use tls::{CertificateInfo, ProxyUrl, TlsConfig, thumbprint};
 
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -33,7 +35,9 @@ pub const MAX_BODY: usize = 256 * 1024;
 pub const USER_AGENT: &str = concat!("authmux/", env!("CARGO_PKG_VERSION"));
 
 /// A shared HTTP client for token endpoints: reqwest with rustls, no
-/// redirects, connect and total timeouts, and a response body cap.
+/// redirects, connect and total timeouts, a response body cap, and the
+/// client's TLS identity and proxy ([`HttpConfig::tls`],
+/// [`HttpConfig::proxy`]).
 ///
 /// Cloning is cheap and shares the connection pool.
 #[derive(Clone, Debug)]
@@ -47,10 +51,12 @@ struct HttpClientInner {
     client: reqwest::Client,
     max_body: usize,
     default_lifetime: Duration,
+    client_certificate: bool,
 }
 
-/// Settings for an [`HttpClient`].
-#[derive(Clone, Debug)]
+/// Settings for an [`HttpClient`]. Equal settings make equal clients,
+/// which is how a registry shares one among the clients that have them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct HttpConfig {
     /// How long to wait for a connection (default 10 s).
@@ -62,6 +68,13 @@ pub struct HttpConfig {
     /// The lifetime assumed when a response has neither `expires_in` nor a
     /// JWT `exp` (default [`DEFAULT_LIFETIME`]). Never "forever".
     pub default_lifetime: Duration,
+    /// The CAs to trust and the client certificate to present.
+    pub tls: TlsConfig,
+    /// The proxy for every request. Unless set, `HTTPS_PROXY`,
+    /// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (or their lower-case
+    /// forms) are honoured; when set, it is used for every request and
+    /// `NO_PROXY` is not consulted: configuration beats the environment.
+    pub proxy: Option<ProxyUrl>,
 }
 
 impl Default for HttpConfig {
@@ -71,6 +84,8 @@ impl Default for HttpConfig {
             timeout: Duration::from_secs(30),
             max_body: MAX_BODY,
             default_lifetime: DEFAULT_LIFETIME,
+            tls: TlsConfig::default(),
+            proxy: None,
         }
     }
 }
@@ -99,6 +114,18 @@ impl HttpConfig {
         self.default_lifetime = lifetime;
         self
     }
+
+    /// Sets the CAs to trust and the client certificate to present.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Sends every request through `proxy` instead of the environment's.
+    pub fn proxy(mut self, proxy: ProxyUrl) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
 }
 
 impl HttpClient {
@@ -107,25 +134,49 @@ impl HttpClient {
         Self::with_config(HttpConfig::default())
     }
 
-    /// A client with `config`.
+    /// A client with `config`. Reads every PEM of [`HttpConfig::tls`]
+    /// now; errors name the key: `tls_client_certificate: /etc/x.pem: no
+    /// certificate in it`.
     pub fn with_config(config: HttpConfig) -> Result<Self, Error> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
-            .user_agent(USER_AGENT)
-            .build()
-            .map_err(|error| {
-                Error::new(ErrorKind::Config, "cannot build the HTTP client")
-                    .with_source(error.without_url())
-            })?;
+            .user_agent(USER_AGENT);
+        builder = config.tls.apply(builder)?;
+        if let Some(proxy) = &config.proxy {
+            let proxy = reqwest::Proxy::all(proxy.as_url().as_str())
+                .map_err(|_| Error::config("proxy: not a proxy URL reqwest takes"))?;
+            builder = builder.proxy(proxy);
+        }
+        let client = builder.build().map_err(|error| {
+            // The cause (a rustls error) names what is wrong, never a key.
+            let (cause, tls) = root_cause(&error);
+            let message = match (tls, &config.tls.client_key) {
+                (Some(rustls::Error::InconsistentKeys(_)), Some(_)) => {
+                    "tls_client_key: not the key of tls_client_certificate".to_owned()
+                }
+                (Some(rustls::Error::InconsistentKeys(_)), None) => {
+                    "tls_client_certificate: its private key is not the certificate's".to_owned()
+                }
+                _ => join("cannot build the HTTP client", &cause),
+            };
+            Error::new(ErrorKind::Config, message).with_source(error.without_url())
+        })?;
         Ok(Self {
             inner: Arc::new(HttpClientInner {
                 client,
                 max_body: config.max_body,
                 default_lifetime: config.default_lifetime,
+                client_certificate: config.tls.client_certificate.is_some(),
             }),
         })
+    }
+
+    /// Whether the client presents a TLS client certificate, as
+    /// `tls_client_auth` and `self_signed_tls_client_auth` need.
+    pub fn has_client_certificate(&self) -> bool {
+        self.inner.client_certificate
     }
 
     /// The underlying reqwest client, for plugging into other crates.
@@ -305,21 +356,34 @@ fn body_too_large(status: u16, max_body: usize) -> Error {
     .with_status(status)
 }
 
-/// Turns a reqwest failure into a one-line [`Error`]: a timeout, or a
-/// transport error that names the server by its origin (never the path or
-/// query, which may carry credentials) and the root cause, read down the
+/// Turns a reqwest failure into a one-line [`Error`]: a timeout, a
+/// refusal of the client certificate, or a transport error that names the
+/// server by its origin (never the path or query, which may carry
+/// credentials) and the root cause, read down the
 /// [`source`](std::error::Error::source) chain:
 ///
 /// ```text
 /// could not reach https://tenant.auth0.com: dns error: failed to lookup address information: …
 /// could not reach http://127.0.0.1:8080: tcp connect error: Connection refused (os error 111)
 /// could not reach https://tenant.auth0.com: TLS error: invalid peer certificate: UnknownIssuer
+/// the token endpoint refused the request: TLS alert certificate_required: the server does not accept the client certificate
 /// ```
+///
+/// A TLS alert about the client's certificate (`bad_certificate`,
+/// `certificate_required`, `unknown_ca`…), which a server sends when it
+/// refuses the certificate in the handshake, is [`ErrorKind::Refused`]:
+/// the credentials were refused, and retrying cannot help. A server
+/// certificate the client does not trust stays a transport error.
 ///
 /// The reqwest error stays reachable as the source, without its URL.
 pub fn transport_error(error: reqwest::Error) -> Error {
     let (cause, tls) = root_cause(&error);
-    let (kind, message) = if error.is_timeout() {
+    let (kind, message) = if let Some(alert) = tls.and_then(refusal) {
+        (
+            ErrorKind::Refused,
+            format!("TLS alert {alert}: the server does not accept the client certificate"),
+        )
+    } else if error.is_timeout() {
         (
             ErrorKind::Timeout,
             "no complete response in time".to_owned(),
@@ -329,7 +393,7 @@ pub fn transport_error(error: reqwest::Error) -> Error {
             ErrorKind::Transport,
             join("the connection broke while reading the response", &cause),
         )
-    } else if tls {
+    } else if tls.is_some() {
         (ErrorKind::Transport, join("TLS error", &cause))
     } else if cause.is_empty() {
         (ErrorKind::Transport, "the request failed".to_owned())
@@ -343,6 +407,38 @@ pub fn transport_error(error: reqwest::Error) -> Error {
     converted.with_source(error.without_url())
 }
 
+/// The RFC 8446 name of an alert by which a server refuses the client's
+/// certificate (or its absence), if `error` received one.
+fn refusal(error: &rustls::Error) -> Option<String> {
+    use rustls::AlertDescription as Alert;
+    let rustls::Error::AlertReceived(alert) = error else {
+        return None;
+    };
+    let refused = matches!(
+        alert,
+        Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA
+            | Alert::AccessDenied
+            | Alert::CertificateRequired
+    );
+    // `UnknownCA` to `unknown_ca`, `CertificateRequired` to
+    // `certificate_required`: the names the RFC and servers' logs use.
+    let mut name = String::new();
+    let mut after_upper = true;
+    for c in format!("{alert:?}").chars() {
+        if c.is_ascii_uppercase() && !after_upper {
+            name.push('_');
+        }
+        after_upper = c.is_ascii_uppercase();
+        name.push(c.to_ascii_lowercase());
+    }
+    refused.then_some(name)
+}
+
 fn join(what: &str, cause: &str) -> String {
     if cause.is_empty() {
         what.to_owned()
@@ -351,17 +447,17 @@ fn join(what: &str, cause: &str) -> String {
     }
 }
 
-/// The causes below a reqwest error, joined by `: `, and whether one of them
-/// is a rustls error. hyper's `client error (…)` layer, which only names
+/// The causes below a reqwest error, joined by `: `, and the rustls error
+/// among them, if any. hyper's `client error (…)` layer, which only names
 /// the stage, is left out, and so is a cause that its parent's text
 /// already ends with.
-fn root_cause(error: &reqwest::Error) -> (String, bool) {
+fn root_cause(error: &reqwest::Error) -> (String, Option<&rustls::Error>) {
     use std::error::Error as _;
     let mut text = String::new();
-    let mut tls = false;
+    let mut tls = None;
     let mut source = error.source();
     while let Some(cause) = source {
-        tls |= is_tls(cause);
+        tls = tls.or_else(|| as_tls(cause));
         let cause_text = cause.to_string();
         if !cause_text.starts_with("client error (") && !text.ends_with(&cause_text) {
             if !text.is_empty() {
@@ -378,20 +474,16 @@ fn root_cause(error: &reqwest::Error) -> (String, bool) {
     (text, tls)
 }
 
-/// Whether `error` is a rustls error, or an I/O error wrapping one (as the
-/// TLS stream and the connector report them).
-fn is_tls(mut error: &(dyn std::error::Error + 'static)) -> bool {
+/// `error` as a rustls error, or the rustls error an I/O error wraps (as
+/// the TLS stream and the connector report them).
+fn as_tls<'a>(mut error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     loop {
-        if error.is::<rustls::Error>() {
-            return true;
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
         }
-        match error
+        error = error
             .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            Some(inner) => error = inner,
-            None => return false,
-        }
+            .and_then(std::io::Error::get_ref)?;
     }
 }
 

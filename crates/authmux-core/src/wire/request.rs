@@ -67,11 +67,20 @@ pub enum ClientAuth {
     /// 6749 §3.2.1), for a grant that does not need it, such as the
     /// JWT-bearer grant.
     None,
+    /// Mutual TLS with a certificate a CA issued (RFC 8705 §2.1): the
+    /// client's TLS certificate authenticates it, and the body carries
+    /// `client_id` and no secret or assertion.
+    TlsClientAuth,
+    /// Mutual TLS with a self-signed certificate registered with the
+    /// server (RFC 8705 §2.2); on the wire as
+    /// [`TlsClientAuth`](Self::TlsClientAuth).
+    SelfSignedTlsClientAuth,
 }
 
 impl ClientAuth {
     /// The config spelling: `post`, `basic`, `private_key_jwt`,
-    /// `client_assertion` or `none`.
+    /// `client_assertion`, `none`, `tls_client_auth` or
+    /// `self_signed_tls_client_auth`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Body => "post",
@@ -79,7 +88,15 @@ impl ClientAuth {
             Self::PrivateKeyJwt => "private_key_jwt",
             Self::ClientAssertion => "client_assertion",
             Self::None => "none",
+            Self::TlsClientAuth => "tls_client_auth",
+            Self::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
+    }
+
+    /// Whether the client authenticates with its TLS certificate (RFC 8705
+    /// §2), which it must then present.
+    pub fn uses_certificate(self) -> bool {
+        matches!(self, Self::TlsClientAuth | Self::SelfSignedTlsClientAuth)
     }
 
     /// Whether the client authenticates with a secret (`post` or `basic`).
@@ -89,7 +106,8 @@ impl ClientAuth {
 
     /// The method's name in authorization server metadata (RFC 8414 §2,
     /// `token_endpoint_auth_methods_supported`): `client_secret_post`,
-    /// `client_secret_basic`, `private_key_jwt` or `none`. A client
+    /// `client_secret_basic`, `private_key_jwt`, `none`, `tls_client_auth`
+    /// or `self_signed_tls_client_auth`. A client
     /// assertion issued by someone else travels as a `private_key_jwt`
     /// one does, and servers that accept it (Entra, Keycloak) list it so.
     pub fn metadata_name(self) -> &'static str {
@@ -98,6 +116,8 @@ impl ClientAuth {
             Self::Basic => "client_secret_basic",
             Self::PrivateKeyJwt | Self::ClientAssertion => "private_key_jwt",
             Self::None => "none",
+            Self::TlsClientAuth => "tls_client_auth",
+            Self::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
     }
 }
@@ -487,7 +507,9 @@ impl TokenRequestBuilder {
             ClientAuth::Body
             | ClientAuth::PrivateKeyJwt
             | ClientAuth::ClientAssertion
-            | ClientAuth::None => self
+            | ClientAuth::None
+            | ClientAuth::TlsClientAuth
+            | ClientAuth::SelfSignedTlsClientAuth => self
                 .param("client_id", client_id)
                 .secret_param("client_secret", client_secret),
             ClientAuth::Basic => {
