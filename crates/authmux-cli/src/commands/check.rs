@@ -371,5 +371,79 @@ fn report(
     for problem in &problems {
         fail(stderr, problem)?;
     }
+    // A certificate about to expire fails nothing yet, but says so where
+    // a person or a monitor reads problems.
+    for client in &found.clients {
+        if let Some(certificate) = client
+            .certificate
+            .as_ref()
+            .filter(|found| found.expires_soon)
+        {
+            writeln!(
+                stderr,
+                "authmux: warning: clients.{}: the client certificate expires at {}, within 7 days",
+                one_line(&client.name),
+                certificate.expires
+            )?;
+        }
+    }
     Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_certificate(expires_soon: bool) -> CheckJson {
+        CheckJson {
+            file: Some("authmux.toml".to_owned()),
+            clients: vec![ClientJson {
+                name: "bank".to_owned(),
+                provider: "oauth2".to_owned(),
+                token_url: Some("https://as.bank.example/token".to_owned()),
+                issuer: None,
+                grant_type: "client_credentials".to_owned(),
+                inputs: Vec::new(),
+                certificate: Some(CertificateJson {
+                    subject: "CN=payments".to_owned(),
+                    issuer: "CN=bank CA".to_owned(),
+                    thumbprint: "x5t".to_owned(),
+                    expires: "2026-12-05T00:00:00Z".to_owned(),
+                    expires_soon,
+                }),
+                problems: Vec::new(),
+            }],
+            store: None,
+            problems: Vec::new(),
+        }
+    }
+
+    fn text_report(found: CheckJson) -> (Exit, String, String) {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let exit = report(
+            &CheckArgs { json: false },
+            found,
+            Vec::new(),
+            &mut stdout,
+            &mut stderr,
+        )
+        .expect("written");
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("UTF-8");
+        (exit, text(stdout), text(stderr))
+    }
+
+    #[test]
+    fn a_certificate_expiring_within_7_days_is_flagged_and_warned_of_without_failing() {
+        let (exit, stdout, stderr) = text_report(with_certificate(true));
+        assert_eq!(exit, Exit::Success);
+        assert!(stdout.contains("expires 2026-12-05T00:00:00Z (within 7 days: renew it)"));
+        assert_eq!(
+            stderr,
+            "authmux: warning: clients.bank: the client certificate expires at \
+             2026-12-05T00:00:00Z, within 7 days\n"
+        );
+        let (exit, _, stderr) = text_report(with_certificate(false));
+        assert_eq!(exit, Exit::Success);
+        assert_eq!(stderr, "");
+    }
 }
