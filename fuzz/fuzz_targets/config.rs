@@ -119,7 +119,7 @@ fn build(client: &authmux::ClientConfig) -> Result<(), String> {
         }
         "auth0" => {
             let config: authmux::auth0::Auth0Config = client.provider_config().map_err(problems)?;
-            if all_offline([&config.client_secret, &config.client_assertion_key])
+            if all_offline([&config.auth.client_secret, &config.auth.client_assertion_key])
                 && !config.dpop.is_enabled()
             {
                 config
@@ -132,7 +132,7 @@ fn build(client: &authmux::ClientConfig) -> Result<(), String> {
         "oauth2" => {
             let config: authmux::oauth2::OAuth2Config =
                 client.provider_config().map_err(problems)?;
-            if all_offline([&config.client_secret, &config.client_assertion_key])
+            if all_offline([&config.auth.client_secret, &config.auth.client_assertion_key])
                 && !config.dpop.is_enabled()
             {
                 config
