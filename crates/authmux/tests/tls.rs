@@ -170,6 +170,34 @@ async fn self_signed_tls_client_auth_presents_the_registered_certificate() {
         fields(body(&endpoint.requests()[0])),
         ["client_id=payments", "grant_type=client_credentials"]
     );
+
+    // The certificate's thumbprint is part of the token identity: tokens
+    // got with another certificate are cached and stored apart.
+    let field = authmux::core::wire::CLIENT_CERTIFICATE_FIELD;
+    let identity = |registry: &Registry| {
+        registry
+            .client("bank")
+            .expect("client")
+            .cache()
+            .source()
+            .identity()
+    };
+    let ours = identity(&registry_);
+    assert_eq!(
+        ours.get(field),
+        Some(authmux::core::wire::thumbprint(client.certificate()).as_str())
+    );
+    let other = TestCertificate::self_signed_client("payments");
+    let other_file = scratch.write("other.pem", &other.combined_pem());
+    let theirs = identity(&registry(
+        &endpoint,
+        &format!(
+            "client_auth = \"self_signed_tls_client_auth\"\ntls_ca = {{ file = {ca_file:?} }}\n\
+             tls_client_certificate = {{ file = {other_file:?} }}"
+        ),
+    ));
+    assert_ne!(ours.get(field), theirs.get(field));
+    assert_ne!(ours, theirs);
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ mod tls;
 
 pub use challenge::www_authenticate_error;
 pub use fresh::FreshValue;
-pub use prepared::{Attempt, Attempts, PreparedRequest, RequestSource};
+pub use prepared::{Attempt, Attempts, CLIENT_CERTIFICATE_FIELD, PreparedRequest, RequestSource};
 pub use request::{
     BodyEncoding, ClientAuth, DEFAULT_LIFETIME, TokenRequest, TokenRequestBuilder, is_loopback,
     validate_url,
@@ -51,7 +51,8 @@ struct HttpClientInner {
     client: reqwest::Client,
     max_body: usize,
     default_lifetime: Duration,
-    client_certificate: bool,
+    /// The `x5t#S256` thumbprint of the client certificate, if any.
+    client_certificate: Option<Arc<str>>,
 }
 
 /// Settings for an [`HttpClient`]. Equal settings make equal clients,
@@ -144,6 +145,10 @@ impl HttpClient {
             .timeout(config.timeout)
             .user_agent(USER_AGENT);
         builder = config.tls.apply(builder)?;
+        let certificate = config
+            .tls
+            .client_certificate_info()?
+            .map(|info| Arc::<str>::from(info.thumbprint));
         if let Some(proxy) = &config.proxy {
             let proxy = reqwest::Proxy::all(proxy.as_url().as_str())
                 .map_err(|_| Error::config("proxy: not a proxy URL reqwest takes"))?;
@@ -168,7 +173,7 @@ impl HttpClient {
                 client,
                 max_body: config.max_body,
                 default_lifetime: config.default_lifetime,
-                client_certificate: config.tls.client_certificate.is_some(),
+                client_certificate: certificate,
             }),
         })
     }
@@ -176,7 +181,15 @@ impl HttpClient {
     /// Whether the client presents a TLS client certificate, as
     /// `tls_client_auth` and `self_signed_tls_client_auth` need.
     pub fn has_client_certificate(&self) -> bool {
-        self.inner.client_certificate
+        self.inner.client_certificate.is_some()
+    }
+
+    /// The RFC 8705 `x5t#S256` thumbprint of the client certificate this
+    /// client presents, if any: part of the identity of every token it
+    /// gets, so that tokens a server binds to different certificates are
+    /// cached and stored apart.
+    pub fn client_certificate_thumbprint(&self) -> Option<&str> {
+        self.inner.client_certificate.as_deref()
     }
 
     /// The underlying reqwest client, for plugging into other crates.

@@ -286,6 +286,10 @@ impl TokenRequest {
     }
 }
 
+/// The identity field naming the client certificate a token was obtained
+/// with: its `x5t#S256` thumbprint.
+pub const CLIENT_CERTIFICATE_FIELD: &str = "tls_client_certificate.x5t#S256";
+
 /// The [`TokenSource`] that every provider builds: one prepared request
 /// sent through an [`HttpClient`], with an optional DPoP proof added per
 /// request, answers read by the lenient parser and every piece of server
@@ -332,13 +336,18 @@ impl RequestSource {
 
     /// A source for a request prepared elsewhere. `identity` must name
     /// every parameter that changes the token, and `scrubber` must know
-    /// every secret the request carries.
+    /// every secret the request carries. The thumbprint of the client
+    /// certificate `http` presents, if any, is added to it.
     pub fn from_prepared(
         http: HttpClient,
         request: PreparedRequest,
         identity: TokenIdentity,
         scrubber: Scrubber,
     ) -> Self {
+        let identity = match http.client_certificate_thumbprint() {
+            Some(thumbprint) => identity.with(CLIENT_CERTIFICATE_FIELD, thumbprint),
+            None => identity,
+        };
         Self {
             default_lifetime: http.default_lifetime(),
             http,
