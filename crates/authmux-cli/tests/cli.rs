@@ -2280,3 +2280,56 @@ client_secret = "{SECRET}"
     assert!(!stderr.contains(&expired));
     assert_eq!(idp.requests(), before);
 }
+
+/// Without `proxy` in the config, the environment's `HTTPS_PROXY` takes the
+/// token request and `NO_PROXY` lets it go direct.
+#[tokio::test]
+async fn the_environments_https_proxy_is_honoured_and_no_proxy_bypasses_it() {
+    use authmux_testkit::tls::{ConnectProxy, TestCa, TlsTokenEndpoint};
+    let server_ca = TestCa::new("authmux server CA");
+    let endpoint = TlsTokenEndpoint::start(&server_ca.server_certificate(), &[]).await;
+    let proxy = ConnectProxy::start().await;
+    let scratch = Scratch::new();
+    let ca_file = scratch.dir.join("ca.pem");
+    std::fs::write(&ca_file, server_ca.pem()).expect("write the CA");
+    let path = scratch.config(&format!(
+        r#"
+[defaults]
+max_attempts = 1
+
+[clients.bank]
+provider = "oauth2"
+token_url = "{}"
+client_id = "payments"
+client_secret = "{SECRET}"
+tls_ca = {{ file = {:?} }}
+"#,
+        endpoint.token_url(),
+        ca_file.display()
+    ));
+    let config = path.to_str().expect("UTF-8 path");
+    let token = |no_proxy: Option<&str>| {
+        let mut command = authmux(&scratch.dir);
+        command
+            .args(["token", "bank", "--no-store", "--config", config])
+            .env("HTTPS_PROXY", proxy.url())
+            .env_remove("https_proxy")
+            .env_remove("no_proxy");
+        match no_proxy {
+            Some(hosts) => command.env("NO_PROXY", hosts),
+            None => command.env_remove("NO_PROXY"),
+        };
+        output(command)
+    };
+
+    let (code, stdout, stderr) = parts(&token(None).await);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(!stdout.is_empty());
+    assert_eq!(proxy.requests().len(), 1, "through the proxy");
+    assert_eq!(endpoint.requests().len(), 1);
+
+    let (code, _, stderr) = parts(&token(Some("127.0.0.1")).await);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(proxy.requests().len(), 1, "NO_PROXY went around it");
+    assert_eq!(endpoint.requests().len(), 2);
+}
