@@ -2282,9 +2282,10 @@ client_secret = "{SECRET}"
 }
 
 /// Without `proxy` in the config, the environment's `HTTPS_PROXY` takes the
-/// token request and `NO_PROXY` lets it go direct.
+/// token request and `NO_PROXY` lets it go direct; `proxy = "direct"`
+/// goes direct whatever the environment and `[defaults]` say.
 #[tokio::test]
-async fn the_environments_https_proxy_is_honoured_and_no_proxy_bypasses_it() {
+async fn the_environments_https_proxy_is_honoured_and_no_proxy_or_direct_bypasses_it() {
     use authmux_testkit::tls::{ConnectProxy, TestCa, TlsTokenEndpoint};
     let server_ca = TestCa::new("authmux server CA");
     let endpoint = TlsTokenEndpoint::start(&server_ca.server_certificate(), &[]).await;
@@ -2332,4 +2333,22 @@ tls_ca = {{ file = {:?} }}
     assert_eq!(code, Some(0), "stderr: {stderr}");
     assert_eq!(proxy.requests().len(), 1, "NO_PROXY went around it");
     assert_eq!(endpoint.requests().len(), 2);
+
+    // `proxy = "direct"` in the client beats both the environment and a
+    // proxy that [defaults] gives every client.
+    let text = std::fs::read_to_string(&path).expect("read the config");
+    let direct = text
+        .replace(
+            "max_attempts = 1\n",
+            &format!("max_attempts = 1\nproxy = \"{}\"\n", proxy.url()),
+        )
+        .replace(
+            "client_id = \"payments\"\n",
+            "client_id = \"payments\"\nproxy = \"direct\"\n",
+        );
+    std::fs::write(&path, direct).expect("write the config");
+    let (code, _, stderr) = parts(&token(None).await);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(proxy.requests().len(), 1, "direct: no proxy at all");
+    assert_eq!(endpoint.requests().len(), 3);
 }

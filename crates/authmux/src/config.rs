@@ -128,8 +128,9 @@ pub struct Settings {
     pub tls_client_certificate: Option<ClientSecret>,
     /// The private key of `tls_client_certificate`, when apart from it.
     pub tls_client_key: Option<ClientSecret>,
-    /// The proxy URL (`http://` or `https://`) for every request; unless
-    /// set, `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` are honoured.
+    /// The proxy URL (`http://` or `https://`) for every request, or
+    /// `"direct"` for none at all; unless set, `HTTPS_PROXY`, `HTTP_PROXY`
+    /// and `NO_PROXY` are honoured.
     pub proxy: Option<String>,
 }
 

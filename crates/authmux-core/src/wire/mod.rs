@@ -17,7 +17,7 @@ pub use request::{
     validate_url,
 };
 pub use response::{EndpointResponse, MIN_LIFETIME};
-pub use tls::{CertificateInfo, ProxyUrl, TlsConfig, thumbprint};
+pub use tls::{CertificateInfo, DIRECT, ProxyUrl, TlsConfig, thumbprint};
 
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -149,10 +149,14 @@ impl HttpClient {
             .tls
             .client_certificate_info()?
             .map(|info| Arc::<str>::from(info.thumbprint));
-        if let Some(proxy) = &config.proxy {
-            let proxy = reqwest::Proxy::all(proxy.as_url().as_str())
-                .map_err(|_| Error::config("proxy: not a proxy URL reqwest takes"))?;
-            builder = builder.proxy(proxy);
+        match config.proxy.as_ref().map(ProxyUrl::as_url) {
+            None => {}
+            Some(None) => builder = builder.no_proxy(),
+            Some(Some(url)) => {
+                let proxy = reqwest::Proxy::all(url.as_str())
+                    .map_err(|_| Error::config("proxy: not a proxy URL reqwest takes"))?;
+                builder = builder.proxy(proxy);
+            }
         }
         let client = builder.build().map_err(|error| {
             // The cause (a rustls error) names what is wrong, never a key.

@@ -283,33 +283,51 @@ impl Pem {
     }
 }
 
-/// A proxy URL as configured, shown without its password.
+/// A proxy as configured: a URL, shown without its password, or
+/// [`DIRECT`]: no proxy at all, whatever the environment says (for a
+/// client that must not take the proxy `[defaults]` gives every client).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ProxyUrl(url::Url);
+pub struct ProxyUrl(Option<url::Url>);
+
+/// The `proxy` value that sends requests directly, ignoring the
+/// environment's `HTTPS_PROXY` and a proxy in `[defaults]`.
+pub const DIRECT: &str = "direct";
 
 impl ProxyUrl {
-    /// Checks `url`: an `http` or `https` URL. Errors name the `proxy` key
-    /// and never quote the URL, which may carry a password.
+    /// Checks `url`: an `http` or `https` URL, or [`DIRECT`]. Errors name
+    /// the `proxy` key and never quote the URL, which may carry a password.
     pub fn parse(url: &str) -> Result<Self, Error> {
+        if url.trim() == DIRECT {
+            return Ok(Self(None));
+        }
         let parsed = url::Url::parse(url.trim())
             .map_err(|error| Error::config(format!("proxy: not a URL ({error})")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
             return Err(Error::config(
-                "proxy: must be an http:// or https:// URL, such as \"http://proxy.corp:3128\"",
+                "proxy: must be an http:// or https:// URL, such as \"http://proxy.corp:3128\", \
+                 or \"direct\"",
             ));
         }
-        Ok(Self(parsed))
+        Ok(Self(Some(parsed)))
     }
 
-    /// The URL, password included.
-    pub fn as_url(&self) -> &url::Url {
-        &self.0
+    /// No proxy at all.
+    pub fn direct() -> Self {
+        Self(None)
+    }
+
+    /// The URL, password included; `None` for [`DIRECT`].
+    pub fn as_url(&self) -> Option<&url::Url> {
+        self.0.as_ref()
     }
 }
 
 impl fmt::Debug for ProxyUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.0.clone();
+        let Some(url) = &self.0 else {
+            return f.write_str("ProxyUrl(direct)");
+        };
+        let mut shown = url.clone();
         if shown.password().is_some() {
             let _ = shown.set_password(Some("[redacted]"));
         }
