@@ -598,7 +598,7 @@ fn tls_and_proxy_problems_name_the_key_and_never_show_the_key() {
     let found = problems(Config::from_toml_str(&toml));
     assert_has(
         &found,
-        r#"defaults.proxy: must be an http:// or https:// URL, such as "http://proxy.corp:3128""#,
+        r#"defaults.proxy: must be an http:// or https:// URL, such as "http://proxy.corp:3128", or "direct""#,
     );
     assert_has(
         &found,
