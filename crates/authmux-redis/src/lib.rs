@@ -352,14 +352,23 @@ impl RedisStore {
                 if !channels.is_empty() {
                     config = config.set_automatic_resubscription();
                 }
-                let mut manager = ConnectionManager::new_with_config(client, config)
+                let manager = ConnectionManager::new_with_config(client, config)
                     .await
                     .map_err(|error| failure(&error))?;
                 if !channels.is_empty() {
-                    manager
-                        .subscribe(&channels)
-                        .await
-                        .map_err(|error| failure(&error))?;
+                    // Queued now, answered later: the connection keeps one
+                    // order, so the first look and the lease attempt reach
+                    // Redis after the SUBSCRIBE without waiting a round
+                    // trip for its answer.
+                    let mut subscriber = manager.clone();
+                    let mut subscribing = Box::pin(async move {
+                        if let Err(error) = subscriber.subscribe(&channels).await {
+                            tracing::warn!(error = %failure(&error), "not subscribed to the store's messages");
+                        }
+                    });
+                    if (&mut subscribing).now_or_never().is_none() {
+                        tokio::spawn(subscribing);
+                    }
                 }
                 Ok(Connection::Single(manager))
             }
