@@ -356,10 +356,12 @@ impl RedisStore {
                     .await
                     .map_err(|error| failure(&error))?;
                 if !channels.is_empty() {
-                    // Queued now, answered later: the connection keeps one
-                    // order, so the first look and the lease attempt reach
-                    // Redis after the SUBSCRIBE without waiting a round
-                    // trip for its answer.
+                    // Queued now, answered later: its first poll hands the
+                    // SUBSCRIBE to the connection, which keeps one order, so
+                    // the first look and the lease attempt reach Redis after
+                    // it without waiting a round trip for its answer. Were
+                    // it ever queued later, a waiter that missed the
+                    // holder's message would find the token at its next look.
                     let mut subscriber = manager.clone();
                     let mut subscribing = Box::pin(async move {
                         if let Err(error) = subscriber.subscribe(&channels).await {
