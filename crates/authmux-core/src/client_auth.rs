@@ -567,6 +567,21 @@ pub trait ClientAuthBuilder: Sized {
     }
 }
 
+/// Reads the private key that `field` names: RSA or P-256, PEM or JWK.
+/// Errors name the field and, for a file, its path, never the key.
+pub(crate) fn read_signing_key(source: &ClientSecret, field: &str) -> Result<SigningKey, Error> {
+    let text = source.resolve_file(field, "key file")?;
+    SigningKey::parse(text.expose_secret()).map_err(|problem| {
+        let why = problem.describe("not an RSA or P-256 private key in PEM or JWK form");
+        match source {
+            ClientSecret::File { file } => {
+                Error::config(format!("{field}: {}: {why}", file.display()))
+            }
+            _ => Error::config(format!("{field}: {why}")),
+        }
+    })
+}
+
 /// What a client authenticates with, read and checked: a secret, the
 /// assertions it mints, or those someone else issues.
 #[derive(Clone, Debug)]
@@ -747,17 +762,7 @@ impl ClientCredentials {
                 "client_assertion_key: required with {PRIVATE_KEY_JWT}"
             ))
         })?;
-        let field = "client_assertion_key";
-        let text = source.resolve_file(field, "key file")?;
-        let key = SigningKey::parse(text.expose_secret()).map_err(|problem| {
-            let why = problem.describe("not an RSA or P-256 private key in PEM or JWK form");
-            match source {
-                ClientSecret::File { file } => {
-                    Error::config(format!("{field}: {}: {why}", file.display()))
-                }
-                _ => Error::config(format!("{field}: {why}")),
-            }
-        })?;
+        let key = read_signing_key(source, "client_assertion_key")?;
         let audience = config
             .client_assertion_audience
             .as_deref()

@@ -21,15 +21,15 @@
 use std::fmt;
 use std::sync::Arc;
 
-use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer as _, MapAccess, Visitor};
 
 use crate::assertion::ClientAssertion;
+use crate::client_auth::read_signing_key;
 use crate::error::Error;
 use crate::external::{ExternalSource, ExternalToken};
 use crate::secret::ClientSecret;
-use crate::signing::{SigningAlgorithm, SigningKey};
+use crate::signing::SigningAlgorithm;
 use crate::wire::{FreshValue, TokenRequestBuilder, require};
 
 /// The `grant_type` of the client credentials grant (RFC 6749 §4.4).
@@ -525,17 +525,7 @@ fn signed_assertion(
     signed: &SignedAssertion,
     context: &GrantContext<'_>,
 ) -> Result<ClientAssertion, Error> {
-    let field = "assertion.key";
-    let text = signed.key.resolve_file(field, "key file")?;
-    let key = SigningKey::parse(text.expose_secret()).map_err(|problem| {
-        let why = problem.describe("not an RSA or P-256 private key in PEM or JWK form");
-        match &signed.key {
-            ClientSecret::File { file } => {
-                Error::config(format!("{field}: {}: {why}", file.display()))
-            }
-            _ => Error::config(format!("{field}: {why}")),
-        }
-    })?;
+    let key = read_signing_key(&signed.key, "assertion.key")?;
     let issuer = signed.issuer.as_deref().unwrap_or(context.client_id).trim();
     require("assertion.issuer", issuer)?;
     let subject = signed.subject.as_deref().unwrap_or(issuer).trim();
