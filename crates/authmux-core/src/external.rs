@@ -387,7 +387,7 @@ enum Reuse {
 
 /// What tells a file's versions apart without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     device: u64,
     inode: u64,
     size: u64,
@@ -395,7 +395,7 @@ struct FileStamp {
 }
 
 impl FileStamp {
-    fn of(metadata: &std::fs::Metadata) -> Self {
+    pub(crate) fn of(metadata: &std::fs::Metadata) -> Self {
         #[cfg(unix)]
         let (device, inode) = {
             use std::os::unix::fs::MetadataExt as _;

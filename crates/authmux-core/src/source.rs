@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use crate::dpop::Dpop;
 use crate::error::Error;
 use crate::token::Token;
-use crate::wire::TokenRequest;
+use crate::wire::{HttpClient, TokenRequest};
 
 /// Something that can get a fresh access token: usually a provider speaking
 /// to a token endpoint.
@@ -77,6 +77,16 @@ pub trait TokenSource: Send + Sync + 'static {
     fn needs_discovery(&self) -> bool {
         false
     }
+
+    /// The HTTP client the tokens are fetched with, if the source has one.
+    /// When it has CAs, a client certificate or a proxy of its own
+    /// ([`HttpClient::has_own_transport`]), API calls with its tokens go
+    /// through its [`api_client`](HttpClient::api_client), and a token
+    /// bound to a certificate ([`Token::certificate`]) is presented with
+    /// that certificate only. `None` by default.
+    fn http_client(&self) -> Option<&HttpClient> {
+        None
+    }
 }
 
 /// A cheap, clonable handle to any [`TokenSource`].
@@ -127,6 +137,11 @@ impl SharedTokenSource {
     /// See [`TokenSource::identity_fields`].
     pub async fn identity_fields(&self) -> Result<Vec<(String, String)>, Error> {
         self.0.identity_fields().await
+    }
+
+    /// See [`TokenSource::http_client`].
+    pub fn http_client(&self) -> Option<&HttpClient> {
+        self.0.http_client()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Access tokens.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -80,6 +81,8 @@ struct Rare {
     scope: Option<String>,
     extra: Map<String, Value>,
     dpop: Option<crate::dpop::Dpop>,
+    /// The `x5t#S256` of the client certificate it is bound to.
+    certificate: Option<Arc<str>>,
 }
 
 /// What [`Token::extra`] returns for a token with no extra field.
@@ -199,6 +202,25 @@ impl Token {
         self.rare.as_ref()?.dpop.as_ref()
     }
 
+    /// Ties the token to the TLS client certificate whose RFC 8705
+    /// `x5t#S256` thumbprint is `thumbprint`: the one it was obtained
+    /// with. It is then presented with that certificate and no other.
+    pub fn with_certificate(mut self, thumbprint: Option<Arc<str>>) -> Self {
+        match (&mut self.rare, thumbprint) {
+            (None, None) => {}
+            (rare, thumbprint) => rare.get_or_insert_default().certificate = thumbprint,
+        }
+        self
+    }
+
+    /// The `x5t#S256` thumbprint of the TLS client certificate the token
+    /// is bound to, if any: every token obtained with a client certificate
+    /// is, whether or not the server says so in a `cnf` claim, since an
+    /// opaque token does not tell.
+    pub fn certificate(&self) -> Option<&str> {
+        self.rare.as_ref()?.certificate.as_deref()
+    }
+
     /// A fresh DPoP proof for presenting this token in a `method` request to
     /// `url`: it carries `ath` (the token's hash) and the origin's latest
     /// nonce. Send it as the `DPoP` header next to
@@ -267,6 +289,7 @@ impl fmt::Debug for Token {
             .field("expires_in", &self.expires_in())
             .field("extra_fields", &inner.extra().keys().collect::<Vec<_>>())
             .field("dpop", &inner.dpop())
+            .field("certificate", &inner.certificate())
             .finish()
     }
 }
@@ -377,6 +400,7 @@ impl TokenBuilder {
                         self.extra
                     },
                     dpop: None,
+                    certificate: None,
                 })
             }),
         })

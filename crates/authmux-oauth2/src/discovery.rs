@@ -196,6 +196,10 @@ impl DiscoveringSource {
         self.dpop.as_ref()
     }
 
+    pub(crate) fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
     /// The metadata, once discovered.
     pub(crate) fn metadata(&self) -> Option<&ServerMetadata> {
         self.found.get().map(|found| &found.metadata)

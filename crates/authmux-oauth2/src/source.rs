@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use authmux_core::wire::RequestSource;
+use authmux_core::wire::{HttpClient, RequestSource};
 use authmux_core::{Dpop, Error, Token, TokenIdentity, TokenSource};
 
 use crate::discovery::{DiscoveringSource, ServerMetadata};
@@ -102,6 +102,13 @@ impl TokenSource for OAuth2Source {
 
     async fn identity_fields(&self) -> Result<Vec<(String, String)>, Error> {
         self.resolved().await?.identity_fields().await
+    }
+
+    fn http_client(&self) -> Option<&HttpClient> {
+        match &self.0 {
+            Kind::Fixed(source) => source.http_client(),
+            Kind::Discovering(discovering) => Some(discovering.http()),
+        }
     }
 
     fn needs_discovery(&self) -> bool {

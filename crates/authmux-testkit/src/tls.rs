@@ -17,6 +17,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rcgen::{
@@ -198,49 +199,47 @@ impl TlsTokenEndpoint {
     /// `client_roots`, requires a client certificate issued by one of them
     /// (a self-signed certificate is its own root).
     pub async fn start(server: &TestCertificate, client_roots: &[CertificateDer<'static>]) -> Self {
-        let builder = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions");
-        let builder = if client_roots.is_empty() {
-            builder.with_no_client_auth()
-        } else {
-            let mut roots = rustls::RootCertStore::empty();
-            for root in client_roots {
-                roots.add(root.clone()).expect("a client root");
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .expect("the client verifier");
-            builder.with_client_cert_verifier(verifier)
-        };
-        let config = builder
-            .with_single_cert(
-                vec![server.certificate.clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server.key_der.clone())),
-            )
-            .expect("the server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listening = listen(move |stream, record| {
-            let acceptor = acceptor.clone();
-            async move {
-                let Ok(mut tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let Some(request) = read_request(&mut tls).await else {
-                    return;
-                };
-                record
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(request);
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{TLS_TOKEN_RESPONSE}",
-                    TLS_TOKEN_RESPONSE.len()
-                );
-                let _ = tls.write_all(response.as_bytes()).await;
-                let _ = tls.shutdown().await;
-            }
+        let listening = serve(server, client_roots, Client::Required, |_, _| {
+            ("200 OK", String::new(), TLS_TOKEN_RESPONSE.to_owned())
         })
+        .await;
+        Self { listening }
+    }
+
+    /// Like [`start`](Self::start), but each token is a JWT bound to the
+    /// client certificate it was requested with, as RFC 8705 §3.1 says:
+    /// its `cnf` claim carries the certificate's `x5t#S256` thumbprint
+    /// (and `jti` counts the tokens issued). The JWT is not signed: the
+    /// [`TlsResourceServer`] reads its claims as a server that introspects
+    /// would.
+    pub async fn start_binding(
+        server: &TestCertificate,
+        client_roots: &[CertificateDer<'static>],
+    ) -> Self {
+        let issued = Arc::new(AtomicU64::new(0));
+        let listening = serve(
+            server,
+            client_roots,
+            Client::Required,
+            move |_, presented| {
+                let jti = issued.fetch_add(1, Ordering::Relaxed) + 1;
+                let mut claims = serde_json::json!({
+                    "iss": "https://127.0.0.1",
+                    "sub": "payments",
+                    "exp": unix_now() + 3600,
+                    "jti": jti.to_string(),
+                });
+                if let Some(thumbprint) = presented {
+                    claims["cnf"] = serde_json::json!({ "x5t#S256": thumbprint });
+                }
+                let body = serde_json::json!({
+                    "access_token": unsigned_jwt(&claims),
+                    "token_type": "Bearer",
+                    "expires_in": 3600,
+                });
+                ("200 OK", String::new(), body.to_string())
+            },
+        )
         .await;
         Self { listening }
     }
@@ -259,6 +258,198 @@ impl TlsTokenEndpoint {
     pub fn requests(&self) -> Vec<String> {
         self.listening.requests()
     }
+}
+
+/// What a TLS test server answers a request (its text, and the
+/// `x5t#S256` of the client certificate presented): a status line's code
+/// and reason, extra header lines (each ending in `\r\n`), and a JSON body.
+type Answer = (&'static str, String, String);
+
+/// Whether a server with client roots requires a client certificate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Required,
+    Optional,
+}
+
+/// Serves `server` over TLS on loopback, asking for a client certificate
+/// from one of `client_roots` if there are any (and refusing its absence
+/// if `client` says so), and answers each request (one per connection)
+/// with `respond`, recording it.
+async fn serve<R>(
+    server: &TestCertificate,
+    client_roots: &[CertificateDer<'static>],
+    client: Client,
+    respond: R,
+) -> Listening
+where
+    R: Fn(&str, Option<&str>) -> Answer + Send + Sync + 'static,
+{
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions");
+    let builder = if client_roots.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for root in client_roots {
+            roots.add(root.clone()).expect("a client root");
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+        let verifier = match client {
+            Client::Required => verifier,
+            Client::Optional => verifier.allow_unauthenticated(),
+        };
+        builder.with_client_cert_verifier(verifier.build().expect("the client verifier"))
+    };
+    let config = builder
+        .with_single_cert(
+            vec![server.certificate.clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server.key_der.clone())),
+        )
+        .expect("the server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let respond = Arc::new(respond);
+    listen(move |stream, record| {
+        let acceptor = acceptor.clone();
+        let respond = Arc::clone(&respond);
+        async move {
+            let Ok(mut tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let presented = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(<[_]>::first)
+                .map(|leaf| thumbprint(leaf));
+            let Some(request) = read_request(&mut tls).await else {
+                return;
+            };
+            let (status, headers, body) = respond(&request, presented.as_deref());
+            record
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(request);
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.write_all(response.as_bytes()).await;
+            let _ = tls.shutdown().await;
+        }
+    })
+    .await
+}
+
+/// An API on loopback that checks certificate-bound tokens as an RFC 8705
+/// §3 resource server does: a request's `Authorization: Bearer` JWT must
+/// carry in `cnf.x5t#S256` the thumbprint of the client certificate the
+/// request came with. It answers 200 `{"ok":true}` if so, and otherwise
+/// 401 with `WWW-Authenticate: Bearer error="invalid_token"`. It accepts
+/// a client certificate from `client_roots` but requires none, so that a
+/// request without one is refused by the check, not the handshake. Stops
+/// when dropped.
+#[derive(Debug)]
+pub struct TlsResourceServer {
+    listening: Listening,
+    answers: Seen,
+}
+
+impl TlsResourceServer {
+    /// Serves `server` on loopback; see the type's documentation.
+    pub async fn start(server: &TestCertificate, client_roots: &[CertificateDer<'static>]) -> Self {
+        let answers = Seen::default();
+        let record = Arc::clone(&answers);
+        let listening = serve(server, client_roots, Client::Optional, move |request, presented| {
+            let bound = bearer_token(request).and_then(|jwt| bound_thumbprint(&jwt));
+            let accepted = bound.is_some() && bound.as_deref() == presented;
+            record.lock().unwrap_or_else(PoisonError::into_inner).push(format!(
+                "{} bound={} presented={}",
+                if accepted { 200 } else { 401 },
+                bound.as_deref().unwrap_or("none"),
+                presented.unwrap_or("none"),
+            ));
+            if accepted {
+                ("200 OK", String::new(), r#"{"ok":true}"#.to_owned())
+            } else {
+                (
+                    "401 Unauthorized",
+                    "www-authenticate: Bearer error=\"invalid_token\", error_description=\"the token is not bound to the certificate presented\"\r\n".to_owned(),
+                    r#"{"ok":false}"#.to_owned(),
+                )
+            }
+        })
+        .await;
+        Self { listening, answers }
+    }
+
+    /// `https://127.0.0.1:{port}/things`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/things", self.listening.port)
+    }
+
+    /// Each request's answer, in order: `200 bound=<x5t#S256 of the
+    /// token's cnf> presented=<x5t#S256 of the client certificate>`, or
+    /// `401 …`; `none` where there was none.
+    pub fn answers(&self) -> Vec<String> {
+        self.answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The base64url (unpadded) SHA-256 of a DER certificate: its RFC 8705
+/// `x5t#S256` thumbprint, computed here apart from authmux's own.
+pub fn thumbprint(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// The bearer token of a request, if it has one.
+fn bearer_token(request: &str) -> Option<String> {
+    request.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if !name.eq_ignore_ascii_case("authorization") {
+            return None;
+        }
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+    })
+}
+
+/// The `cnf.x5t#S256` claim of a JWT, read without verifying it.
+fn bound_thumbprint(jwt: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims["cnf"]["x5t#S256"].as_str().map(str::to_owned)
+}
+
+/// A JWT with `claims` and no real signature.
+fn unsigned_jwt(claims: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let encode = |value: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+    };
+    format!(
+        "{}.{}.unsigned",
+        encode(&serde_json::json!({ "alg": "ES256", "typ": "at+jwt" })),
+        encode(claims)
+    )
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 /// Listens on a loopback port and runs `connection` for each connection

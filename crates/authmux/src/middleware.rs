@@ -28,7 +28,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use authmux_core::dpop::DPOP;
-use authmux_core::wire::HeaderMap;
+use authmux_core::wire::{ApiClient, HeaderMap};
 use authmux_core::{Token, is_resource_nonce_challenge};
 use http::Extensions;
 use reqwest_middleware::reqwest::header::{
@@ -79,6 +79,19 @@ enum Scope {
 /// of such 401s leads to one token fetch. A DPoP `use_dpop_nonce` 401 is
 /// retried once with the new nonce. Requests whose body cannot be cloned
 /// are not retried. There is never more than one retry of each kind.
+///
+/// # Client certificates, CAs and proxies
+///
+/// A client with a TLS identity of its own (`tls_client_certificate`,
+/// `tls_ca` or `proxy`) uses it for its API calls as for its token
+/// endpoint: its authenticated requests are sent with the client's own HTTP
+/// client ([`HttpClient::api_client`](authmux_core::wire::HttpClient::api_client)),
+/// not with the inner client, so middlewares after this one do not see them.
+/// A token obtained with a client certificate is bound to it (RFC 8705
+/// §3; see [`Token::certificate`]) and presented with that certificate and
+/// no other: when the certificate files have been replaced, the token bound
+/// to the old certificate is dropped and a new one fetched, and a token
+/// that is still bound to another certificate fails the request unsent.
 ///
 /// # Redirects
 ///
@@ -201,6 +214,61 @@ impl Authenticate {
         Ok(token.clone())
     }
 
+    /// How requests with the client's tokens go out: through the client's
+    /// own HTTP client when it has CAs, a certificate or a proxy of its
+    /// own, else through the rest of the stack.
+    fn route(&self) -> reqwest_middleware::Result<Option<ApiClient>> {
+        match self.token.source().http_client() {
+            Some(http) if http.has_own_transport() => http
+                .api_client()
+                .map(Some)
+                .map_err(|error| reqwest_middleware::Error::middleware(self.named(error))),
+            _ => Ok(None),
+        }
+    }
+
+    /// A token and the route to send it by, such that the token goes out
+    /// with the certificate it is bound to, if any, and no other. A token
+    /// bound to a certificate the client no longer presents (its files
+    /// were replaced) is dropped and a new one fetched; if that one is
+    /// bound to another certificate too, the request fails unsent.
+    async fn bound_token(&self) -> reqwest_middleware::Result<(Token, Option<ApiClient>)> {
+        let token = self.token().await?;
+        let route = self.route()?;
+        if presentable(&token, route.as_ref()) {
+            return Ok((token, route));
+        }
+        tracing::debug!(
+            bound = token.certificate().unwrap_or("none"),
+            "the token is bound to another client certificate; fetching a new one"
+        );
+        self.token.invalidate(&token);
+        let fresh = self.token().await?;
+        let route = self.route()?;
+        if presentable(&fresh, route.as_ref()) {
+            return Ok((fresh, route));
+        }
+        let presented = route
+            .as_ref()
+            .and_then(|route| route.certificate.as_deref())
+            .unwrap_or("none");
+        Err(reqwest_middleware::Error::middleware(self.named(
+            crate::Error::config(format!(
+                "the token is bound to the client certificate with x5t#S256 {}, but the client \
+                 presents {presented}; it is not sent",
+                fresh.certificate().unwrap_or("none"),
+            )),
+        )))
+    }
+
+    /// `error`, naming the client and its provider.
+    fn named(&self, error: crate::Error) -> crate::Error {
+        let name: Arc<str> = Arc::from(self.token.name());
+        error
+            .with_client(&name)
+            .with_provider(self.token.source().provider())
+    }
+
     /// Sends one authenticated request, with its nonce and token retries.
     async fn send_authenticated(
         &self,
@@ -209,11 +277,11 @@ impl Authenticate {
         next: &Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         let api_headers = self.token.source().api_headers();
-        let token = self.token().await?;
+        let (token, route) = self.bound_token().await?;
         let mut retry = request.try_clone();
         let mut request = request;
         authorize(&mut request, &token, &api_headers)?;
-        let mut response = self.send(request, extensions, next).await?;
+        let mut response = self.send(request, route.as_ref(), extensions, next).await?;
         let learned = remember_nonce(&token, &response);
 
         if learned
@@ -223,7 +291,7 @@ impl Authenticate {
             tracing::debug!("resource server asked for a DPoP nonce; retrying once");
             retry = again.try_clone();
             authorize(&mut again, &token, &api_headers)?;
-            response = self.send(again, extensions, next).await?;
+            response = self.send(again, route.as_ref(), extensions, next).await?;
             remember_nonce(&token, &response);
         }
 
@@ -234,37 +302,48 @@ impl Authenticate {
             };
             self.token.invalidate(&token);
             tracing::debug!("token rejected; retrying once with a fresh token");
-            let fresh = self.token().await?;
+            let (fresh, route) = self.bound_token().await?;
             authorize(&mut again, &fresh, &api_headers)?;
-            response = self.send(again, extensions, next).await?;
+            response = self.send(again, route.as_ref(), extensions, next).await?;
             remember_nonce(&fresh, &response);
         }
         Ok(response)
     }
 
-    /// Sends an authenticated request through the rest of the stack, and
-    /// refuses the answer if the inner client followed a redirect.
+    /// Sends an authenticated request by `route` (the client's own HTTP
+    /// client) or through the rest of the stack, and refuses the answer if
+    /// the inner client followed a redirect.
     async fn send(
         &self,
         request: Request,
+        route: Option<&ApiClient>,
         extensions: &mut Extensions,
         next: &Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         let sent = request.url().clone();
-        let response = next.clone().run(request, extensions).await?;
+        let response = match route {
+            Some(route) => route.client.execute(request).await?,
+            None => next.clone().run(request, extensions).await?,
+        };
         if response.url() != &sent {
-            let name: Arc<str> = Arc::from(self.token.name());
             let error = crate::Error::config(format!(
                 "the inner HTTP client followed a redirect from {} to {} with the token; \
                  build it with redirect::Policy::none() so that authmux checks every hop",
                 sent.origin().ascii_serialization(),
                 response.url().origin().ascii_serialization()
-            ))
-            .with_client(&name)
-            .with_provider(self.token.source().provider());
-            return Err(reqwest_middleware::Error::middleware(error));
+            ));
+            return Err(reqwest_middleware::Error::middleware(self.named(error)));
         }
         Ok(response)
+    }
+}
+
+/// Whether `token` may go out by `route`: with the certificate it is
+/// bound to, or, unbound, by any route.
+fn presentable(token: &Token, route: Option<&ApiClient>) -> bool {
+    match token.certificate() {
+        None => true,
+        Some(bound) => route.and_then(|route| route.certificate.as_deref()) == Some(bound),
     }
 }
 

@@ -23,6 +23,7 @@ use crate::store::{
     Event, SharedTokenStore, StoreError, StoreKeys, StoredEntry, Topic, spawn_background, stored,
 };
 use crate::token::Token;
+use crate::wire::HttpClient;
 
 /// How often a waiting process looks at the store by itself when the store
 /// wakes it (a message, a lock): a safety net for a lost message and how a
@@ -53,6 +54,9 @@ pub(super) struct StoreBinding {
     bound: OnceCell<Bound>,
     /// The prover that adopted DPoP-bound tokens are bound to.
     dpop: Option<Dpop>,
+    /// The client that fetches the tokens: a stored token bound to a
+    /// certificate is adopted only while it presents that certificate.
+    http: Option<HttpClient>,
 }
 
 /// Where a cache's token lives in the store, and what this process hears
@@ -85,6 +89,7 @@ impl StoreBinding {
             identity,
             bound: OnceCell::new(),
             dpop,
+            http: source.http_client().cloned(),
         })
     }
 
@@ -597,6 +602,18 @@ impl Shared {
         let rejected = self.lock_state().invalidated.clone();
         if rejected.is_some_and(|hash| *hash == *token_hash(&token)) {
             tracing::debug!("stored token was rejected; not adopted");
+            return None;
+        }
+        let presented = binding
+            .http
+            .as_ref()
+            .and_then(HttpClient::client_certificate_thumbprint);
+        if token.certificate() != presented.as_deref() {
+            tracing::debug!(
+                bound = token.certificate().unwrap_or("none"),
+                presented = presented.as_deref().unwrap_or("none"),
+                "stored token is bound to another client certificate; not adopted"
+            );
             return None;
         }
         let token = match &binding.dpop {

@@ -4,6 +4,7 @@
 //! the raw value, never trusted: a writer whose clock is fast would
 //! otherwise stretch the token past its real expiry.
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use secrecy::ExposeSecret as _;
@@ -28,6 +29,9 @@ struct StoredToken {
     scope: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     extra: Map<String, Value>,
+    /// The `x5t#S256` of the client certificate the token is bound to.
+    #[serde(default, rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    certificate: Option<String>,
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -48,6 +52,7 @@ pub(crate) fn encode(token: &Token) -> Zeroizing<Vec<u8>> {
         lifetime_ms: millis(token.lifetime()),
         scope: token.scope().map(str::to_owned),
         extra: token.extra().clone(),
+        certificate: token.certificate().map(str::to_owned),
     };
     let json = serde_json::to_vec(&stored).unwrap_or_default();
     let _wiped = Zeroizing::new(stored.access_token);
@@ -81,6 +86,7 @@ pub(crate) fn decode(json: &[u8], store_ttl: Duration) -> Result<Token, &'static
         .scope(stored.scope)
         .extra(stored.extra)
         .build()
+        .map(|token| token.with_certificate(stored.certificate.map(Arc::from)))
         .map_err(|_| "the stored token is not a valid token")
 }
 
@@ -99,13 +105,15 @@ mod tests {
             .scope(Some("read write".into()))
             .extra(extra)
             .build()
-            .expect("token");
+            .expect("token")
+            .with_certificate(Some(Arc::from("x5t-of-the-certificate")));
         let json = encode(&token);
         let back = decode(&json, token.expires_in()).expect("decodes");
         assert_eq!(back.secret().expose_secret(), "abc.def");
         assert_eq!(back.token_type(), &TokenType::DPoP);
         assert_eq!(back.scope(), Some("read write"));
         assert_eq!(back.extra()["merchant"], "4259");
+        assert_eq!(back.certificate(), Some("x5t-of-the-certificate"));
         assert_eq!(back.lifetime(), Duration::from_secs(3600));
         let drift = back
             .expires_at_utc()

@@ -21,10 +21,14 @@ pub use tls::{CertificateInfo, DIRECT, ProxyUrl, TlsConfig, thumbprint};
 
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use crate::error::{Error, ErrorKind};
+use crate::external::FileStamp;
 use crate::scrub::Scrubber;
 use crate::token::Token;
 
@@ -39,6 +43,12 @@ pub const USER_AGENT: &str = concat!("authmux/", env!("CARGO_PKG_VERSION"));
 /// client's TLS identity and proxy ([`HttpConfig::tls`],
 /// [`HttpConfig::proxy`]).
 ///
+/// Certificate, key and CA files are watched: when one changes (cert-manager
+/// replaces them in place), the next request reads them again and goes out
+/// on new connections with the new certificate. A change that cannot be
+/// read (a file half written) keeps the previous certificate until the
+/// files change again.
+///
 /// Cloning is cheap and shares the connection pool.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
@@ -48,11 +58,36 @@ pub struct HttpClient {
 
 #[derive(Debug)]
 struct HttpClientInner {
-    client: reqwest::Client,
-    max_body: usize,
-    default_lifetime: Duration,
-    /// The `x5t#S256` thumbprint of the client certificate, if any.
-    client_certificate: Option<Arc<str>>,
+    config: HttpConfig,
+    /// The files of [`HttpConfig::tls`], watched for changes.
+    watched: Box<[PathBuf]>,
+    transport: ArcSwap<Transport>,
+    /// Held while files are read again; the stamps of the last version
+    /// that could not be used, so that it is not read at every request.
+    reloading: Mutex<Option<Box<[Option<FileStamp>]>>>,
+}
+
+/// One reading of the client's TLS files: the clients built from it.
+#[derive(Debug)]
+struct Transport {
+    token: reqwest::Client,
+    /// For API calls, built on first use: no total timeout.
+    api: OnceLock<reqwest::Client>,
+    certificate: Option<Arc<str>>,
+    stamps: Box<[Option<FileStamp>]>,
+}
+
+/// The HTTP client that API calls with a client's tokens go through: the
+/// client's CAs, certificate and proxy, no redirects (the
+/// [middleware](https://docs.rs/authmux) follows them itself), its connect
+/// timeout and no total one. See [`HttpClient::api_client`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ApiClient {
+    /// The reqwest client, with the certificate below.
+    pub client: reqwest::Client,
+    /// The `x5t#S256` thumbprint of the client certificate it presents.
+    pub certificate: Option<Arc<str>>,
 }
 
 /// Settings for an [`HttpClient`]. Equal settings make equal clients,
@@ -139,73 +174,127 @@ impl HttpClient {
     /// now; errors name the key: `tls_client_certificate: /etc/x.pem: no
     /// certificate in it`.
     pub fn with_config(config: HttpConfig) -> Result<Self, Error> {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout)
-            .user_agent(USER_AGENT);
-        builder = config.tls.apply(builder)?;
-        let certificate = config
-            .tls
-            .client_certificate_info()?
-            .map(|info| Arc::<str>::from(info.thumbprint));
-        match config.proxy.as_ref().map(ProxyUrl::as_url) {
-            None => {}
-            Some(None) => builder = builder.no_proxy(),
-            Some(Some(url)) => {
-                let proxy = reqwest::Proxy::all(url.as_str())
-                    .map_err(|_| Error::config("proxy: not a proxy URL reqwest takes"))?;
-                builder = builder.proxy(proxy);
-            }
-        }
-        let client = builder.build().map_err(|error| {
-            // The cause (a rustls error) names what is wrong, never a key.
-            let (cause, tls) = root_cause(&error);
-            let message = match (tls, &config.tls.client_key) {
-                (Some(rustls::Error::InconsistentKeys(_)), Some(_)) => {
-                    "tls_client_key: not the key of tls_client_certificate".to_owned()
-                }
-                (Some(rustls::Error::InconsistentKeys(_)), None) => {
-                    "tls_client_certificate: its private key is not the certificate's".to_owned()
-                }
-                _ => join("cannot build the HTTP client", &cause),
-            };
-            Error::new(ErrorKind::Config, message).with_source(error.without_url())
-        })?;
+        let watched: Box<[PathBuf]> = config.tls.files().map(Path::to_path_buf).collect();
+        let transport = Transport::build(&config, stamps(&watched))?;
         Ok(Self {
             inner: Arc::new(HttpClientInner {
-                client,
-                max_body: config.max_body,
-                default_lifetime: config.default_lifetime,
-                client_certificate: certificate,
+                config,
+                watched,
+                transport: ArcSwap::from_pointee(transport),
+                reloading: Mutex::new(None),
             }),
         })
+    }
+
+    /// The transport for the next request: the current one, or a new one
+    /// if a watched file changed since it was built.
+    fn transport(&self) -> Arc<Transport> {
+        let current = self.inner.transport.load_full();
+        if self.inner.watched.is_empty() {
+            return current;
+        }
+        let now = stamps(&self.inner.watched);
+        if now == current.stamps {
+            return current;
+        }
+        let mut failed = self
+            .inner
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.inner.transport.load_full();
+        if now == current.stamps || failed.as_ref() == Some(&now) {
+            return current;
+        }
+        match Transport::build(&self.inner.config, now.clone()) {
+            Ok(transport) => {
+                tracing::info!(
+                    certificate = transport.certificate.as_deref().unwrap_or("none"),
+                    previous = current.certificate.as_deref().unwrap_or("none"),
+                    "TLS files changed; read them again"
+                );
+                *failed = None;
+                let transport = Arc::new(transport);
+                self.inner.transport.store(Arc::clone(&transport));
+                transport
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    "TLS files changed but cannot be used; keeping the previous ones"
+                );
+                *failed = Some(now);
+                current
+            }
+        }
     }
 
     /// Whether the client presents a TLS client certificate, as
     /// `tls_client_auth` and `self_signed_tls_client_auth` need.
     pub fn has_client_certificate(&self) -> bool {
-        self.inner.client_certificate.is_some()
+        self.inner.config.tls.client_certificate.is_some()
+    }
+
+    /// Whether the client has CAs, a client certificate or a proxy of its
+    /// own: API calls with its tokens must then go through
+    /// [`api_client`](Self::api_client), not any client.
+    pub fn has_own_transport(&self) -> bool {
+        self.inner.config.tls != TlsConfig::default() || self.inner.config.proxy.is_some()
     }
 
     /// The RFC 8705 `x5t#S256` thumbprint of the client certificate this
-    /// client presents, if any: part of the identity of every token it
+    /// client presents now, if any: part of the identity of every token it
     /// gets, so that tokens a server binds to different certificates are
-    /// cached and stored apart.
-    pub fn client_certificate_thumbprint(&self) -> Option<&str> {
-        self.inner.client_certificate.as_deref()
+    /// cached and stored apart, and the certificate the tokens it gets are
+    /// bound to (see [`Token::certificate`]).
+    pub fn client_certificate_thumbprint(&self) -> Option<Arc<str>> {
+        self.transport().certificate.clone()
     }
 
-    /// The underlying reqwest client, for plugging into other crates.
-    pub fn reqwest(&self) -> &reqwest::Client {
-        &self.inner.client
+    /// The client for API calls with this client's tokens: its CAs,
+    /// certificate and proxy (read again if their files changed), no
+    /// redirects, its connect timeout and no total timeout.
+    pub fn api_client(&self) -> Result<ApiClient, Error> {
+        // The files are read again for the API client; should they change
+        // in between, the certificate read is not the transport's, and the
+        // transport is built anew first.
+        for _ in 0..3 {
+            let transport = self.transport();
+            if let Some(client) = transport.api.get() {
+                return Ok(ApiClient {
+                    client: client.clone(),
+                    certificate: transport.certificate.clone(),
+                });
+            }
+            let (builder, certificate) = builder(&self.inner.config)?;
+            if certificate != transport.certificate {
+                continue;
+            }
+            let client = builder
+                .build()
+                .map_err(|error| build_error(&self.inner.config, error))?;
+            return Ok(ApiClient {
+                client: transport.api.get_or_init(|| client).clone(),
+                certificate,
+            });
+        }
+        Err(Error::new(
+            ErrorKind::Transport,
+            "the TLS files keep changing while they are read",
+        ))
+    }
+
+    /// The reqwest client of token requests, for plugging into other
+    /// crates: the current one, which changes when the TLS files do.
+    pub fn reqwest(&self) -> reqwest::Client {
+        self.transport().token.clone()
     }
 
     /// Sends one token request and parses the response into a [`Token`].
     pub async fn fetch_token(&self, request: &TokenRequest) -> Result<Token, Error> {
         let default_lifetime = request
             .default_lifetime()
-            .unwrap_or(self.inner.default_lifetime);
+            .unwrap_or(self.inner.config.default_lifetime);
         let attempt = request.prepare()?.attempt(request.scrubber()).await?;
         self.execute(attempt.request)
             .await?
@@ -214,7 +303,7 @@ impl HttpClient {
 
     /// The lifetime this client assumes when a response gives none.
     pub fn default_lifetime(&self) -> Duration {
-        self.inner.default_lifetime
+        self.inner.config.default_lifetime
     }
 
     /// Sends one token request and reads the response, capped at the body
@@ -237,7 +326,7 @@ impl HttpClient {
     ) -> Result<Token, Error> {
         let default_lifetime = request
             .default_lifetime()
-            .unwrap_or(self.inner.default_lifetime);
+            .unwrap_or(self.inner.config.default_lifetime);
         let prepared = request.prepare()?;
         let (response, scrubber) = self
             .exchange_dpop(Attempts::Prepared(&prepared, request.scrubber()), dpop)
@@ -320,9 +409,10 @@ impl HttpClient {
     /// code that builds requests elsewhere, such as the `oauth2` crate.
     pub async fn execute(&self, request: reqwest::Request) -> Result<EndpointResponse, Error> {
         let started = tokio::time::Instant::now();
-        let mut response = self
-            .inner
-            .client
+        let transport = self.transport();
+        let max_body = self.inner.config.max_body;
+        let mut response = transport
+            .token
             .execute(request)
             .await
             .map_err(transport_error)?;
@@ -330,17 +420,17 @@ impl HttpClient {
         let headers = std::mem::take(response.headers_mut());
         if response
             .content_length()
-            .is_some_and(|length| length > self.inner.max_body as u64)
+            .is_some_and(|length| length > max_body as u64)
         {
-            return Err(body_too_large(status, self.inner.max_body));
+            return Err(body_too_large(status, max_body));
         }
         // Sized by the announced length (checked against the cap above), so
         // that a body in one chunk is copied once.
         let announced = response.content_length().unwrap_or(0) as usize;
         let mut body = Vec::with_capacity(announced);
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > self.inner.max_body {
-                return Err(body_too_large(status, self.inner.max_body));
+            if body.len() + chunk.len() > max_body {
+                return Err(body_too_large(status, max_body));
             }
             body.extend_from_slice(&chunk);
         }
@@ -351,8 +441,75 @@ impl HttpClient {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "token endpoint answered"
         );
-        Ok(EndpointResponse::new(status, headers, body).with_sent_at(started))
+        Ok(EndpointResponse::new(status, headers, body)
+            .with_sent_at(started)
+            .with_certificate(transport.certificate.clone()))
     }
+}
+
+impl Transport {
+    /// Reads the TLS files of `config` and builds the token client.
+    fn build(config: &HttpConfig, stamps: Box<[Option<FileStamp>]>) -> Result<Self, Error> {
+        let (builder, certificate) = builder(config)?;
+        let token = builder
+            .timeout(config.timeout)
+            .build()
+            .map_err(|error| build_error(config, error))?;
+        Ok(Self {
+            token,
+            api: OnceLock::new(),
+            certificate,
+            stamps,
+        })
+    }
+}
+
+/// A reqwest builder with what token requests and API calls share: no
+/// redirects, the connect timeout, the TLS identity and the proxy.
+fn builder(config: &HttpConfig) -> Result<(reqwest::ClientBuilder, Option<Arc<str>>), Error> {
+    let builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(config.connect_timeout)
+        .user_agent(USER_AGENT);
+    let (mut builder, certificate) = config.tls.apply(builder)?;
+    match config.proxy.as_ref().map(ProxyUrl::as_url) {
+        None => {}
+        Some(None) => builder = builder.no_proxy(),
+        Some(Some(url)) => {
+            let proxy = reqwest::Proxy::all(url.as_str())
+                .map_err(|_| Error::config("proxy: not a proxy URL reqwest takes"))?;
+            builder = builder.proxy(proxy);
+        }
+    }
+    Ok((builder, certificate))
+}
+
+/// A failed build, named by what is wrong: the cause (a rustls error)
+/// never holds a key.
+fn build_error(config: &HttpConfig, error: reqwest::Error) -> Error {
+    let (cause, tls) = root_cause(&error);
+    let message = match (tls, &config.tls.client_key) {
+        (Some(rustls::Error::InconsistentKeys(_)), Some(_)) => {
+            "tls_client_key: not the key of tls_client_certificate".to_owned()
+        }
+        (Some(rustls::Error::InconsistentKeys(_)), None) => {
+            "tls_client_certificate: its private key is not the certificate's".to_owned()
+        }
+        _ => join("cannot build the HTTP client", &cause),
+    };
+    Error::new(ErrorKind::Config, message).with_source(error.without_url())
+}
+
+/// The stamps of `files` now; `None` for one that cannot be read.
+fn stamps(files: &[PathBuf]) -> Box<[Option<FileStamp>]> {
+    files
+        .iter()
+        .map(|file| {
+            std::fs::metadata(file)
+                .ok()
+                .map(|meta| FileStamp::of(&meta))
+        })
+        .collect()
 }
 
 /// Adds a fresh DPoP proof for the request's own method and URL.

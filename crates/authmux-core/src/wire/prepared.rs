@@ -345,7 +345,7 @@ impl RequestSource {
         scrubber: Scrubber,
     ) -> Self {
         let identity = match http.client_certificate_thumbprint() {
-            Some(thumbprint) => identity.with(CLIENT_CERTIFICATE_FIELD, thumbprint),
+            Some(thumbprint) => identity.with(CLIENT_CERTIFICATE_FIELD, &*thumbprint),
             None => identity,
         };
         Self {
@@ -455,6 +455,10 @@ impl TokenSource for RequestSource {
 
     fn dpop(&self) -> Option<&Dpop> {
         self.dpop.as_ref()
+    }
+
+    fn http_client(&self) -> Option<&HttpClient> {
+        Some(&self.http)
     }
 
     async fn identity_fields(&self) -> Result<Vec<(String, String)>, Error> {

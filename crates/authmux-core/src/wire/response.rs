@@ -2,6 +2,7 @@
 //! error bodies that providers send.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -29,6 +30,8 @@ pub struct EndpointResponse {
     headers: HeaderMap,
     body: Vec<u8>,
     sent_at: Option<Instant>,
+    /// The `x5t#S256` of the client certificate the request was sent with.
+    certificate: Option<Arc<str>>,
 }
 
 impl fmt::Debug for EndpointResponse {
@@ -48,7 +51,22 @@ impl EndpointResponse {
             headers,
             body,
             sent_at: None,
+            certificate: None,
         }
+    }
+
+    /// Records the `x5t#S256` thumbprint of the TLS client certificate the
+    /// request was sent with. The token is then bound to it (see
+    /// [`Token::certificate`]), and a JWT whose `cnf.x5t#S256` names
+    /// another certificate is refused.
+    pub fn with_certificate(mut self, thumbprint: Option<Arc<str>>) -> Self {
+        self.certificate = thumbprint;
+        self
+    }
+
+    /// The thumbprint of the client certificate the request was sent with.
+    pub fn certificate(&self) -> Option<&str> {
+        self.certificate.as_deref()
     }
 
     /// Records when the request was sent. A token's lifetime counts from
@@ -176,6 +194,8 @@ impl EndpointResponse {
             received - sent_at,
         )
         .map_err(|what| Error::new(ErrorKind::InvalidResponse, what).with_status(self.status))?;
+        check_binding(&access_token, self.certificate.as_deref())
+            .map_err(|error| error.with_status(self.status))?;
         Token::builder(access_token)
             .token_type(token_type)
             .issued_at(sent_at)
@@ -183,6 +203,7 @@ impl EndpointResponse {
             .scope(scope)
             .extra(fields.extra)
             .build()
+            .map(|token| token.with_certificate(self.certificate))
             .map_err(|error| error.with_status(self.status))
     }
 
@@ -377,6 +398,40 @@ fn parse_seconds(value: &Value) -> Option<f64> {
 }
 
 /// The seconds left on a JWT's `exp`, by the local wall clock.
+/// Refuses a JWT access token whose `cnf.x5t#S256` (RFC 8705 §3.1) names
+/// another certificate than `presented`, the one the request was sent with
+/// (or any, when none was). Thumbprints are public: the error shows them.
+fn check_binding(access_token: &str, presented: Option<&str>) -> Result<(), Error> {
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        cnf: Option<Cnf>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Cnf {
+        #[serde(rename = "x5t#S256")]
+        x5t: Option<String>,
+    }
+    let Some(bound) = decode_jwt_payload::<Claims>(access_token)
+        .ok()
+        .and_then(|claims| claims.cnf?.x5t)
+    else {
+        return Ok(());
+    };
+    if presented == Some(bound.as_str()) {
+        return Ok(());
+    }
+    let presented = match presented {
+        Some(thumbprint) => format!("the one presented has {thumbprint}"),
+        None => "none was presented".to_owned(),
+    };
+    Err(Error::new(
+        ErrorKind::InvalidResponse,
+        format!(
+            "the token is bound to the client certificate with x5t#S256 {bound}, but {presented}"
+        ),
+    ))
+}
+
 fn jwt_remaining(access_token: &str) -> Option<f64> {
     #[derive(serde::Deserialize)]
     struct Exp {
@@ -561,5 +616,45 @@ mod tests {
         assert_eq!(parse_seconds(&serde_json::json!(3599.5)), Some(3599.5));
         assert_eq!(parse_seconds(&serde_json::json!("soon")), None);
         assert_eq!(parse_seconds(&serde_json::json!(null)), None);
+    }
+
+    #[tokio::test]
+    async fn a_token_is_bound_to_the_certificate_it_was_requested_with() {
+        use base64::Engine as _;
+        let jwt = |claims: &str| {
+            let encode = |text: &str| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text.as_bytes())
+            };
+            format!("{}.{}.sig", encode(r#"{"alg":"ES256"}"#), encode(claims))
+        };
+        let answer = |token: &str, presented: Option<&str>| {
+            let body = format!(r#"{{"access_token":"{token}","expires_in":3600}}"#);
+            EndpointResponse::new(200, HeaderMap::new(), body.into_bytes())
+                .with_certificate(presented.map(Arc::from))
+                .parse(Duration::from_secs(60), &Scrubber::default())
+        };
+        let bound = jwt(r#"{"cnf":{"x5t#S256":"AAA"}}"#);
+
+        let token = answer(&bound, Some("AAA")).expect("bound to the one presented");
+        assert_eq!(token.certificate(), Some("AAA"));
+        let error = answer(&bound, Some("BBB")).expect_err("bound to another");
+        assert_eq!(error.kind(), ErrorKind::InvalidResponse);
+        assert_eq!(
+            error.message(),
+            "the token is bound to the client certificate with x5t#S256 AAA, but the one presented has BBB"
+        );
+        let error = answer(&bound, None).expect_err("none presented");
+        assert!(
+            error.message().ends_with("but none was presented"),
+            "{error}"
+        );
+
+        // An opaque token, or a JWT without `cnf.x5t#S256`, is tied to the
+        // certificate it was obtained with: nothing says it is not bound.
+        let opaque = answer("opaque", Some("AAA")).expect("a token");
+        assert_eq!(opaque.certificate(), Some("AAA"));
+        let dpop_bound = answer(&jwt(r#"{"cnf":{"jkt":"K"}}"#), Some("AAA")).expect("a token");
+        assert_eq!(dpop_bound.certificate(), Some("AAA"));
+        assert_eq!(answer("opaque", None).expect("a token").certificate(), None);
     }
 }

@@ -87,13 +87,24 @@ impl TlsConfig {
         }))
     }
 
+    /// The files the settings are read from, watched for changes.
+    pub(crate) fn files(&self) -> impl Iterator<Item = &std::path::Path> {
+        [&self.ca, &self.client_certificate, &self.client_key]
+            .into_iter()
+            .filter_map(|source| match source {
+                Some(ClientSecret::File { file }) => Some(file.as_path()),
+                _ => None,
+            })
+    }
+
     /// Applies the settings to a reqwest client under construction,
-    /// reading and checking every PEM. Errors name the key and the file:
+    /// reading and checking every PEM, and returns the thumbprint of the
+    /// client certificate it presents. Errors name the key and the file:
     /// `tls_client_certificate: /etc/x.pem: no certificate in it`.
     pub(crate) fn apply(
         &self,
         mut builder: reqwest::ClientBuilder,
-    ) -> Result<reqwest::ClientBuilder, Error> {
+    ) -> Result<(reqwest::ClientBuilder, Option<std::sync::Arc<str>>), Error> {
         if let Some(ca) = &self.ca {
             let roots = Pem::read(ca, "tls_ca", "CA file", false)?
                 .certificates()?
@@ -111,14 +122,17 @@ impl TlsConfig {
                 "tls_ca_only: set tls_ca too, the CAs to trust instead of the system's",
             ));
         }
-        if let Some(identity) = self.identity()? {
+        let mut certificate = None;
+        if let Some((identity, thumbprint)) = self.identity()? {
             builder = builder.identity(identity);
+            certificate = Some(std::sync::Arc::from(thumbprint));
         }
-        Ok(builder)
+        Ok((builder, certificate))
     }
 
-    /// The client certificate chain and its key, checked.
-    fn identity(&self) -> Result<Option<reqwest::Identity>, Error> {
+    /// The client certificate chain and its key, checked, and the leaf's
+    /// thumbprint.
+    fn identity(&self) -> Result<Option<(reqwest::Identity, String)>, Error> {
         let Some(certificate) = &self.client_certificate else {
             if self.client_key.is_some() {
                 return Err(Error::config(
@@ -151,8 +165,9 @@ impl TlsConfig {
             encode(&mut pem, SectionKind::Certificate, der);
         }
         encode(&mut pem, key.0, &key.1);
+        let leaf = thumbprint(&certificates[0]);
         reqwest::Identity::from_pem(pem.as_bytes())
-            .map(Some)
+            .map(|identity| Some((identity, leaf)))
             .map_err(|_| chain.problem("the certificate or its key cannot be used"))
     }
 }
@@ -346,6 +361,7 @@ mod tests {
         std::fs::write(&path, "no PEM here\n").expect("write");
         let refusal = |tls: TlsConfig| {
             tls.apply(reqwest::Client::builder())
+                .map(|_| ())
                 .expect_err("refused")
                 .to_string()
         };
