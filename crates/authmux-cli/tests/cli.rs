@@ -555,6 +555,51 @@ tls_client_certificate = {{ file = {:?} }}
     assert!(endpoint.requests().is_empty(), "nothing was sent");
 }
 
+/// `authmux request` sends a certificate-bound token with the client's own
+/// certificate and CA: the resource server checks the token's
+/// `cnf.x5t#S256` against the certificate the request came with.
+#[tokio::test]
+async fn request_presents_a_bound_token_with_the_clients_certificate() {
+    use authmux_testkit::tls::{TestCa, TlsResourceServer, TlsTokenEndpoint, thumbprint};
+    let server_ca = TestCa::new("authmux server CA");
+    let client_ca = TestCa::new("authmux client CA");
+    let roots = [client_ca.certificate().clone()];
+    let endpoint = TlsTokenEndpoint::start_binding(&server_ca.server_certificate(), &roots).await;
+    let api = TlsResourceServer::start(&server_ca.server_certificate(), &roots).await;
+    let payments = client_ca.client_certificate("payments");
+    let scratch = Scratch::new();
+    let ca_file = scratch.dir.join("ca.pem");
+    std::fs::write(&ca_file, server_ca.pem()).expect("write the CA");
+    let certificate_file = scratch.dir.join("client.pem");
+    std::fs::write(&certificate_file, payments.combined_pem()).expect("write the certificate");
+    let path = scratch.config(&format!(
+        r#"
+[clients.bank]
+provider = "oauth2"
+token_url = "{}"
+client_id = "payments"
+client_auth = "tls_client_auth"
+tls_client_certificate = {{ file = {:?} }}
+tls_ca = {{ file = {:?} }}
+"#,
+        endpoint.token_url(),
+        certificate_file.display(),
+        ca_file.display()
+    ));
+    let config = path.to_str().expect("UTF-8 path");
+    let output = run(
+        &scratch.dir,
+        &["request", "bank", &api.url(), "--no-store", "--config", config],
+    )
+    .await;
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(stdout.trim(), r#"{"ok":true}"#);
+    let x5t = thumbprint(payments.certificate());
+    assert_eq!(api.answers(), [format!("200 bound={x5t} presented={x5t}")]);
+    assert_eq!(endpoint.requests().len(), 1);
+}
+
 #[tokio::test]
 async fn the_config_comes_from_authmux_config_and_variables_override_it() {
     let server = MockServer::start_async().await;
