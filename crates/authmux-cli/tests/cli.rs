@@ -589,7 +589,14 @@ tls_ca = {{ file = {:?} }}
     let config = path.to_str().expect("UTF-8 path");
     let output = run(
         &scratch.dir,
-        &["request", "bank", &api.url(), "--no-store", "--config", config],
+        &[
+            "request",
+            "bank",
+            &api.url(),
+            "--no-store",
+            "--config",
+            config,
+        ],
     )
     .await;
     let (code, stdout, stderr) = parts(&output);

@@ -73,48 +73,55 @@ fn child(mode: &str, url: &str) {
         .enable_all()
         .build()
         .unwrap();
-    println!("ready");
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).unwrap();
-    tracing::debug!("go");
     let (calls, errors, latencies) = runtime.block_on(async {
-        if let Some(delay_ms) = mode.strip_prefix("slow-") {
+        // Each process builds its caches as a service does when it starts,
+        // before its first token request: the store connects meanwhile.
+        let slow = mode
+            .strip_prefix("slow-")
+            .map(|delay_ms| Duration::from_millis(delay_ms.parse().unwrap()));
+        let (lifetime, delay) = match slow {
+            Some(delay) => (Duration::from_secs(3600), delay),
+            None if mode == "clients" || mode.starts_with("cold") => {
+                (Duration::from_secs(3600), PROVIDER)
+            }
+            None => (LIFETIME, PROVIDER),
+        };
+        let source = CountingSource::new(lifetime, delay);
+        let caches: Vec<ManagedToken> = (0..if mode == "clients" { 10 } else { 1 })
+            .map(|_| {
+                // `clients`: ten clients in this process, each with its own
+                // cache and its own Redis connection (its own store).
+                let mut cache = ManagedToken::builder(source.clone());
+                if mode != "cold-no-store" {
+                    cache = cache.store(store(url));
+                }
+                if slow.is_none() && !(mode == "clients" || mode.starts_with("cold")) {
+                    cache = cache.policy(short_policy());
+                }
+                cache.build()
+            })
+            .collect();
+        println!("ready");
+        tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+        })
+        .await
+        .unwrap();
+        tracing::debug!("go");
+        if slow.is_some() {
             // A slow provider: one caller per process, the default options.
-            let delay = Duration::from_millis(delay_ms.parse().unwrap());
-            let source = CountingSource::new(Duration::from_secs(3600), delay);
-            let cache = ManagedToken::builder(source.clone())
-                .store(store(url))
-                .build();
             let started = Instant::now();
-            let ok = cache.get().await.is_ok();
+            let ok = caches[0].get().await.is_ok();
             (source.calls(), usize::from(!ok), vec![started.elapsed()])
         } else if mode == "clients" {
-            // Ten clients in this process, each with its own cache and its
-            // own Redis connection (its own store), ten callers each.
-            let source = CountingSource::new(Duration::from_secs(3600), PROVIDER);
-            let caches: Vec<ManagedToken> = (0..10)
-                .map(|_| {
-                    ManagedToken::builder(source.clone())
-                        .store(store(url))
-                        .build()
-                })
-                .collect();
             let (errors, latencies) = call_all(&caches, CALLERS / 10).await;
             (source.calls(), errors, latencies)
         } else if mode.starts_with("cold") {
-            let source = CountingSource::new(Duration::from_secs(3600), PROVIDER);
-            let mut cache = ManagedToken::builder(source.clone());
-            if mode == "cold" {
-                cache = cache.store(store(url));
-            }
-            let (errors, latencies) = call_all(&[cache.build()], CALLERS).await;
+            let (errors, latencies) = call_all(&caches, CALLERS).await;
             (source.calls(), errors, latencies)
         } else {
-            let source = CountingSource::new(LIFETIME, PROVIDER);
-            let cache = ManagedToken::builder(source.clone())
-                .policy(short_policy())
-                .store(store(url))
-                .build();
+            let cache = &caches[0];
             let until = Instant::now() + LIFETIME * LIFETIMES;
             let mut errors = 0;
             while Instant::now() < until {

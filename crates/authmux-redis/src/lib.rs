@@ -668,6 +668,12 @@ impl TokenStore for RedisStore {
         true
     }
 
+    /// Connects, `HELLO` and the queued `SUBSCRIBE` included, in the task
+    /// a first call would otherwise start.
+    async fn connect(&self) -> Result<(), StoreError> {
+        self.connection().await.map(drop)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let _pong: String = self.query(&redis::cmd("PING")).await?;
         Ok(())

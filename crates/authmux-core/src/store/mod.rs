@@ -198,6 +198,15 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Checks that the store can be reached and used.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Opens what the store's calls need (a connection, its subscription),
+    /// ahead of the first call, so that the first token request does not
+    /// wait for it. Sends no command of its own. [`SharedTokenStore`] calls
+    /// it once, in the background, when built inside a tokio runtime. Does
+    /// nothing by default.
+    async fn connect(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// `url` with the credentials in it replaced by `***`
@@ -428,7 +437,10 @@ impl SharedTokenStoreBuilder {
     }
 
     /// Builds the handle, and subscribes it to the store's messages: one
-    /// subscription per handle, shared by every cache using it.
+    /// subscription per handle, shared by every cache using it. Inside a
+    /// tokio runtime, the store connects in the background now
+    /// ([`TokenStore::connect`]), once; a failure is left to the first call,
+    /// which tries again.
     pub fn build(self) -> SharedTokenStore {
         let topics = Arc::new(Topics::default());
         let channel = format!("{}:events", self.options.prefix);
@@ -437,7 +449,7 @@ impl SharedTokenStoreBuilder {
             &channel,
             Arc::new(move |message: &[u8]| sink_topics.dispatch(message)),
         );
-        SharedTokenStore {
+        let shared = SharedTokenStore {
             inner: Arc::new(Inner {
                 breaker: Breaker::new(self.options.breaker_period),
                 store: self.store,
@@ -447,7 +459,16 @@ impl SharedTokenStoreBuilder {
                 subscribed,
                 channel,
             }),
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = Arc::clone(&shared.inner.store);
+            runtime.spawn(async move {
+                if let Err(error) = store.connect().await {
+                    tracing::debug!(error = %error, "the store is not connected yet");
+                }
+            });
         }
+        shared
     }
 }
 
@@ -1025,6 +1046,88 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A memory store that reports when it is asked to connect.
+    struct Connects {
+        memory: MemoryStore,
+        connected: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    }
+
+    #[async_trait]
+    impl TokenStore for Connects {
+        fn describe(&self) -> String {
+            "connects".to_owned()
+        }
+
+        async fn get(&self, key: &str) -> Result<Option<StoredEntry>, StoreError> {
+            self.memory.get(key).await
+        }
+
+        async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+            self.memory.put(key, value, ttl).await
+        }
+
+        async fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, StoreError> {
+            self.memory.compare_and_delete(key, expected).await
+        }
+
+        async fn try_lease(
+            &self,
+            key: &str,
+            holder: &str,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            self.memory.try_lease(key, holder, ttl).await
+        }
+
+        async fn renew_lease(
+            &self,
+            key: &str,
+            holder: &str,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            self.memory.renew_lease(key, holder, ttl).await
+        }
+
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        async fn connect(&self) -> Result<(), StoreError> {
+            if let Some(connected) = self.connected.lock().expect("lock").take() {
+                let _ = connected.send(());
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_built_in_a_runtime_connects_before_its_first_call() {
+        let (sender, connected) = tokio::sync::oneshot::channel();
+        let store = SharedTokenStore::from(Connects {
+            memory: MemoryStore::new(),
+            connected: std::sync::Mutex::new(Some(sender)),
+        });
+        tokio::time::timeout(Duration::from_secs(30), connected)
+            .await
+            .expect("connected without a call")
+            .expect("sent");
+        drop(store);
+
+        // Outside a runtime there is nothing to connect in: the first call does.
+        let (sender, mut connected) = tokio::sync::oneshot::channel();
+        let outside = std::thread::spawn(move || {
+            SharedTokenStore::from(Connects {
+                memory: MemoryStore::new(),
+                connected: std::sync::Mutex::new(Some(sender)),
+            })
+        })
+        .join()
+        .expect("built");
+        tokio::task::yield_now().await;
+        assert!(connected.try_recv().is_err(), "not connected");
+        drop(outside);
+    }
 
     #[test]
     fn urls_lose_their_credentials() {
