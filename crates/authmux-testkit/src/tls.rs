@@ -209,7 +209,8 @@ impl TlsTokenEndpoint {
     /// Like [`start`](Self::start), but each token is a JWT bound to the
     /// client certificate it was requested with, as RFC 8705 §3.1 says:
     /// its `cnf` claim carries the certificate's `x5t#S256` thumbprint
-    /// (and `jti` counts the tokens issued). The JWT is not signed: the
+    /// (and `jti` counts the tokens issued); a request with a `DPoP` header
+    /// gets a token of type `DPoP`. The JWT is not signed: the
     /// [`TlsResourceServer`] reads its claims as a server that introspects
     /// would.
     pub async fn start_binding(
@@ -221,7 +222,7 @@ impl TlsTokenEndpoint {
             server,
             client_roots,
             Client::Required,
-            move |_, presented| {
+            move |request, presented| {
                 let jti = issued.fetch_add(1, Ordering::Relaxed) + 1;
                 let mut claims = serde_json::json!({
                     "iss": "https://127.0.0.1",
@@ -232,9 +233,12 @@ impl TlsTokenEndpoint {
                 if let Some(thumbprint) = presented {
                     claims["cnf"] = serde_json::json!({ "x5t#S256": thumbprint });
                 }
+                // A request with a DPoP proof gets a DPoP token (its proof is
+                // not checked here).
+                let dpop = header(request, "dpop").is_some();
                 let body = serde_json::json!({
                     "access_token": unsigned_jwt(&claims),
-                    "token_type": "Bearer",
+                    "token_type": if dpop { "DPoP" } else { "Bearer" },
                     "expires_in": 3600,
                 });
                 ("200 OK", String::new(), body.to_string())
@@ -343,7 +347,8 @@ where
 }
 
 /// An API on loopback that checks certificate-bound tokens as an RFC 8705
-/// §3 resource server does: a request's `Authorization: Bearer` JWT must
+/// §3 resource server does: a request's `Authorization` (`Bearer` or
+/// `DPoP`) JWT must
 /// carry in `cnf.x5t#S256` the thumbprint of the client certificate the
 /// request came with. It answers 200 `{"ok":true}` if so, and otherwise
 /// 401 with `WWW-Authenticate: Bearer error="invalid_token"`. It accepts
@@ -362,10 +367,11 @@ impl TlsResourceServer {
         let answers = Seen::default();
         let record = Arc::clone(&answers);
         let listening = serve(server, client_roots, Client::Optional, move |request, presented| {
-            let bound = bearer_token(request).and_then(|jwt| bound_thumbprint(&jwt));
+            let bound = access_token(request).and_then(|jwt| bound_thumbprint(&jwt));
             let accepted = bound.is_some() && bound.as_deref() == presented;
+            let dpop = if header(request, "dpop").is_some() { " dpop" } else { "" };
             record.lock().unwrap_or_else(PoisonError::into_inner).push(format!(
-                "{} bound={} presented={}",
+                "{} bound={} presented={}{dpop}",
                 if accepted { 200 } else { 401 },
                 bound.as_deref().unwrap_or("none"),
                 presented.unwrap_or("none"),
@@ -391,7 +397,8 @@ impl TlsResourceServer {
 
     /// Each request's answer, in order: `200 bound=<x5t#S256 of the
     /// token's cnf> presented=<x5t#S256 of the client certificate>`, or
-    /// `401 …`; `none` where there was none.
+    /// `401 …`; `none` where there was none, and ` dpop` at the end when
+    /// the request carried a `DPoP` proof (not checked here).
     pub fn answers(&self) -> Vec<String> {
         self.answers
             .lock()
@@ -408,18 +415,23 @@ pub fn thumbprint(der: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
-/// The bearer token of a request, if it has one.
-fn bearer_token(request: &str) -> Option<String> {
-    request.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        if !name.eq_ignore_ascii_case("authorization") {
-            return None;
-        }
-        let (scheme, token) = value.trim().split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned())
+/// The value of a request's header `name`, if it has one.
+fn header<'a>(request: &'a str, name: &str) -> Option<&'a str> {
+    let head = request.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then_some(value.trim())
     })
+}
+
+/// The access token of a request's `Authorization` header (`Bearer` or
+/// `DPoP`), if it has one.
+fn access_token(request: &str) -> Option<String> {
+    let (scheme, token) = header(request, "authorization")?.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop"))
+        .then(|| token.trim().to_owned())
 }
 
 /// The `cnf.x5t#S256` claim of a JWT, read without verifying it.

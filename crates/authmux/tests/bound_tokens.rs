@@ -79,12 +79,12 @@ impl Servers {
     }
 
     /// A registry whose client `bank` authenticates with the certificate in
-    /// `certificate_file`, trusting the servers' CA, with `extra` config.
+    /// `certificate_file`, trusting the servers' CA, with `extra` config
+    /// after its keys (more keys, or another table).
     fn registry(&self, scratch: &Scratch, certificate_file: &str, extra: &str) -> Registry {
         let ca_file = scratch.replace("ca.pem", self.server_ca.pem());
         let toml = format!(
             r#"
-            {extra}
             [clients.bank]
             provider = "oauth2"
             token_url = "{}"
@@ -93,6 +93,7 @@ impl Servers {
             tls_client_certificate = {{ file = {certificate_file:?} }}
             tls_ca = {{ file = {ca_file:?} }}
             max_attempts = 1
+            {extra}
             "#,
             self.endpoint.token_url(),
         );
@@ -318,4 +319,38 @@ async fn a_token_bound_to_a_certificate_the_client_does_not_present_is_never_sen
     assert!(!message.contains("bound-elsewhere"), "{message}");
     assert_eq!(servers.api.answers(), Vec::<String>::new(), "nothing sent");
     assert_eq!(fetches.load(Ordering::SeqCst), 2, "one new token tried");
+}
+
+/// DPoP next to mTLS: the certificate authenticates the client, the DPoP
+/// key binds the token, and API calls carry both the proof and the
+/// certificate.
+#[tokio::test]
+async fn a_dpop_client_with_a_certificate_presents_both() {
+    let servers = Servers::start().await;
+    let scratch = Scratch::new("dpop");
+    let payments = servers.client_ca.client_certificate("payments");
+    let file = scratch.replace("client.pem", &payments.combined_pem());
+    let registry = servers.registry(&scratch, &file, "dpop = true");
+    let client = registry.client("bank").expect("configured").clone();
+
+    let response = service_http(client.clone())
+        .get(servers.api.url())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let bound = x5t(&payments);
+    assert_eq!(
+        servers.api.answers(),
+        [format!("200 bound={bound} presented={bound} dpop")]
+    );
+    let token = client.token().await.expect("cached").clone();
+    assert_eq!(token.token_type(), &authmux::core::TokenType::DPoP);
+    assert!(token.dpop().is_some());
+    assert_eq!(token.certificate(), Some(bound.as_str()));
+    let request = &servers.endpoint.requests()[0];
+    assert!(
+        request.to_ascii_lowercase().contains("\r\ndpop: "),
+        "the token request carries a proof: {request}"
+    );
 }
