@@ -1,7 +1,8 @@
 //! [Auth0](https://auth0.com) machine-to-machine access tokens for
 //! [authmux]: the client credentials exchange at `/oauth/token`, with
-//! `audience`, `resource`, `organization` and an optional DPoP proof, and
-//! Auth0's [Custom Token Exchange](#custom-token-exchange).
+//! `audience`, `resource`, `organization` and an optional DPoP proof,
+//! Auth0's [Custom Token Exchange](#custom-token-exchange), and
+//! [mutual TLS](#mutual-tls) on a custom domain.
 //!
 //! # The exchange
 //!
@@ -127,6 +128,60 @@
 //! * `client_auth = "none"` and `scopes` with client credentials, whose
 //!   request takes neither.
 //!
+//! # Mutual TLS
+//!
+//! Auth0 takes RFC 8705 client authentication, `client_auth =
+//! "tls_client_auth"` (a CA-issued certificate) or
+//! `"self_signed_tls_client_auth"` (a self-signed one registered with the
+//! application), only with the Enterprise plan's Highly Regulated Identity
+//! add-on and only on a custom domain of type `self_managed_certs`: the
+//! customer's own edge does the TLS handshake, checks the certificate and
+//! forwards the request to Auth0 with the certificate in a header, so
+//! Auth0's own domains (`tenant.auth0.com`, `tenant.eu.auth0.com`, …) are
+//! no way in. On Auth0's side, the application's authentication
+//! method (its Credentials tab) is mTLS with the certificate, or its
+//! subject DN, registered; the edge must forward `/oauth/token` with the
+//! `cname-api-key`, `client-certificate` and
+//! `client-certificate-ca-verified` headers Auth0 documents. The request
+//! carries the client id and no secret (RFC 8705 §2):
+//!
+//! ```text
+//! POST https://login.example.com/oauth/token
+//! content-type: application/json
+//!
+//! {"grant_type":"client_credentials","client_id":"<id>","audience":"https://api.example.com"}
+//! ```
+//!
+//! When the tenant allows mTLS endpoint aliases (the tenant setting
+//! `mtls.enable_endpoint_aliases`), its discovery document lists the mTLS
+//! token endpoint under `mtls_endpoint_aliases`, on the custom domain with
+//! `mtls.` in front (`https://mtls.login.example.com/oauth/token`), where
+//! the edge asks for the certificate. Set `mtls_domain` to that host: a
+//! client that presents a certificate then sends its requests there, while
+//! `domain` stays the custom domain, which also remains the default `aud`
+//! of a `private_key_jwt` assertion (`https://{domain}/`).
+//!
+//! A certificate also binds tokens to it when the application requires
+//! sender constraining (`require_proof_of_possession`) and the API's
+//! sender-constraining method is mTLS: Auth0 then puts the certificate's
+//! SHA-256 thumbprint in the token's `cnf` claim (`x5t#S256`), whatever the
+//! client authenticates with, so a client that keeps `post`, `basic` or
+//! `private_key_jwt` and sets `tls_client_certificate` gets bound tokens
+//! too. Auth0 answers a bound token with `"token_type":"DPoP"`; the token
+//! keeps that type and goes out as `Authorization: DPoP …`, the scheme
+//! Auth0 recommends for it, with no DPoP proof (none was asked for).
+//!
+//! What the Auth0 provider refuses when building, naming the key:
+//!
+//! * `client_auth = "tls_client_auth"` or `"self_signed_tls_client_auth"`,
+//!   or a client certificate with any method, when the token endpoint is
+//!   on an Auth0 tenant domain (`auth0.com` or below it): `domain` (or
+//!   `base_url`, or `mtls_domain`, whichever gives the host) must be the
+//!   custom domain. Sent there, a certificate would bind nothing: tokens
+//!   would come back unbound, or, for an application that requires sender
+//!   constraining, not at all.
+//! * `mtls_domain` without a client certificate, which would never use it.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -193,6 +248,22 @@
 //! # organization = "org_123"
 //! # actor_token = { client = "agent" }
 //! # actor_token_type = "urn:acme:agent-token"   # required with actor_token
+//! ```
+//!
+//! Mutual TLS on a custom domain (the certificate and the CA are
+//! per-client keys the facade reads; in code, an
+//! [`HttpClient`](authmux_core::wire::HttpClient) that presents the
+//! certificate):
+//!
+//! ```toml
+//! [clients.payments]
+//! provider = "auth0"
+//! domain = "login.example.com"         # the custom domain; never *.auth0.com
+//! # mtls_domain = "mtls.login.example.com"  # with mTLS endpoint aliases on
+//! client_id = "my-client-id"
+//! audience = "https://api.example.com"
+//! client_auth = "tls_client_auth"      # or "self_signed_tls_client_auth"
+//! tls_client_certificate = { file = "/etc/authmux/payments.pem" }
 //! ```
 //!
 //! In code, the same with [`Auth0Builder::grant`] (and
@@ -272,8 +343,16 @@ const MAX_RESET_WAIT: Duration = Duration::from_secs(3600);
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct Auth0Config {
     /// The tenant's domain (`tenant.eu.auth0.com`), or a base URL such as a
-    /// custom domain (`https://login.example.com`).
+    /// custom domain (`https://login.example.com`). Mutual TLS needs the
+    /// custom domain.
     pub domain: String,
+    /// The host of the mTLS token endpoint when the tenant allows mTLS
+    /// endpoint aliases: the custom domain with `mtls.` in front
+    /// (`mtls.login.example.com`), or a base URL. A client that presents a
+    /// certificate sends its requests there; see
+    /// [Mutual TLS](crate#mutual-tls).
+    #[serde(default)]
+    pub mtls_domain: Option<String>,
     /// The application's client id.
     pub client_id: String,
     /// The API identifier; required unless `resource` is set, or the
@@ -383,6 +462,14 @@ impl Auth0Builder {
         self
     }
 
+    /// The host (or base URL) of the mTLS token endpoint, for a tenant
+    /// that allows mTLS endpoint aliases: `mtls.login.example.com`. Used
+    /// when the HTTP client presents a certificate, which it must.
+    pub fn mtls_domain(mut self, mtls_domain: impl Into<String>) -> Self {
+        self.config.mtls_domain = Some(mtls_domain.into());
+        self
+    }
+
     /// The organization name or id.
     pub fn organization(mut self, organization: impl Into<String>) -> Self {
         self.config.organization = Some(organization.into());
@@ -440,17 +527,36 @@ impl Auth0Builder {
             (None, Some(value)) => require("resource", value)?,
         }
         let scope = scope(&config.scopes, grant)?;
-        let domain = config.domain.trim();
-        let base = if domain.contains("://") {
-            domain.to_owned()
-        } else {
-            format!("https://{domain}")
+        let certificate = endpoint.has_client_certificate();
+        let (issuer_url, issuer_field) = endpoint.token_url(
+            Some(("domain", &base_url(&config.domain))),
+            TOKEN_PATH,
+            "domain: required",
+        )?;
+        let (url, field) = match config.mtls_domain.as_deref() {
+            Some(mtls_domain) => {
+                require("mtls_domain", mtls_domain)?;
+                if !certificate {
+                    return Err(Error::config(
+                        "mtls_domain: only used when the client presents a certificate; set \
+                         tls_client_certificate, or remove mtls_domain",
+                    ));
+                }
+                endpoint.token_url(
+                    Some(("mtls_domain", &base_url(mtls_domain))),
+                    TOKEN_PATH,
+                    "domain: required",
+                )?
+            }
+            None => (issuer_url.clone(), issuer_field),
         };
-        let (url, field) =
-            endpoint.token_url(Some(("domain", &base)), TOKEN_PATH, "domain: required")?;
+        checked_mtls_host(&url, field, config.client_auth(), certificate)?;
         // Auth0 wants the tenant's own URL, with its trailing slash, as the
-        // assertion's audience.
-        let tenant = format!("{}/", url.strip_suffix(TOKEN_PATH).unwrap_or(&url));
+        // assertion's audience: the custom domain's, not its mTLS alias's.
+        let tenant = format!(
+            "{}/",
+            issuer_url.strip_suffix(TOKEN_PATH).unwrap_or(&issuer_url)
+        );
         let client_token = |name: &str| clients.client_token(name);
         let context = GrantContext {
             client_id: config.client_id.trim(),
@@ -480,6 +586,59 @@ impl Auth0Builder {
             .with_identity_field("client_auth", credentials.auth.as_str())
             .with_error_map(retry_after_from_reset))
     }
+}
+
+/// `domain` as a base URL: `https://` in front of a bare host.
+fn base_url(domain: &str) -> String {
+    let domain = domain.trim();
+    if domain.contains("://") {
+        domain.to_owned()
+    } else {
+        format!("https://{domain}")
+    }
+}
+
+/// The host of `url`, lower-case and without a trailing dot, if it is an
+/// Auth0 tenant domain: `auth0.com` or a name below it, which covers every
+/// public cloud tenant (`tenant.auth0.com`, `tenant.eu.auth0.com`,
+/// `tenant.us.auth0.com`, …) and Private Cloud's
+/// (`identity.example-co.auth0.com`).
+fn tenant_domain(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = host.split(':').next().unwrap_or_default();
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (host == "auth0.com" || host.ends_with(".auth0.com")).then_some(host)
+}
+
+/// Mutual TLS reaches Auth0 only through a custom domain's own edge: a
+/// TLS method, or a certificate presented for token binding, against a
+/// tenant domain is refused, naming `field`, the key that gave the host.
+fn checked_mtls_host(
+    url: &str,
+    field: &str,
+    client_auth: ClientAuth,
+    certificate: bool,
+) -> Result<(), Error> {
+    if !client_auth.uses_certificate() && !certificate {
+        return Ok(());
+    }
+    let Some(host) = tenant_domain(url) else {
+        return Ok(());
+    };
+    let what = if client_auth.uses_certificate() {
+        format!("client_auth = {:?}", client_auth.as_str())
+    } else {
+        "a client certificate (tls_client_certificate)".to_owned()
+    };
+    Err(Error::config(format!(
+        "{field}: {host:?} is an Auth0 tenant domain; Auth0 takes {what} only on your custom \
+         domain (self-managed certificates, an edge that checks the certificate), such as \
+         \"login.example.com\""
+    )))
 }
 
 /// The grant, once it is one Auth0 takes: client credentials, or a Custom
@@ -638,6 +797,7 @@ impl Auth0Provider {
     ) -> Auth0Config {
         Auth0Config {
             domain,
+            mtls_domain: None,
             client_id,
             audience: None,
             resource: None,
@@ -858,6 +1018,48 @@ mod tests {
             "urn:auth",
         ] {
             assert_eq!(reserved_namespace(own), None, "{own}");
+        }
+    }
+
+    #[test]
+    fn tenant_domains_are_auth0_com_and_below() {
+        for (url, host) in [
+            ("https://tenant.auth0.com/oauth/token", "tenant.auth0.com"),
+            (
+                "https://tenant.eu.auth0.com/oauth/token",
+                "tenant.eu.auth0.com",
+            ),
+            (
+                "https://tenant.us.auth0.com/oauth/token",
+                "tenant.us.auth0.com",
+            ),
+            (
+                "https://Tenant.JP.Auth0.com:443/oauth/token",
+                "tenant.jp.auth0.com",
+            ),
+            (
+                "https://tenant.uk.auth0.com./oauth/token",
+                "tenant.uk.auth0.com",
+            ),
+            (
+                "https://user@tenant.au.auth0.com/x?y#z",
+                "tenant.au.auth0.com",
+            ),
+            ("http://auth0.com", "auth0.com"),
+        ] {
+            assert_eq!(tenant_domain(url).as_deref(), Some(host), "{url}");
+        }
+        for url in [
+            "https://login.example.com/oauth/token",
+            "https://mtls.login.example.com/oauth/token",
+            "https://myauth0.com/oauth/token",
+            "https://tenant.auth0.com.example.com/oauth/token",
+            "https://example.com/tenant.auth0.com",
+            "https://example.com/?next=a.auth0.com",
+            "http://127.0.0.1:8080/oauth/token",
+            "https://[::1]:8443/oauth/token",
+        ] {
+            assert_eq!(tenant_domain(url), None, "{url}");
         }
     }
 
