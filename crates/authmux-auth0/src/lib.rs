@@ -604,13 +604,11 @@ fn base_url(domain: &str) -> String {
 /// `tenant.us.auth0.com`, …) and Private Cloud's
 /// (`identity.example-co.auth0.com`).
 fn tenant_domain(url: &str) -> Option<String> {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let host = host.split(':').next().unwrap_or_default();
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let parsed = url::Url::parse(url).ok()?;
+    let host = parsed
+        .host_str()?
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     (host == "auth0.com" || host.ends_with(".auth0.com")).then_some(host)
 }
 
