@@ -60,6 +60,34 @@ pub struct ServerMetadata {
     /// absent means the server does not announce DPoP.
     #[serde(default)]
     pub dpop_signing_alg_values_supported: Option<Vec<String>>,
+    /// The endpoints that a client presenting a TLS client certificate
+    /// uses instead of the usual ones (RFC 8705 §5); absent means the
+    /// usual ones serve every client.
+    #[serde(default)]
+    pub mtls_endpoint_aliases: Option<MtlsEndpointAliases>,
+    /// Whether the server binds access tokens to the TLS client
+    /// certificate they were requested with (RFC 8705 §3.3); absent (or
+    /// `null`) means it does not.
+    #[serde(default, deserialize_with = "null_is_false")]
+    pub tls_client_certificate_bound_access_tokens: bool,
+}
+
+/// The endpoints of an authorization server for clients that present a
+/// TLS client certificate (RFC 8705 §5's `mtls_endpoint_aliases`), which
+/// such a client uses instead of the usual ones. Only the token endpoint
+/// matters to a client credentials client; other members are ignored.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MtlsEndpointAliases {
+    /// The token endpoint for clients that present a certificate; absent
+    /// means they use the metadata's `token_endpoint`.
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+}
+
+/// A boolean member of the metadata, `null` read as absent: `false`.
+fn null_is_false<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Option::<bool>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
 impl ServerMetadata {
@@ -360,7 +388,8 @@ impl DiscoveringSource {
     }
 
     /// Checks the metadata against the configuration; returns the token
-    /// endpoint.
+    /// endpoint: the mTLS alias of it for a client that presents a TLS
+    /// client certificate, when the server has one.
     fn check<'m>(&self, metadata: &'m ServerMetadata) -> Result<&'m str, Error> {
         let issuer = &self.issuer;
         if metadata.issuer != *issuer {
@@ -369,16 +398,26 @@ impl DiscoveringSource {
                 metadata.issuer
             )));
         }
-        let Some(token_url) = metadata.token_endpoint.as_deref() else {
-            return Err(Error::config(format!(
-                "issuer {issuer}: the metadata has no token_endpoint"
-            )));
+        // A client that presents a certificate, to authenticate or only to
+        // have its tokens bound to it, goes to the server's mTLS alias of
+        // the token endpoint when there is one (RFC 8705 §5).
+        let certificate = self.http.has_client_certificate();
+        let alias = metadata
+            .mtls_endpoint_aliases
+            .as_ref()
+            .and_then(|aliases| aliases.token_endpoint.as_deref())
+            .filter(|_| certificate);
+        let (field, token_url) = match (alias, metadata.token_endpoint.as_deref()) {
+            (Some(alias), _) => ("mtls_endpoint_aliases.token_endpoint", alias),
+            (None, Some(token_url)) => ("token_endpoint", token_url),
+            (None, None) => {
+                return Err(Error::config(format!(
+                    "issuer {issuer}: the metadata has no token_endpoint"
+                )));
+            }
         };
         validate_url(token_url, self.allow_insecure_http).map_err(|error| {
-            Error::config(format!(
-                "issuer {issuer}: token_endpoint: {}",
-                error.message()
-            ))
+            Error::config(format!("issuer {issuer}: {field}: {}", error.message()))
         })?;
         let grant = self.template.config.grant.grant();
         if grant != GrantType::ClientCredentials
@@ -411,6 +450,17 @@ impl DiscoveringSource {
             return Err(Error::config(format!(
                 "issuer {issuer}: the token endpoint does not accept {wanted} (token_endpoint_auth_methods_supported: {}); change client_auth",
                 methods.join(", ")
+            )));
+        }
+        // A certificate that does not authenticate the client is there only
+        // to bind its tokens (RFC 8705 §3): pointless, and misleading, with
+        // a server that does not bind them.
+        if certificate
+            && !self.auth.uses_certificate()
+            && !metadata.tls_client_certificate_bound_access_tokens
+        {
+            return Err(Error::config(format!(
+                "issuer {issuer}: the server does not issue certificate-bound tokens (no \"tls_client_certificate_bound_access_tokens\": true); remove tls_client_certificate, or authenticate with it: client_auth = \"tls_client_auth\" or \"self_signed_tls_client_auth\""
             )));
         }
         if self.dpop.is_some() {

@@ -177,6 +177,16 @@
 //! * its `issuer` must equal the configured issuer exactly;
 //! * its `token_endpoint` must be https (loopback or `allow_insecure_http`
 //!   aside), like a configured `token_url`;
+//! * a client that presents a TLS client certificate (to authenticate, or
+//!   only to have its tokens bound to it) sends its token requests to
+//!   `mtls_endpoint_aliases.token_endpoint` instead when the server has one
+//!   (RFC 8705 §5), checked like `token_endpoint`; a client without a
+//!   certificate never does;
+//! * a client that presents a certificate without authenticating with it
+//!   (`client_auth` other than `tls_client_auth` and
+//!   `self_signed_tls_client_auth`) needs
+//!   `"tls_client_certificate_bound_access_tokens": true` (RFC 8705 §3.3),
+//!   since binding is all the certificate is for;
 //! * [`ClientAuth::metadata_name`] of `client_auth` must be in
 //!   `token_endpoint_auth_methods_supported`, which RFC 8414 defaults to
 //!   `client_secret_basic` alone;
@@ -243,7 +253,7 @@ mod discovery;
 mod source;
 
 use discovery::DiscoveringSource;
-pub use discovery::ServerMetadata;
+pub use discovery::{MtlsEndpointAliases, ServerMetadata};
 pub use source::OAuth2Source;
 
 /// The provider's name in configs, errors and logs.
