@@ -1218,7 +1218,14 @@ impl EnvText {
                 .map(|part| part.to_ascii_lowercase())
                 .collect();
             let is_config = path.len() > 1 && SECTIONS.contains(&path[0].as_str());
-            if !is_config || path.iter().any(String::is_empty) {
+            // A `.` in a part would split it into keys of its own and put
+            // the value under another key than the variable names: a
+            // secret's value under a key that is not a secret's.
+            if !is_config
+                || path
+                    .iter()
+                    .any(|part| part.is_empty() || part.contains('.'))
+            {
                 continue;
             }
             values.push((path.join("."), value.to_owned()));

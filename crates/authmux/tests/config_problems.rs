@@ -629,3 +629,35 @@ fn tls_and_proxy_problems_name_the_key_and_never_show_the_key() {
     assert!(!format!("{found:?}").contains(SECRET));
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// A variable whose name has a `.` in a part (`CLIENTS__API.__CLIENT_SECRET`)
+/// would put its value under another key than the one it names (found by
+/// fuzzing: `clients.api: expected a table, found string "<the secret>"`).
+/// It is not read, like one with an empty part.
+#[test]
+fn a_variable_with_a_dot_in_its_name_is_not_read_and_never_shown() {
+    let secret = "c0nfig-s3cret~value";
+    for name in [
+        "AUTHMUX_CLIENTS__API.__CLIENT_SECRET",
+        "AUTHMUX_CLIENTS__API__CLIENT.SECRET",
+        "AUTHMUX_CLIENTS.API__CLIENT_SECRET",
+    ] {
+        let outcome =
+            Config::from_toml_and_env("[clients.api]\nprovider = \"oauth2\"\n", [(name, secret)]);
+        match outcome {
+            Ok(config) => {
+                assert_eq!(config.clients.keys().collect::<Vec<_>>(), ["api"], "{name}");
+            }
+            Err(error) => {
+                let problems = error.problems().join("\n");
+                assert!(!problems.contains(secret), "{name}: {problems}");
+            }
+        }
+    }
+    // Before: the value landed on `clients.api` itself.
+    let error = Config::from_toml_and_env("", [("AUTHMUX_CLIENTS__API.__CLIENT_SECRET", secret)]);
+    if let Err(error) = error {
+        let problems = error.problems().join("\n");
+        assert!(!problems.contains(secret), "{problems}");
+    }
+}
