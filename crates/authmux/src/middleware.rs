@@ -230,8 +230,8 @@ impl Authenticate {
     /// A token and the route to send it by, such that the token goes out
     /// with the certificate it is bound to, if any, and no other. A token
     /// bound to a certificate the client no longer presents (its files
-    /// were replaced) is dropped and a new one fetched; if that one is
-    /// bound to another certificate too, the request fails unsent.
+    /// were replaced) is replaced by a new one; if that one is bound to
+    /// another certificate too, the request fails unsent.
     async fn bound_token(&self) -> reqwest_middleware::Result<(Token, Option<ApiClient>)> {
         let token = self.token().await?;
         let route = self.route()?;
@@ -242,8 +242,18 @@ impl Authenticate {
             bound = token.certificate().unwrap_or("none"),
             "the token is bound to another client certificate; fetching a new one"
         );
-        self.token.invalidate(&token);
-        let fresh = self.token().await?;
+        // Not `invalidate`: the token was not rejected, and the rest of the
+        // fleet, still on the old certificate, may keep using it. Another
+        // request may have fetched its successor already.
+        let fresh = match self.token.cached() {
+            Some(cached) if cached.id() != token.id() => cached.clone(),
+            _ => self
+                .token
+                .refresh()
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?
+                .clone(),
+        };
         let route = self.route()?;
         if presentable(&fresh, route.as_ref()) {
             return Ok((fresh, route));
