@@ -419,6 +419,15 @@ mod tests {
         let debug = format!("{proxy:?}");
         assert!(!debug.contains("pa55w0rd"), "{debug}");
         assert!(debug.contains("proxy.corp:3128"), "{debug}");
+        // Nor in the HTTP client's Debug, nor its API client's.
+        let http =
+            crate::wire::HttpClient::with_config(crate::wire::HttpConfig::default().proxy(proxy))
+                .expect("a client");
+        let api = http.api_client().expect("an API client");
+        for shown in [format!("{http:?}"), format!("{api:?}")] {
+            assert!(!shown.contains("pa55w0rd"), "{shown}");
+            assert!(shown.contains("proxy.corp:3128"), "{shown}");
+        }
         let error = ProxyUrl::parse("socks5://user:pa55w0rd@proxy.corp")
             .expect_err("refused")
             .to_string();
