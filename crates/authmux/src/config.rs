@@ -86,8 +86,9 @@ pub fn not_compiled_in(provider: &str) -> Option<String> {
 ///
 /// Durations are humantime strings: `"30s"`, `"5m"`, `"1h 30m"`. PEM
 /// sources are inline, `{ env = "…" }` or `{ file = "…" }`, as a
-/// [`ClientSecret`] is; `Debug` never shows an inline one.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// [`ClientSecret`] is; `Debug` never shows an inline one, nor the
+/// proxy's password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Settings {
@@ -132,6 +133,36 @@ pub struct Settings {
     /// `"direct"` for none at all; unless set, `HTTPS_PROXY`, `HTTP_PROXY`
     /// and `NO_PROXY` are honoured.
     pub proxy: Option<String>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("refresh_window", &self.refresh_window)
+            .field("expiry_margin", &self.expiry_margin)
+            .field("max_attempts", &self.max_attempts)
+            .field("fetch_deadline", &self.fetch_deadline)
+            .field("default_lifetime", &self.default_lifetime)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_ca_only", &self.tls_ca_only)
+            .field("tls_client_certificate", &self.tls_client_certificate)
+            .field("tls_client_key", &self.tls_client_key)
+            // A proxy URL may carry a password.
+            .field(
+                "proxy",
+                &self.proxy.as_deref().map(|proxy| {
+                    if proxy.trim() == authmux_core::wire::DIRECT {
+                        proxy.to_owned()
+                    } else {
+                        authmux_core::store::redact_url(proxy)
+                    }
+                }),
+            )
+            .finish()
+    }
 }
 
 impl Default for Settings {

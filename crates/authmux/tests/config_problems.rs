@@ -661,3 +661,22 @@ fn a_variable_with_a_dot_in_its_name_is_not_read_and_never_shown() {
         assert!(!problems.contains(secret), "{problems}");
     }
 }
+
+/// A proxy URL may carry a password: the settings' `Debug` (and the
+/// client's, which holds them) shows the proxy without it.
+#[test]
+fn a_proxy_password_is_not_in_the_settings_debug() {
+    let config = Config::from_toml_str(
+        "[defaults]\nproxy = \"http://user:pa55w0rd@proxy.corp:3128\"\n\
+         [clients.api]\nprovider = \"oauth2\"\nproxy = \"direct\"\n\
+         [clients.own]\nprovider = \"oauth2\"\nproxy = \"http://me:s3cr3tpw@proxy.corp:3128\"\n",
+    )
+    .expect("valid");
+    let defaults = format!("{:?}", config.defaults);
+    assert!(!defaults.contains("pa55w0rd"), "{defaults}");
+    assert!(defaults.contains("proxy.corp:3128"), "{defaults}");
+    let client = format!("{:?}", config.clients["api"]);
+    assert!(client.contains("\"direct\""), "{client}");
+    let own = format!("{:?}", config.clients["own"]);
+    assert!(!own.contains("s3cr3tpw"), "{own}");
+}
